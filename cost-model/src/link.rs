@@ -1,0 +1,107 @@
+//! Link budget of one split feature.
+
+use serde::{Deserialize, Serialize};
+
+/// What determines the bytes a view sends per frame.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LinkBudgetInput {
+    /// Elements of the split feature of one view.
+    pub feature_elements: usize,
+    /// Bits per element on the wire (2, 4, 6, 8 quantized; 16, 32 float).
+    pub bits_per_element: u32,
+    /// (scale, zero point) pairs sent with each frame (0 for float passthrough).
+    pub quantization_parameter_pairs: usize,
+    /// Upper bound of the framing around the payload (protobuf message and gRPC frame headers,
+    /// sequence number, timestamps, timings, shape).
+    pub message_overhead_bytes: usize,
+    /// Number of views (sensors).
+    pub views: u32,
+    /// Frame rate the budget is computed for.
+    pub target_fps: f64,
+    /// Bytes of one raw camera frame (what "everything on the aggregator" would send).
+    pub raw_frame_bytes: usize,
+}
+
+/// The link cost of a split, per view and for the whole rig.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct LinkBudget {
+    /// Packed feature bytes of one view per frame: `ceil(elements × bits / 8)`.
+    pub payload_bytes_per_view: usize,
+    /// Quantization parameters: 8 bytes per (f32 scale, i32 zero point) pair.
+    pub parameter_bytes_per_view: usize,
+    /// Framing upper bound per view per frame.
+    pub overhead_bytes_per_view: usize,
+    /// Everything one view sends per frame (upper bound).
+    pub bytes_per_view_per_frame: usize,
+    /// All views together per frame.
+    pub bytes_per_frame: usize,
+    pub target_fps: f64,
+    /// One view's link at the target rate, bits per second.
+    pub bits_per_second_per_view: f64,
+    /// All views on a shared bus at the target rate, bits per second.
+    pub bits_per_second_total: f64,
+    /// Raw frame bytes per view, for comparison.
+    pub raw_frame_bytes_per_view: usize,
+    /// `bytes_per_view_per_frame / raw_frame_bytes_per_view`.
+    pub ratio_to_raw: f64,
+}
+
+/// Computes the link budget.
+pub fn link_budget(i: &LinkBudgetInput) -> LinkBudget {
+    let payload = (i.feature_elements * i.bits_per_element as usize).div_ceil(8);
+    let params = i.quantization_parameter_pairs * 8;
+    let per_view = payload + params + i.message_overhead_bytes;
+    let bits_per_view = per_view as f64 * 8.0 * i.target_fps;
+    LinkBudget {
+        payload_bytes_per_view: payload,
+        parameter_bytes_per_view: params,
+        overhead_bytes_per_view: i.message_overhead_bytes,
+        bytes_per_view_per_frame: per_view,
+        bytes_per_frame: per_view * i.views as usize,
+        target_fps: i.target_fps,
+        bits_per_second_per_view: bits_per_view,
+        bits_per_second_total: bits_per_view * f64::from(i.views),
+        raw_frame_bytes_per_view: i.raw_frame_bytes,
+        ratio_to_raw: if i.raw_frame_bytes == 0 {
+            f64::NAN
+        } else {
+            per_view as f64 / i.raw_frame_bytes as f64
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn eight_bit_feature_budget() {
+        let b = link_budget(&LinkBudgetInput {
+            feature_elements: 196,
+            bits_per_element: 8,
+            quantization_parameter_pairs: 1,
+            message_overhead_bytes: 80,
+            views: 4,
+            target_fps: 30.0,
+            raw_frame_bytes: 784,
+        });
+        assert_eq!(b.payload_bytes_per_view, 196);
+        assert_eq!(b.bytes_per_view_per_frame, 196 + 8 + 80);
+        assert_eq!(b.bytes_per_frame, 4 * 284);
+        assert!((b.bits_per_second_per_view - 284.0 * 8.0 * 30.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn odd_bit_widths_round_up_to_whole_bytes() {
+        let b = link_budget(&LinkBudgetInput {
+            feature_elements: 5,
+            bits_per_element: 6,
+            quantization_parameter_pairs: 0,
+            message_overhead_bytes: 0,
+            views: 1,
+            target_fps: 1.0,
+            raw_frame_bytes: 1,
+        });
+        assert_eq!(b.payload_bytes_per_view, 4); // 30 bits
+    }
+}

@@ -1,0 +1,301 @@
+//! The split bundle: a directory holding `bundle.toml` (the manifest), `head.onnx` (runs on each
+//! sensor) and `tail.onnx` (fuses the views' features and classifies on the aggregator).
+//!
+//! The bundle digest is the sha256 of `bundle.toml`'s bytes; the manifest records the sha256 of
+//! both model files, so the digest pins the whole bundle. Loading verifies every file.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use splitnets_cost_model::LinkBudget;
+
+use crate::camera::CameraRig;
+use crate::codec::CodecSpec;
+
+pub const MANIFEST_FILE: &str = "bundle.toml";
+pub const FORMAT_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub format_version: u32,
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    /// Class names in output order.
+    pub classes: Vec<String>,
+    pub input: InputSpec,
+    pub cameras: CameraRig,
+    pub split: SplitSpec,
+    pub codec: CodecSpec,
+    pub files: Files,
+    pub link_budget: LinkBudget,
+    /// The cost model's predicted per-stage breakdown, when one was computed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub predicted: Option<PredictedCost>,
+    /// Where the weights came from (training run summary).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub training: Option<TrainingSummary>,
+}
+
+/// The camera frame and how it becomes the head's input tensor.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InputSpec {
+    /// Frame size in pixels.
+    pub height: usize,
+    pub width: usize,
+    /// Only `gray8` (one 8-bit channel) so far.
+    pub pixel_format: String,
+    /// Head input `[1, 1, height, width]`, values `(pixel / 255 - mean) / std`.
+    pub mean: f32,
+    pub std: f32,
+}
+
+impl InputSpec {
+    pub fn head_input_shape(&self) -> [usize; 4] {
+        [1, 1, self.height, self.width]
+    }
+    pub fn raw_frame_bytes(&self) -> usize {
+        self.height * self.width
+    }
+    /// Pixels to the head's input values.
+    pub fn preprocess(&self, pixels: &[u8], out: &mut Vec<f32>) {
+        out.clear();
+        out.extend(
+            pixels
+                .iter()
+                .map(|&p| (f32::from(p) / 255.0 - self.mean) / self.std),
+        );
+    }
+}
+
+/// Where the network is cut and how the views are fused.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SplitSpec {
+    /// Names of the head's input and output tensors.
+    pub head_input: String,
+    pub head_output: String,
+    /// One view's feature, `[1, C, H, W]`.
+    pub feature_shape: Vec<usize>,
+    /// The tail's input stacks the present views' features along axis 0: `[views_present, C, H, W]`.
+    pub tail_input: String,
+    pub tail_output: String,
+    /// `max`: element-wise max over the present views (after a shared per-view recover layer).
+    pub fusion: String,
+}
+
+impl SplitSpec {
+    pub fn feature_elements(&self) -> usize {
+        self.feature_shape.iter().product()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Files {
+    pub head: FileRef,
+    pub tail: FileRef,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FileRef {
+    pub path: String,
+    pub sha256: String,
+}
+
+/// Predicted per-frame costs (seconds, bytes) from the cost model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PredictedCost {
+    pub profile: String,
+    pub sensor_seconds: f64,
+    pub link_seconds: f64,
+    pub aggregator_seconds: f64,
+    pub end_to_end_seconds: f64,
+    pub sensor_peak_memory_bytes: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainingSummary {
+    pub dataset: String,
+    pub steps: u64,
+    pub batch_size: usize,
+    pub seconds: f64,
+    pub final_loss: f64,
+    /// Test accuracy of the float model, each view alone (mean over views) and all views fused.
+    pub test_accuracy_one_view: f64,
+    pub test_accuracy_fused: f64,
+    pub test_samples: usize,
+    /// Largest |ONNX Runtime − training framework| over the checked logits.
+    pub onnx_max_abs_diff: f64,
+    pub command: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BundleError {
+    #[error("bundle {dir}: cannot read {file}: {source}")]
+    Io {
+        dir: String,
+        file: String,
+        source: std::io::Error,
+    },
+    #[error("bundle {dir}: {file} is not a valid manifest: {reason}")]
+    Manifest {
+        dir: String,
+        file: String,
+        reason: String,
+    },
+    #[error("bundle {dir}: {file} does not match its digest (manifest says sha256 {expected}, file has {actual}); the bundle is corrupt or was edited")]
+    DigestMismatch {
+        dir: String,
+        file: String,
+        expected: String,
+        actual: String,
+    },
+    #[error("bundle {dir}: {reason}")]
+    Invalid { dir: String, reason: String },
+}
+
+/// A verified bundle in memory.
+#[derive(Debug, Clone)]
+pub struct Bundle {
+    pub dir: PathBuf,
+    pub manifest: Manifest,
+    /// Hex sha256 of `bundle.toml`.
+    pub digest: String,
+    pub head_onnx: Vec<u8>,
+    pub tail_onnx: Vec<u8>,
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+fn read(dir: &Path, file: &str) -> Result<Vec<u8>, BundleError> {
+    std::fs::read(dir.join(file)).map_err(|source| BundleError::Io {
+        dir: dir.display().to_string(),
+        file: file.to_string(),
+        source,
+    })
+}
+
+impl Bundle {
+    /// Reads and verifies a bundle directory.
+    pub fn load(dir: &Path) -> Result<Self, BundleError> {
+        let d = dir.display().to_string();
+        let manifest_bytes = read(dir, MANIFEST_FILE)?;
+        let text = std::str::from_utf8(&manifest_bytes).map_err(|e| BundleError::Manifest {
+            dir: d.clone(),
+            file: MANIFEST_FILE.into(),
+            reason: e.to_string(),
+        })?;
+        let manifest: Manifest = toml::from_str(text).map_err(|e| BundleError::Manifest {
+            dir: d.clone(),
+            file: MANIFEST_FILE.into(),
+            reason: e.to_string().trim().replace('\n', " "),
+        })?;
+        manifest.validate().map_err(|reason| BundleError::Invalid {
+            dir: d.clone(),
+            reason,
+        })?;
+        let load_checked = |f: &FileRef| -> Result<Vec<u8>, BundleError> {
+            let bytes = read(dir, &f.path)?;
+            let actual = sha256_hex(&bytes);
+            if actual != f.sha256 {
+                return Err(BundleError::DigestMismatch {
+                    dir: d.clone(),
+                    file: f.path.clone(),
+                    expected: f.sha256.clone(),
+                    actual,
+                });
+            }
+            Ok(bytes)
+        };
+        let head_onnx = load_checked(&manifest.files.head)?;
+        let tail_onnx = load_checked(&manifest.files.tail)?;
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            digest: sha256_hex(&manifest_bytes),
+            manifest,
+            head_onnx,
+            tail_onnx,
+        })
+    }
+
+    /// Writes a bundle: the model files, then a manifest whose file digests are filled in.
+    /// Returns the bundle digest.
+    pub fn write(
+        dir: &Path,
+        mut manifest: Manifest,
+        head_onnx: &[u8],
+        tail_onnx: &[u8],
+    ) -> Result<String, BundleError> {
+        let d = dir.display().to_string();
+        let io = |file: &str| {
+            let file = file.to_string();
+            let d = d.clone();
+            move |source| BundleError::Io {
+                dir: d,
+                file,
+                source,
+            }
+        };
+        std::fs::create_dir_all(dir).map_err(io("."))?;
+        manifest.files.head.sha256 = sha256_hex(head_onnx);
+        manifest.files.tail.sha256 = sha256_hex(tail_onnx);
+        std::fs::write(dir.join(&manifest.files.head.path), head_onnx)
+            .map_err(io(&manifest.files.head.path))?;
+        std::fs::write(dir.join(&manifest.files.tail.path), tail_onnx)
+            .map_err(io(&manifest.files.tail.path))?;
+        manifest.validate().map_err(|reason| BundleError::Invalid {
+            dir: d.clone(),
+            reason,
+        })?;
+        let text = format!(
+            "# SplitNets split bundle. The bundle digest is the sha256 of this file.\n{}",
+            toml::to_string_pretty(&manifest).map_err(|e| BundleError::Manifest {
+                dir: d.clone(),
+                file: MANIFEST_FILE.into(),
+                reason: e.to_string(),
+            })?
+        );
+        std::fs::write(dir.join(MANIFEST_FILE), &text).map_err(io(MANIFEST_FILE))?;
+        Ok(sha256_hex(text.as_bytes()))
+    }
+}
+
+impl Manifest {
+    /// Consistency checks that do not need the model files.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.format_version != FORMAT_VERSION {
+            return Err(format!(
+                "format_version {} is not supported (this build reads {FORMAT_VERSION})",
+                self.format_version
+            ));
+        }
+        if self.classes.is_empty() {
+            return Err("classes is empty".into());
+        }
+        if self.input.pixel_format != "gray8" {
+            return Err(format!(
+                "input.pixel_format {:?} is not supported (gray8)",
+                self.input.pixel_format
+            ));
+        }
+        if self.input.height == 0 || self.input.width == 0 || self.input.std == 0.0 {
+            return Err("input height, width and std must be non-zero".into());
+        }
+        if self.cameras.views == 0 {
+            return Err("cameras.views must be at least 1".into());
+        }
+        if self.split.feature_shape.len() != 4 || self.split.feature_shape[0] != 1 {
+            return Err(format!(
+                "split.feature_shape {:?} must be [1, C, H, W]",
+                self.split.feature_shape
+            ));
+        }
+        if self.split.fusion != "max" {
+            return Err(format!("split.fusion {:?} is not supported (max)", self.split.fusion));
+        }
+        self.codec.validate().map_err(|e| format!("codec: {e}"))?;
+        Ok(())
+    }
+}

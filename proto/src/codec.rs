@@ -1,0 +1,411 @@
+//! The feature codec: what crosses the link between a sensor and the aggregator.
+//!
+//! Affine quantization `x ≈ (q - zero_point) · scale` to 2, 4, 6 or 8 bits, per tensor or per
+//! channel, with the codes packed densely (element `i` occupies bits `i·b .. (i+1)·b` of the
+//! payload, least significant bit first), or float16/float32 passthrough (little-endian).
+//!
+//! The quantization range always contains 0, so 0 (every ReLU's favourite value) is exact; the
+//! parameters are chosen from the tensor itself on every frame (dynamic range), and travel with it.
+//! Pure arithmetic: no I/O.
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+/// How a bundle encodes its split feature.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "encoding")]
+pub enum CodecSpec {
+    Float32,
+    Float16,
+    Affine {
+        bits: u8,
+        #[serde(default)]
+        per_channel: bool,
+    },
+}
+
+impl CodecSpec {
+    /// Bits per element on the wire.
+    pub fn bits_per_element(&self) -> u32 {
+        match self {
+            CodecSpec::Float32 => 32,
+            CodecSpec::Float16 => 16,
+            CodecSpec::Affine { bits, .. } => u32::from(*bits),
+        }
+    }
+
+    /// Rejects unsupported bit widths.
+    pub fn validate(&self) -> Result<(), CodecError> {
+        match self {
+            CodecSpec::Affine { bits, .. } if !SUPPORTED_BITS.contains(bits) => {
+                Err(CodecError::UnsupportedBits(u32::from(*bits)))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Payload bytes for a tensor of `elements` elements: `ceil(elements · bits / 8)`.
+    pub fn payload_bytes(&self, elements: usize) -> usize {
+        (elements * self.bits_per_element() as usize).div_ceil(8)
+    }
+
+    /// Number of (scale, zero point) pairs sent with a tensor of this shape.
+    pub fn parameter_count(&self, shape: &[usize]) -> usize {
+        match self {
+            CodecSpec::Affine {
+                per_channel: true, ..
+            } if shape.len() >= 2 => shape[1],
+            CodecSpec::Affine { .. } => 1,
+            _ => 0,
+        }
+    }
+}
+
+impl std::fmt::Display for CodecSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CodecSpec::Float32 => write!(f, "float32"),
+            CodecSpec::Float16 => write!(f, "float16"),
+            CodecSpec::Affine { bits, per_channel } => write!(
+                f,
+                "affine uint{bits} {}",
+                if *per_channel { "per channel" } else { "per tensor" }
+            ),
+        }
+    }
+}
+
+/// Bit widths the affine encoding supports.
+pub const SUPPORTED_BITS: [u8; 4] = [2, 4, 6, 8];
+
+/// The element encoding of an [`EncodedTensor`] (mirrors `splitnets.v1.ElementEncoding`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encoding {
+    Float32,
+    Float16,
+    AffineUint,
+}
+
+/// A tensor as it crosses the link.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EncodedTensor {
+    pub shape: Vec<usize>,
+    pub encoding: Encoding,
+    pub bits: u32,
+    pub scale: Vec<f32>,
+    pub zero_point: Vec<i32>,
+    /// Axis of per-channel parameters, or -1 for one pair per tensor.
+    pub channel_axis: i32,
+    pub payload: Bytes,
+}
+
+/// A tensor that cannot be encoded or decoded; each variant says what was wrong.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum CodecError {
+    #[error("unsupported bit width {0} (supported: 2, 4, 6, 8)")]
+    UnsupportedBits(u32),
+    #[error("shape {shape:?} has {expected} elements but {actual} values were given")]
+    ElementCount {
+        shape: Vec<usize>,
+        expected: usize,
+        actual: usize,
+    },
+    #[error("payload is {actual} bytes; shape {shape:?} with {bits}-bit elements needs exactly {expected}")]
+    PayloadLength {
+        shape: Vec<usize>,
+        bits: u32,
+        expected: usize,
+        actual: usize,
+    },
+    #[error("expected {expected} quantization (scale, zero point) pairs, got {scales} scales and {zero_points} zero points")]
+    ParameterCount {
+        expected: usize,
+        scales: usize,
+        zero_points: usize,
+    },
+    #[error("invalid quantization parameter: {0}")]
+    Parameter(String),
+    #[error("unspecified element encoding")]
+    UnspecifiedEncoding,
+    #[error("tensor contains a non-finite value at element {0}")]
+    NonFinite(usize),
+}
+
+fn element_count(shape: &[usize]) -> usize {
+    shape.iter().product()
+}
+
+/// Encodes `values` (row-major, of `shape`) with `spec`.
+pub fn encode(spec: CodecSpec, shape: &[usize], values: &[f32]) -> Result<EncodedTensor, CodecError> {
+    spec.validate()?;
+    let n = element_count(shape);
+    if n != values.len() {
+        return Err(CodecError::ElementCount {
+            shape: shape.to_vec(),
+            expected: n,
+            actual: values.len(),
+        });
+    }
+    match spec {
+        CodecSpec::Float32 => {
+            let mut out = Vec::with_capacity(n * 4);
+            for v in values {
+                out.extend_from_slice(&v.to_le_bytes());
+            }
+            Ok(passthrough(shape, Encoding::Float32, 32, out))
+        }
+        CodecSpec::Float16 => {
+            let mut out = Vec::with_capacity(n * 2);
+            for v in values {
+                out.extend_from_slice(&half::f16::from_f32(*v).to_le_bytes());
+            }
+            Ok(passthrough(shape, Encoding::Float16, 16, out))
+        }
+        CodecSpec::Affine { bits, per_channel } => {
+            if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+                return Err(CodecError::NonFinite(i));
+            }
+            let bits = u32::from(bits);
+            let groups = ChannelGroups::new(shape, per_channel);
+            let mut lo = vec![0.0f32; groups.count];
+            let mut hi = vec![0.0f32; groups.count];
+            for (i, v) in values.iter().enumerate() {
+                let g = groups.group_of(i);
+                lo[g] = lo[g].min(*v);
+                hi[g] = hi[g].max(*v);
+            }
+            let (scale, zero_point): (Vec<f32>, Vec<i32>) = lo
+                .iter()
+                .zip(&hi)
+                .map(|(l, h)| affine_parameters(*l, *h, bits))
+                .unzip();
+            let qmax = (1u32 << bits) - 1;
+            let mut packer = BitPacker::new(n, bits);
+            for (i, v) in values.iter().enumerate() {
+                let g = groups.group_of(i);
+                let q = (v / scale[g]).round() + zero_point[g] as f32;
+                packer.push(q.clamp(0.0, qmax as f32) as u32);
+            }
+            Ok(EncodedTensor {
+                shape: shape.to_vec(),
+                encoding: Encoding::AffineUint,
+                bits,
+                scale,
+                zero_point,
+                channel_axis: if per_channel && shape.len() >= 2 { 1 } else { -1 },
+                payload: packer.finish().into(),
+            })
+        }
+    }
+}
+
+fn passthrough(shape: &[usize], encoding: Encoding, bits: u32, payload: Vec<u8>) -> EncodedTensor {
+    EncodedTensor {
+        shape: shape.to_vec(),
+        encoding,
+        bits,
+        scale: vec![],
+        zero_point: vec![],
+        channel_axis: -1,
+        payload: payload.into(),
+    }
+}
+
+/// Scale and zero point mapping `[min(lo,0), max(hi,0)]` onto `0 ..= 2^bits - 1`.
+fn affine_parameters(lo: f32, hi: f32, bits: u32) -> (f32, i32) {
+    let qmax = ((1u32 << bits) - 1) as f32;
+    let (lo, hi) = (lo.min(0.0), hi.max(0.0));
+    let range = hi - lo;
+    if range <= 0.0 || !range.is_normal() {
+        return (1.0, 0);
+    }
+    let scale = range / qmax;
+    let zero_point = (-lo / scale).round().clamp(0.0, qmax) as i32;
+    (scale, zero_point)
+}
+
+/// The largest error [`decode`] can make on an element, given the tensor's parameters:
+/// half a quantization step (zero for float32; float16's rounding is relative, not bounded here).
+pub fn max_abs_error(t: &EncodedTensor) -> f32 {
+    match t.encoding {
+        Encoding::AffineUint => t.scale.iter().cloned().fold(0.0, f32::max) * 0.5,
+        _ => 0.0,
+    }
+}
+
+/// Which elements share quantization parameters: all of them, or those of one channel (axis 1).
+struct ChannelGroups {
+    count: usize,
+    /// Elements per channel block (product of dims after axis 1).
+    inner: usize,
+}
+
+impl ChannelGroups {
+    fn new(shape: &[usize], per_channel: bool) -> Self {
+        if per_channel && shape.len() >= 2 {
+            Self {
+                count: shape[1],
+                inner: shape[2..].iter().product(),
+            }
+        } else {
+            Self {
+                count: 1,
+                inner: 0,
+            }
+        }
+    }
+
+    fn group_of(&self, i: usize) -> usize {
+        if self.count == 1 {
+            0
+        } else {
+            (i / self.inner) % self.count
+        }
+    }
+}
+
+/// Accumulates `bits`-bit codes into a dense little-endian bit stream.
+struct BitPacker {
+    out: Vec<u8>,
+    acc: u64,
+    filled: u32,
+    bits: u32,
+}
+
+impl BitPacker {
+    fn new(elements: usize, bits: u32) -> Self {
+        Self {
+            out: Vec::with_capacity((elements * bits as usize).div_ceil(8)),
+            acc: 0,
+            filled: 0,
+            bits,
+        }
+    }
+
+    fn push(&mut self, code: u32) {
+        self.acc |= u64::from(code) << self.filled;
+        self.filled += self.bits;
+        while self.filled >= 8 {
+            self.out.push(self.acc as u8);
+            self.acc >>= 8;
+            self.filled -= 8;
+        }
+    }
+
+    fn finish(mut self) -> Vec<u8> {
+        if self.filled > 0 {
+            self.out.push(self.acc as u8);
+        }
+        self.out
+    }
+}
+
+/// Packs codes (each `< 2^bits`) densely; exposed for tests and tools.
+pub fn pack_codes(codes: &[u32], bits: u32) -> Vec<u8> {
+    let mut p = BitPacker::new(codes.len(), bits);
+    for &c in codes {
+        p.push(c);
+    }
+    p.finish()
+}
+
+/// Unpacks `count` codes of `bits` bits.
+pub fn unpack_codes(payload: &[u8], bits: u32, count: usize) -> Vec<u32> {
+    let mut out = Vec::with_capacity(count);
+    let mask = (1u64 << bits) - 1;
+    let (mut acc, mut filled, mut bytes) = (0u64, 0u32, payload.iter());
+    while out.len() < count {
+        while filled < bits {
+            acc |= u64::from(*bytes.next().unwrap_or(&0)) << filled;
+            filled += 8;
+        }
+        out.push((acc & mask) as u32);
+        acc >>= bits;
+        filled -= bits;
+    }
+    out
+}
+
+/// Decodes into `out` (cleared first), validating everything a malformed frame could get wrong.
+pub fn decode_into(t: &EncodedTensor, out: &mut Vec<f32>) -> Result<(), CodecError> {
+    out.clear();
+    let n = element_count(&t.shape);
+    let expect_len = |bits: u32| -> Result<(), CodecError> {
+        let expected = (n * bits as usize).div_ceil(8);
+        if t.payload.len() != expected {
+            return Err(CodecError::PayloadLength {
+                shape: t.shape.clone(),
+                bits,
+                expected,
+                actual: t.payload.len(),
+            });
+        }
+        Ok(())
+    };
+    match t.encoding {
+        Encoding::Float32 => {
+            expect_len(32)?;
+            out.extend(
+                t.payload
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
+            );
+        }
+        Encoding::Float16 => {
+            expect_len(16)?;
+            out.extend(
+                t.payload
+                    .chunks_exact(2)
+                    .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()),
+            );
+        }
+        Encoding::AffineUint => {
+            if !SUPPORTED_BITS.contains(&(t.bits.min(255) as u8)) {
+                return Err(CodecError::UnsupportedBits(t.bits));
+            }
+            expect_len(t.bits)?;
+            let groups = match t.channel_axis {
+                -1 => ChannelGroups::new(&t.shape, false),
+                1 if t.shape.len() >= 2 => ChannelGroups::new(&t.shape, true),
+                a => {
+                    return Err(CodecError::Parameter(format!(
+                        "channel axis {a} is not supported for shape {:?} (use -1 or 1)",
+                        t.shape
+                    )));
+                }
+            };
+            if t.scale.len() != groups.count || t.zero_point.len() != groups.count {
+                return Err(CodecError::ParameterCount {
+                    expected: groups.count,
+                    scales: t.scale.len(),
+                    zero_points: t.zero_point.len(),
+                });
+            }
+            let qmax = (1i32 << t.bits) - 1;
+            for (s, z) in t.scale.iter().zip(&t.zero_point) {
+                if !(s.is_finite() && *s > 0.0) {
+                    return Err(CodecError::Parameter(format!("scale {s} is not a positive finite number")));
+                }
+                if !(0..=qmax).contains(z) {
+                    return Err(CodecError::Parameter(format!(
+                        "zero point {z} is outside 0..={qmax} for {} bits",
+                        t.bits
+                    )));
+                }
+            }
+            let codes = unpack_codes(&t.payload, t.bits, n);
+            out.extend(codes.iter().enumerate().map(|(i, &q)| {
+                let g = groups.group_of(i);
+                (q as i32 - t.zero_point[g]) as f32 * t.scale[g]
+            }));
+        }
+    }
+    Ok(())
+}
+
+/// Decodes into a new vector.
+pub fn decode(t: &EncodedTensor) -> Result<Vec<f32>, CodecError> {
+    let mut out = Vec::new();
+    decode_into(t, &mut out)?;
+    Ok(out)
+}

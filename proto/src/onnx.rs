@@ -1,0 +1,263 @@
+//! ONNX models: the IR types (generated from the project's `proto/onnx/onnx.proto`), file I/O,
+//! and small builders for writing models that ONNX Runtime 1.31 loads.
+
+use std::path::Path;
+
+use prost::Message;
+
+#[allow(clippy::all, missing_docs, unreachable_pub)]
+mod generated {
+    include!(concat!(env!("OUT_DIR"), "/onnx.rs"));
+}
+pub use generated::*;
+
+/// The IR version this project writes: ONNX Runtime 1.31 accepts ≤ 13; 10 is widely supported.
+pub const WRITE_IR_VERSION: i64 = 10;
+/// The default-domain opset this project writes.
+pub const WRITE_OPSET: i64 = 17;
+
+/// An ONNX file could not be read, parsed or written.
+#[derive(Debug, thiserror::Error)]
+pub enum OnnxError {
+    #[error("cannot read ONNX model {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("cannot write ONNX model {path}: {source}")]
+    Write {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path} is not an ONNX model (protobuf decode failed: {source})")]
+    Decode {
+        path: String,
+        source: prost::DecodeError,
+    },
+    #[error("ONNX model {0}")]
+    Invalid(String),
+}
+
+/// Decodes a model from bytes.
+pub fn decode_model(bytes: &[u8], origin: &str) -> Result<ModelProto, OnnxError> {
+    ModelProto::decode(bytes).map_err(|source| OnnxError::Decode {
+        path: origin.to_string(),
+        source,
+    })
+}
+
+/// Reads and decodes a model file.
+pub fn read_model(path: &Path) -> Result<ModelProto, OnnxError> {
+    let bytes = std::fs::read(path).map_err(|source| OnnxError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
+    decode_model(&bytes, &path.display().to_string())
+}
+
+/// Encodes and writes a model file.
+pub fn write_model(model: &ModelProto, path: &Path) -> Result<(), OnnxError> {
+    std::fs::write(path, model.encode_to_vec()).map_err(|source| OnnxError::Write {
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+/// A tensor's element type as ONNX numbers it.
+pub const FLOAT: i32 = tensor_proto::DataType::Float as i32;
+pub const INT64: i32 = tensor_proto::DataType::Int64 as i32;
+
+/// A dimension of a value's shape: fixed or symbolic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Dim {
+    Fixed(i64),
+    Symbolic(String),
+}
+
+/// `ValueInfoProto` of a float tensor with the given dimensions.
+pub fn float_value_info(name: &str, dims: &[Dim]) -> ValueInfoProto {
+    let dim = dims
+        .iter()
+        .map(|d| tensor_shape_proto::Dimension {
+            value: Some(match d {
+                Dim::Fixed(v) => tensor_shape_proto::dimension::Value::DimValue(*v),
+                Dim::Symbolic(s) => tensor_shape_proto::dimension::Value::DimParam(s.clone()),
+            }),
+            denotation: None,
+        })
+        .collect();
+    ValueInfoProto {
+        name: Some(name.to_string()),
+        r#type: Some(TypeProto {
+            value: Some(type_proto::Value::TensorType(type_proto::Tensor {
+                elem_type: Some(FLOAT),
+                shape: Some(TensorShapeProto { dim }),
+            })),
+            denotation: None,
+        }),
+        ..Default::default()
+    }
+}
+
+/// The dimensions of a tensor-typed value, `None` where a dimension is symbolic or unknown.
+pub fn value_dims(info: &ValueInfoProto) -> Option<Vec<Option<i64>>> {
+    let Some(type_proto::Value::TensorType(t)) = info.r#type.as_ref()?.value.as_ref() else {
+        return None;
+    };
+    Some(
+        t.shape
+            .as_ref()?
+            .dim
+            .iter()
+            .map(|d| match d.value {
+                Some(tensor_shape_proto::dimension::Value::DimValue(v)) => Some(v),
+                _ => None,
+            })
+            .collect(),
+    )
+}
+
+/// A float32 initializer stored as little-endian `raw_data`.
+pub fn float_initializer(name: &str, dims: &[i64], values: &[f32]) -> TensorProto {
+    debug_assert_eq!(dims.iter().product::<i64>() as usize, values.len());
+    let mut raw = Vec::with_capacity(values.len() * 4);
+    for v in values {
+        raw.extend_from_slice(&v.to_le_bytes());
+    }
+    TensorProto {
+        dims: dims.to_vec(),
+        data_type: Some(FLOAT),
+        name: Some(name.to_string()),
+        raw_data: Some(raw.into()),
+        ..Default::default()
+    }
+}
+
+/// An int64 initializer (shapes, axes).
+pub fn int64_initializer(name: &str, dims: &[i64], values: &[i64]) -> TensorProto {
+    TensorProto {
+        dims: dims.to_vec(),
+        data_type: Some(INT64),
+        name: Some(name.to_string()),
+        int64_data: values.to_vec(),
+        ..Default::default()
+    }
+}
+
+/// Attribute constructors.
+pub fn attr_int(name: &str, v: i64) -> AttributeProto {
+    AttributeProto {
+        name: Some(name.into()),
+        r#type: Some(attribute_proto::AttributeType::Int as i32),
+        i: Some(v),
+        ..Default::default()
+    }
+}
+pub fn attr_ints(name: &str, v: &[i64]) -> AttributeProto {
+    AttributeProto {
+        name: Some(name.into()),
+        r#type: Some(attribute_proto::AttributeType::Ints as i32),
+        ints: v.to_vec(),
+        ..Default::default()
+    }
+}
+pub fn attr_float(name: &str, v: f32) -> AttributeProto {
+    AttributeProto {
+        name: Some(name.into()),
+        r#type: Some(attribute_proto::AttributeType::Float as i32),
+        f: Some(v),
+        ..Default::default()
+    }
+}
+
+/// A node in the default domain.
+pub fn node(
+    op_type: &str,
+    name: &str,
+    inputs: &[&str],
+    outputs: &[&str],
+    attributes: Vec<AttributeProto>,
+) -> NodeProto {
+    NodeProto {
+        input: inputs.iter().map(|s| s.to_string()).collect(),
+        output: outputs.iter().map(|s| s.to_string()).collect(),
+        name: Some(name.into()),
+        op_type: Some(op_type.into()),
+        attribute: attributes,
+        ..Default::default()
+    }
+}
+
+/// Wraps a graph into a model with this project's IR version and opset.
+pub fn model(graph: GraphProto, doc: &str) -> ModelProto {
+    ModelProto {
+        ir_version: Some(WRITE_IR_VERSION),
+        opset_import: vec![OperatorSetIdProto {
+            domain: Some(String::new()),
+            version: Some(WRITE_OPSET),
+        }],
+        producer_name: Some("splitnets".into()),
+        producer_version: Some(env!("CARGO_PKG_VERSION").into()),
+        doc_string: Some(doc.into()),
+        graph: Some(graph),
+        ..Default::default()
+    }
+}
+
+/// Checks the few structural facts the runtime relies on: a graph, exactly one input that is not
+/// an initializer, exactly one output, every node input produced somewhere.
+pub fn check_single_io(model: &ModelProto, origin: &str) -> Result<(String, String), OnnxError> {
+    let graph = model
+        .graph
+        .as_ref()
+        .ok_or_else(|| OnnxError::Invalid(format!("{origin} has no graph")))?;
+    let inits: std::collections::HashSet<&str> =
+        graph.initializer.iter().map(|t| t.name()).collect();
+    let inputs: Vec<&str> = graph
+        .input
+        .iter()
+        .map(|v| v.name())
+        .filter(|n| !inits.contains(n))
+        .collect();
+    if inputs.len() != 1 || graph.output.len() != 1 {
+        return Err(OnnxError::Invalid(format!(
+            "{origin} must have exactly one data input and one output, has inputs {inputs:?} and {} outputs",
+            graph.output.len()
+        )));
+    }
+    Ok((inputs[0].to_string(), graph.output[0].name().to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builders_round_trip_through_bytes() {
+        let g = GraphProto {
+            node: vec![node("Relu", "r", &["x"], &["y"], vec![])],
+            name: Some("g".into()),
+            input: vec![float_value_info("x", &[Dim::Symbolic("n".into()), Dim::Fixed(3)])],
+            output: vec![float_value_info("y", &[Dim::Symbolic("n".into()), Dim::Fixed(3)])],
+            initializer: vec![float_initializer("w", &[2], &[1.0, -2.5])],
+            ..Default::default()
+        };
+        let m = model(g, "test");
+        let bytes = m.encode_to_vec();
+        let back = decode_model(&bytes, "mem").unwrap();
+        assert_eq!(back, m);
+        assert_eq!(back.encode_to_vec(), bytes);
+        let io = check_single_io(&back, "mem").unwrap();
+        assert_eq!(io, ("x".to_string(), "y".to_string()));
+        assert_eq!(
+            value_dims(&back.graph.as_ref().unwrap().input[0]),
+            Some(vec![None, Some(3)])
+        );
+    }
+
+    #[test]
+    fn garbage_is_a_decode_error_naming_the_file() {
+        let err = decode_model(&[0xff, 0xff, 0xff], "bad.onnx").unwrap_err();
+        assert!(err.to_string().contains("bad.onnx"), "{err}");
+    }
+}

@@ -1,0 +1,188 @@
+//! ONNX Runtime, loaded dynamically from the library `scripts/setup.sh` unpacks from the PyPI
+//! wheel, and a small wrapper for single-input, single-output float models.
+//!
+//! `run` blocks: callers keep it off async worker threads (a dedicated thread or
+//! `spawn_blocking`).
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use ort::environment::Environment;
+use ort::session::Session;
+use ort::session::builder::GraphOptimizationLevel;
+use ort::value::TensorRef;
+
+/// Environment variable naming the ONNX Runtime shared library.
+pub const ORT_DYLIB_ENV: &str = "ORT_DYLIB_PATH";
+
+/// How to fix a missing library, in one line.
+pub const SETUP_HINT: &str = "run scripts/setup.sh (it unpacks libonnxruntime.so.1.31.1 from the PyPI onnxruntime wheel into .local/onnxruntime/) and `source scripts/env.sh`, or set ORT_DYLIB_PATH to that file";
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("ONNX Runtime library not found: {0}; {SETUP_HINT}")]
+    LibraryMissing(String),
+    #[error("ONNX Runtime library {path} failed to load: {reason}; {SETUP_HINT}")]
+    LibraryLoad { path: String, reason: String },
+    #[error("ONNX Runtime: {0}")]
+    Ort(String),
+    #[error("model {model}: {message}")]
+    Model { model: String, message: String },
+}
+
+fn ort_err(e: impl std::fmt::Display) -> RuntimeError {
+    RuntimeError::Ort(e.to_string())
+}
+
+/// The library path: `$ORT_DYLIB_PATH`, else the repository-local default next to the executable's
+/// workspace (`.local/onnxruntime/libonnxruntime.so.1.31.1` found by walking up from the cwd).
+pub fn library_path() -> Result<PathBuf, RuntimeError> {
+    if let Some(p) = std::env::var_os(ORT_DYLIB_ENV) {
+        let p = PathBuf::from(p);
+        return if p.is_file() {
+            Ok(p)
+        } else {
+            Err(RuntimeError::LibraryMissing(format!(
+                "{ORT_DYLIB_ENV}={} is not a file",
+                p.display()
+            )))
+        };
+    }
+    let rel = Path::new(".local/onnxruntime/libonnxruntime.so.1.31.1");
+    let mut dir = std::env::current_dir().ok();
+    while let Some(d) = dir {
+        if d.join(rel).is_file() {
+            return Ok(d.join(rel));
+        }
+        dir = d.parent().map(Path::to_path_buf);
+    }
+    Err(RuntimeError::LibraryMissing(format!(
+        "{ORT_DYLIB_ENV} is not set and no {} above the current directory",
+        rel.display()
+    )))
+}
+
+static ENVIRONMENT: OnceLock<Result<Environment, RuntimeError>> = OnceLock::new();
+
+/// Loads ONNX Runtime once per process and returns its environment.
+pub fn environment() -> Result<Environment, RuntimeError> {
+    ENVIRONMENT
+        .get_or_init(|| {
+            let path = library_path()?;
+            let builder = ort::init_from(&path).map_err(|e| RuntimeError::LibraryLoad {
+                path: path.display().to_string(),
+                reason: e.to_string(),
+            })?;
+            builder
+                .with_name("splitnets")
+                .build()
+                .map_err(|e| RuntimeError::LibraryLoad {
+                    path: path.display().to_string(),
+                    reason: e.to_string(),
+                })
+        })
+        .clone()
+}
+
+/// Options for a session. One intra-op thread gives a sensor predictable latency.
+#[derive(Debug, Clone, Copy)]
+pub struct SessionOptions {
+    pub intra_op_threads: usize,
+}
+
+impl Default for SessionOptions {
+    fn default() -> Self {
+        Self {
+            intra_op_threads: 1,
+        }
+    }
+}
+
+/// A loaded single-input, single-output float model.
+pub struct OnnxModel {
+    session: Session,
+    name: String,
+    input: String,
+    output: String,
+}
+
+impl std::fmt::Debug for OnnxModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OnnxModel")
+            .field("name", &self.name)
+            .field("input", &self.input)
+            .field("output", &self.output)
+            .finish()
+    }
+}
+
+impl OnnxModel {
+    /// Builds a session from model bytes; `name` is used in errors.
+    pub fn from_bytes(name: &str, bytes: &[u8], opts: SessionOptions) -> Result<Self, RuntimeError> {
+        let env = environment()?;
+        let model_err = |e: &dyn std::fmt::Display| RuntimeError::Model {
+            model: name.to_string(),
+            message: e.to_string(),
+        };
+        let session = Session::builder(&env)
+            .map_err(ort_err)?
+            .with_optimization_level(GraphOptimizationLevel::Level3)
+            .map_err(|e| model_err(&e))?
+            .with_intra_threads(opts.intra_op_threads)
+            .map_err(|e| model_err(&e))?
+            .with_inter_threads(1)
+            .map_err(|e| model_err(&e))?
+            // Spinning burns a core between frames; frames arrive at camera rate, not back to back.
+            .with_intra_op_spinning(false)
+            .map_err(|e| model_err(&e))?
+            .commit_from_memory(bytes)
+            .map_err(|e| model_err(&e))?;
+        if session.inputs().len() != 1 || session.outputs().len() != 1 {
+            return Err(RuntimeError::Model {
+                model: name.into(),
+                message: format!(
+                    "expected one input and one output, found {} and {}",
+                    session.inputs().len(),
+                    session.outputs().len()
+                ),
+            });
+        }
+        let input = session.inputs()[0].name().to_string();
+        let output = session.outputs()[0].name().to_string();
+        Ok(Self {
+            session,
+            name: name.to_string(),
+            input,
+            output,
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Runs the model on one float tensor; returns the output's shape and values.
+    pub fn run(&mut self, shape: &[usize], data: &[f32]) -> Result<(Vec<usize>, Vec<f32>), RuntimeError> {
+        let model_err = |e: &dyn std::fmt::Display| RuntimeError::Model {
+            model: self.name.clone(),
+            message: e.to_string(),
+        };
+        let dims: Vec<i64> = shape.iter().map(|&d| d as i64).collect();
+        let input = TensorRef::from_array_view((dims, data)).map_err(|e| model_err(&e))?;
+        let outputs = self
+            .session
+            .run(ort::inputs![self.input.as_str() => input])
+            .map_err(|e| RuntimeError::Model {
+                model: self.name.clone(),
+                message: e.to_string(),
+            })?;
+        let (out_shape, values) = outputs[self.output.as_str()]
+            .try_extract_tensor::<f32>()
+            .map_err(|e| RuntimeError::Model {
+                model: self.name.clone(),
+                message: e.to_string(),
+            })?;
+        let out_shape = out_shape.iter().map(|&d| d as usize).collect();
+        Ok((out_shape, values.to_vec()))
+    }
+}
