@@ -1,0 +1,136 @@
+//! Aggregator settings: command line (with `SPLITNETS_AGG_*` environment fallbacks) over an
+//! optional TOML file over defaults.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+use splitnets_ops::LogFormat;
+
+#[derive(clap::Parser, Debug, Default)]
+#[command(name = "aggregator", version, about = "SplitNets aggregator: fuses the sensors' split features and finishes inference")]
+pub struct Args {
+    /// TOML file with any of the settings below (flags win over the file).
+    #[arg(long, env = "SPLITNETS_AGG_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Split bundle directory (bundle.toml, head.onnx, tail.onnx).
+    #[arg(long, env = "SPLITNETS_BUNDLE")]
+    pub bundle: Option<PathBuf>,
+    /// gRPC address (feature link, predictions, health, reflection). Port 0 picks a free port.
+    #[arg(long, env = "SPLITNETS_AGG_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Admin HTTP address: /live, /ready, /metrics.
+    #[arg(long, env = "SPLITNETS_AGG_ADMIN_LISTEN")]
+    pub admin_listen: Option<SocketAddr>,
+    /// How long a frame waits for its missing views after the first arrives, milliseconds.
+    #[arg(long, env = "SPLITNETS_AGG_FUSION_DEADLINE_MS")]
+    pub fusion_deadline_ms: Option<u64>,
+    /// Frames waiting for views at once; beyond this the oldest is fused with what it has.
+    #[arg(long, env = "SPLITNETS_AGG_MAX_PENDING_FRAMES")]
+    pub max_pending_frames: Option<usize>,
+    /// How long shutdown waits for sensors to stop and pending frames to finish, milliseconds.
+    #[arg(long, env = "SPLITNETS_AGG_DRAIN_TIMEOUT_MS")]
+    pub drain_timeout_ms: Option<u64>,
+    /// Write `{"grpc": addr, "admin": addr}` here once ready (launchers, tests with port 0).
+    #[arg(long, env = "SPLITNETS_AGG_READY_FILE")]
+    pub ready_file: Option<PathBuf>,
+    /// Name in logs and hello replies.
+    #[arg(long, env = "SPLITNETS_AGG_ID")]
+    pub id: Option<String>,
+    /// Intra-op threads of the tail's ONNX Runtime session.
+    #[arg(long, env = "SPLITNETS_AGG_TAIL_THREADS")]
+    pub tail_threads: Option<usize>,
+    #[arg(long, env = "SPLITNETS_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    bundle: Option<PathBuf>,
+    listen: Option<SocketAddr>,
+    admin_listen: Option<SocketAddr>,
+    fusion_deadline_ms: Option<u64>,
+    max_pending_frames: Option<usize>,
+    drain_timeout_ms: Option<u64>,
+    ready_file: Option<PathBuf>,
+    id: Option<String>,
+    tail_threads: Option<usize>,
+    log_format: Option<String>,
+}
+
+/// Resolved settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub bundle: PathBuf,
+    pub listen: SocketAddr,
+    pub admin_listen: SocketAddr,
+    pub fusion_deadline: Duration,
+    pub max_pending_frames: usize,
+    pub drain_timeout: Duration,
+    pub ready_file: Option<PathBuf>,
+    pub id: String,
+    pub tail_threads: usize,
+    pub log_format: LogFormat,
+}
+
+impl Settings {
+    /// Settings for tests and embedding: loopback, OS-chosen ports.
+    pub fn local(bundle: PathBuf) -> Self {
+        Self {
+            bundle,
+            listen: "127.0.0.1:0".parse().expect("valid address"),
+            admin_listen: "127.0.0.1:0".parse().expect("valid address"),
+            fusion_deadline: Duration::from_millis(50),
+            max_pending_frames: 256,
+            drain_timeout: Duration::from_secs(5),
+            ready_file: None,
+            id: "aggregator".into(),
+            tail_threads: 1,
+            log_format: LogFormat::Text,
+        }
+    }
+
+    pub fn resolve(args: Args) -> anyhow::Result<Self> {
+        let file: FileConfig = match &args.config {
+            Some(p) => {
+                let text = std::fs::read_to_string(p)
+                    .map_err(|e| anyhow::anyhow!("config file {}: {e}", p.display()))?;
+                toml::from_str(&text).map_err(|e| {
+                    anyhow::anyhow!("config file {}: {}", p.display(), e.to_string().trim().replace('\n', " "))
+                })?
+            }
+            None => FileConfig::default(),
+        };
+        let log_format = match (args.log_format, file.log_format.as_deref()) {
+            (Some(f), _) => f,
+            (None, Some("json")) => LogFormat::Json,
+            (None, Some("text") | None) => LogFormat::Text,
+            (None, Some(other)) => anyhow::bail!("config: log_format {other:?} is not text or json"),
+        };
+        let bundle = args
+            .bundle
+            .or(file.bundle)
+            .ok_or_else(|| anyhow::anyhow!("no bundle: pass --bundle DIR (or SPLITNETS_BUNDLE, or `bundle` in --config)"))?;
+        let s = Self {
+            bundle,
+            listen: args.listen.or(file.listen).unwrap_or(([0, 0, 0, 0], 50051).into()),
+            admin_listen: args.admin_listen.or(file.admin_listen).unwrap_or(([0, 0, 0, 0], 9090).into()),
+            fusion_deadline: Duration::from_millis(args.fusion_deadline_ms.or(file.fusion_deadline_ms).unwrap_or(50)),
+            max_pending_frames: args.max_pending_frames.or(file.max_pending_frames).unwrap_or(256),
+            drain_timeout: Duration::from_millis(args.drain_timeout_ms.or(file.drain_timeout_ms).unwrap_or(5000)),
+            ready_file: args.ready_file.or(file.ready_file),
+            id: args.id.or(file.id).unwrap_or_else(|| "aggregator".into()),
+            tail_threads: args.tail_threads.or(file.tail_threads).unwrap_or(1),
+            log_format,
+        };
+        if s.max_pending_frames == 0 {
+            anyhow::bail!("max_pending_frames must be at least 1");
+        }
+        if s.tail_threads == 0 {
+            anyhow::bail!("tail_threads must be at least 1");
+        }
+        Ok(s)
+    }
+}

@@ -1,0 +1,246 @@
+//! Collects the views of each frame and hands complete (or expired) frames to the tail.
+//!
+//! A frame is fused when all views are in, when its deadline passes (measured from its first
+//! view's arrival), or when too many frames are pending (the oldest goes first). Views arriving
+//! for a frame already fused are late: dropped and counted.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::time::{Duration, Instant};
+
+use splitnets_proto::wire::SensorTimings;
+use tokio::sync::mpsc;
+
+/// One view's decoded feature, as the link handed it over.
+#[derive(Debug)]
+pub struct ViewArrival {
+    pub sequence: u64,
+    pub view: u32,
+    pub capture_time_unix_ns: u64,
+    pub sensor: Option<SensorTimings>,
+    pub features: Vec<f32>,
+    pub arrived: Instant,
+    pub link_ns: u64,
+    pub decode_ns: u64,
+    pub payload_bytes: u64,
+    pub message_bytes: u64,
+}
+
+/// A frame ready for the tail.
+#[derive(Debug)]
+pub struct FusionJob {
+    pub sequence: u64,
+    pub capture_time_unix_ns: u64,
+    /// Views present, ascending.
+    pub views: Vec<ViewArrival>,
+    pub views_missing: Vec<u32>,
+    pub wait_ns: u64,
+    pub deadline_expired: bool,
+}
+
+struct Pending {
+    first_arrival: Instant,
+    views: BTreeMap<u32, ViewArrival>,
+}
+
+/// Remembers recently fused sequences to recognise late views.
+struct RecentlyFused {
+    order: VecDeque<u64>,
+    set: HashSet<u64>,
+    cap: usize,
+}
+
+impl RecentlyFused {
+    fn insert(&mut self, s: u64) {
+        if self.set.insert(s) {
+            self.order.push_back(s);
+            if self.order.len() > self.cap {
+                if let Some(old) = self.order.pop_front() {
+                    self.set.remove(&old);
+                }
+            }
+        }
+    }
+}
+
+pub struct Fusion {
+    views: u32,
+    deadline: Duration,
+    max_pending: usize,
+    pending: HashMap<u64, Pending>,
+    fused: RecentlyFused,
+}
+
+impl Fusion {
+    pub fn new(views: u32, deadline: Duration, max_pending: usize) -> Self {
+        Self {
+            views,
+            deadline,
+            max_pending,
+            pending: HashMap::new(),
+            fused: RecentlyFused {
+                order: VecDeque::new(),
+                set: HashSet::new(),
+                cap: 4096,
+            },
+        }
+    }
+
+    /// Adds a view; returns the frames that became ready.
+    pub fn add(&mut self, a: ViewArrival) -> Vec<FusionJob> {
+        let mut ready = Vec::new();
+        if self.fused.set.contains(&a.sequence) {
+            metrics::counter!("aggregator_late_views_total", "view" => a.view.to_string()).increment(1);
+            tracing::debug!(sequence = a.sequence, view = a.view, "late view dropped: frame already fused");
+            return ready;
+        }
+        let seq = a.sequence;
+        let p = self.pending.entry(seq).or_insert_with(|| Pending {
+            first_arrival: a.arrived,
+            views: BTreeMap::new(),
+        });
+        if p.views.contains_key(&a.view) {
+            metrics::counter!("aggregator_duplicate_views_total", "view" => a.view.to_string()).increment(1);
+            return ready;
+        }
+        p.views.insert(a.view, a);
+        if p.views.len() as u32 == self.views {
+            ready.push(self.take(seq, false));
+        }
+        while self.pending.len() > self.max_pending {
+            let oldest = self
+                .pending
+                .iter()
+                .min_by_key(|(s, p)| (p.first_arrival, **s))
+                .map(|(s, _)| *s)
+                .expect("non-empty");
+            metrics::counter!("aggregator_frames_evicted_total").increment(1);
+            ready.push(self.take(oldest, true));
+        }
+        ready
+    }
+
+    /// When the earliest pending frame expires.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.pending.values().map(|p| p.first_arrival + self.deadline).min()
+    }
+
+    /// Frames whose deadline has passed at `now`, oldest first.
+    pub fn expire(&mut self, now: Instant) -> Vec<FusionJob> {
+        let mut due: Vec<(Instant, u64)> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| p.first_arrival + self.deadline <= now)
+            .map(|(s, p)| (p.first_arrival, *s))
+            .collect();
+        due.sort();
+        due.into_iter().map(|(_, s)| self.take(s, true)).collect()
+    }
+
+    /// Everything still pending (shutdown).
+    pub fn flush(&mut self) -> Vec<FusionJob> {
+        self.expire(Instant::now() + self.deadline + Duration::from_secs(3600))
+    }
+
+    fn take(&mut self, seq: u64, expired: bool) -> FusionJob {
+        let p = self.pending.remove(&seq).expect("pending frame");
+        self.fused.insert(seq);
+        let views_missing = (0..self.views).filter(|v| !p.views.contains_key(v)).collect();
+        let views: Vec<ViewArrival> = p.views.into_values().collect();
+        FusionJob {
+            sequence: seq,
+            capture_time_unix_ns: views.iter().map(|v| v.capture_time_unix_ns).min().unwrap_or(0),
+            wait_ns: p.first_arrival.elapsed().as_nanos() as u64,
+            views,
+            views_missing,
+            deadline_expired: expired,
+        }
+    }
+}
+
+/// Runs the fusion loop until `arrivals` closes or `flush` turns true, then fuses what is pending.
+pub async fn run_fusion(
+    mut fusion: Fusion,
+    mut arrivals: mpsc::Receiver<ViewArrival>,
+    mut flush: tokio::sync::watch::Receiver<bool>,
+    jobs: mpsc::Sender<FusionJob>,
+) {
+    loop {
+        let deadline = fusion.next_deadline();
+        let ready = tokio::select! {
+            a = arrivals.recv() => match a {
+                Some(a) => fusion.add(a),
+                None => break,
+            },
+            _ = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(d.into()).await,
+                    None => std::future::pending().await,
+                }
+            } => fusion.expire(Instant::now()),
+            _ = flush.wait_for(|f| *f) => break,
+        };
+        for job in ready {
+            if jobs.send(job).await.is_err() {
+                return;
+            }
+        }
+        metrics::gauge!("aggregator_pending_frames").set(fusion.pending.len() as f64);
+    }
+    for job in fusion.flush() {
+        let _ = jobs.send(job).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn arrival(seq: u64, view: u32) -> ViewArrival {
+        ViewArrival {
+            sequence: seq,
+            view,
+            capture_time_unix_ns: 0,
+            sensor: None,
+            features: vec![view as f32],
+            arrived: Instant::now(),
+            link_ns: 0,
+            decode_ns: 0,
+            payload_bytes: 0,
+            message_bytes: 0,
+        }
+    }
+
+    #[test]
+    fn fuses_when_all_views_arrive_in_any_order() {
+        let mut f = Fusion::new(3, Duration::from_secs(10), 8);
+        assert!(f.add(arrival(1, 2)).is_empty());
+        assert!(f.add(arrival(1, 0)).is_empty());
+        let jobs = f.add(arrival(1, 1));
+        assert_eq!(jobs.len(), 1);
+        let views: Vec<u32> = jobs[0].views.iter().map(|v| v.view).collect();
+        assert_eq!(views, vec![0, 1, 2]);
+        assert!(jobs[0].views_missing.is_empty());
+        // A late duplicate of a fused frame is dropped.
+        assert!(f.add(arrival(1, 1)).is_empty());
+    }
+
+    #[test]
+    fn deadline_fuses_with_the_views_present() {
+        let mut f = Fusion::new(4, Duration::from_millis(0), 8);
+        assert!(f.add(arrival(7, 3)).is_empty());
+        let jobs = f.expire(Instant::now() + Duration::from_millis(1));
+        assert_eq!(jobs.len(), 1);
+        assert_eq!(jobs[0].views_missing, vec![0, 1, 2]);
+        assert!(jobs[0].deadline_expired);
+    }
+
+    #[test]
+    fn too_many_pending_evicts_the_oldest() {
+        let mut f = Fusion::new(2, Duration::from_secs(10), 2);
+        assert!(f.add(arrival(1, 0)).is_empty());
+        assert!(f.add(arrival(2, 0)).is_empty());
+        let jobs = f.add(arrival(3, 0));
+        assert_eq!(jobs.len(), 1);
+        assert_eq!(jobs[0].sequence, 1);
+    }
+}

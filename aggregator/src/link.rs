@@ -1,0 +1,268 @@
+//! The feature link service: one bidirectional stream per sensor.
+
+use std::collections::HashSet;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use futures::Stream;
+use splitnets_proto::codec::{self, CodecSpec};
+use splitnets_proto::wire::{
+    self, AggregatorMessage, Control, Drain, FrameAck, HelloReply, RejectReason, SensorMessage,
+    aggregator_message, control, feature_link_server::FeatureLink, sensor_message,
+};
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::fusion::ViewArrival;
+
+/// gRPC status codes used in frame acknowledgements.
+const CODE_OK: i32 = tonic::Code::Ok as i32;
+const CODE_INVALID_ARGUMENT: i32 = tonic::Code::InvalidArgument as i32;
+
+pub fn unix_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+/// What the link checks sensors and frames against.
+#[derive(Debug)]
+pub struct LinkState {
+    pub aggregator_id: String,
+    pub bundle_digest: String,
+    pub views: u32,
+    pub feature_shape: Vec<usize>,
+    pub codec: CodecSpec,
+    pub connected: Mutex<HashSet<u32>>,
+    pub arrivals: mpsc::Sender<ViewArrival>,
+    /// Flips to true when the aggregator starts draining.
+    pub draining: watch::Receiver<bool>,
+}
+
+#[derive(Debug, Clone)]
+pub struct FeatureLinkService {
+    pub state: Arc<LinkState>,
+}
+
+/// Frees a view's slot when its stream ends, however it ends.
+struct ViewSlot {
+    state: Arc<LinkState>,
+    view: u32,
+}
+
+impl Drop for ViewSlot {
+    fn drop(&mut self) {
+        self.state
+            .connected
+            .lock()
+            .expect("connected set lock")
+            .remove(&self.view);
+        metrics::gauge!("aggregator_connected_sensors").decrement(1.0);
+        tracing::info!(view = self.view, "sensor disconnected");
+    }
+}
+
+type OutStream = Pin<Box<dyn Stream<Item = Result<AggregatorMessage, Status>> + Send>>;
+
+fn msg(kind: aggregator_message::Kind) -> Result<AggregatorMessage, Status> {
+    Ok(AggregatorMessage { kind: Some(kind) })
+}
+
+fn rejection(reason: RejectReason, detail: String, views: u32, id: &str) -> OutStream {
+    metrics::counter!("aggregator_sensors_rejected_total", "reason" => reason.as_str_name()).increment(1);
+    tracing::warn!(reason = reason.as_str_name(), %detail, "sensor rejected");
+    let reply = msg(aggregator_message::Kind::HelloReply(HelloReply {
+        accepted: false,
+        reason: reason as i32,
+        detail,
+        views,
+        aggregator_id: id.to_string(),
+    }));
+    Box::pin(tokio_stream::iter([reply]))
+}
+
+#[tonic::async_trait]
+impl FeatureLink for FeatureLinkService {
+    type StreamFeaturesStream = OutStream;
+
+    async fn stream_features(
+        &self,
+        request: Request<Streaming<SensorMessage>>,
+    ) -> Result<Response<Self::StreamFeaturesStream>, Status> {
+        let st = self.state.clone();
+        let mut inbound = request.into_inner();
+        let first = inbound
+            .message()
+            .await?
+            .ok_or_else(|| Status::invalid_argument("stream ended before the hello"))?;
+        let hello = match first.kind {
+            Some(sensor_message::Kind::Hello(h)) => h,
+            _ => {
+                return Ok(Response::new(rejection(
+                    RejectReason::ExpectedHello,
+                    "the first message of a stream must be a Hello".into(),
+                    st.views,
+                    &st.aggregator_id,
+                )));
+            }
+        };
+        let reject = |reason, detail| Ok(Response::new(rejection(reason, detail, st.views, &st.aggregator_id)));
+        if *st.draining.borrow() {
+            return reject(RejectReason::Draining, "the aggregator is shutting down".into());
+        }
+        if hello.protocol_version != wire::PROTOCOL_VERSION {
+            return reject(
+                RejectReason::ProtocolVersion,
+                format!(
+                    "sensor speaks protocol {}, aggregator speaks {}",
+                    hello.protocol_version,
+                    wire::PROTOCOL_VERSION
+                ),
+            );
+        }
+        if hello.bundle_digest != st.bundle_digest {
+            return reject(
+                RejectReason::BundleDigest,
+                format!(
+                    "bundle digest mismatch: sensor {} loaded {}, aggregator runs {}; deploy the same bundle to both",
+                    hello.sensor_id, hello.bundle_digest, st.bundle_digest
+                ),
+            );
+        }
+        if hello.view_index >= st.views {
+            return reject(
+                RejectReason::ViewIndex,
+                format!("view {} does not exist: the bundle has views 0..{}", hello.view_index, st.views),
+            );
+        }
+        if !st.connected.lock().expect("connected set lock").insert(hello.view_index) {
+            return reject(
+                RejectReason::ViewAlreadyConnected,
+                format!("view {} is already connected", hello.view_index),
+            );
+        }
+        let view = hello.view_index;
+        let slot = ViewSlot { state: st.clone(), view };
+        metrics::gauge!("aggregator_connected_sensors").increment(1.0);
+        tracing::info!(view, sensor = %hello.sensor_id, "sensor connected");
+
+        let (tx, rx) = mpsc::channel::<Result<AggregatorMessage, Status>>(64);
+        tx.send(msg(aggregator_message::Kind::HelloReply(HelloReply {
+            accepted: true,
+            reason: RejectReason::Unspecified as i32,
+            detail: String::new(),
+            views: st.views,
+            aggregator_id: st.aggregator_id.clone(),
+        })))
+        .await
+        .map_err(|_| Status::cancelled("sensor went away"))?;
+
+        tokio::spawn(async move {
+            let _slot = slot;
+            let mut draining = st.draining.clone();
+            let mut drain_sent = false;
+            let mut scratch = Vec::new();
+            loop {
+                tokio::select! {
+                    m = inbound.message() => match m {
+                        Ok(Some(m)) => {
+                            let ack = handle_message(&st, view, m, &mut scratch).await;
+                            if tx.send(msg(aggregator_message::Kind::Ack(ack))).await.is_err() {
+                                break;
+                            }
+                        }
+                        Ok(None) => break,
+                        Err(status) => {
+                            tracing::debug!(view, %status, "sensor stream ended with an error");
+                            break;
+                        }
+                    },
+                    changed = draining.changed(), if !drain_sent => {
+                        if changed.is_err() || *draining.borrow() {
+                            drain_sent = true;
+                            let _ = tx.send(msg(aggregator_message::Kind::Control(Control {
+                                kind: Some(control::Kind::Drain(Drain { reason: "aggregator shutting down".into() })),
+                            }))).await;
+                        }
+                    }
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+/// Validates and decodes one message; returns its acknowledgement.
+async fn handle_message(st: &LinkState, view: u32, m: SensorMessage, scratch: &mut Vec<f32>) -> FrameAck {
+    let arrived = Instant::now();
+    let received_unix_ns = unix_ns();
+    let message_bytes = wire::sensor_message_wire_bytes(&m) as u64;
+    let frame = match m.kind {
+        Some(sensor_message::Kind::Frame(f)) => f,
+        Some(sensor_message::Kind::Hello(_)) => return reject_frame(view, 0, "hello", "a second Hello on an open stream".into()),
+        None => return reject_frame(view, 0, "empty", "message without content".into()),
+    };
+    let seq = frame.sequence;
+    let Some(tensor) = frame.tensor.as_ref() else {
+        return reject_frame(view, seq, "no_tensor", "frame has no tensor".into());
+    };
+    let shape: Vec<usize> = tensor.shape.iter().map(|&d| d as usize).collect();
+    if shape != st.feature_shape {
+        return reject_frame(
+            view,
+            seq,
+            "shape",
+            format!("tensor shape {shape:?} does not match the bundle's split feature {:?}", st.feature_shape),
+        );
+    }
+    let decode_started = Instant::now();
+    let decoded = wire::tensor_from_wire(tensor).and_then(|t| codec::decode_into(&t, scratch));
+    if let Err(e) = decoded {
+        return reject_frame(view, seq, "payload", e.to_string());
+    }
+    let decode_ns = decode_started.elapsed().as_nanos() as u64;
+    let sensor = frame.timings;
+    let link_ns = sensor
+        .as_ref()
+        .map(|t| received_unix_ns.saturating_sub(t.send_time_unix_ns))
+        .unwrap_or(0);
+    metrics::counter!("aggregator_frames_received_total", "view" => view.to_string()).increment(1);
+    metrics::counter!("aggregator_link_received_bytes_total", "view" => view.to_string()).increment(message_bytes);
+    let arrival = ViewArrival {
+        sequence: seq,
+        view,
+        capture_time_unix_ns: frame.capture_time_unix_ns,
+        sensor,
+        features: std::mem::take(scratch),
+        arrived,
+        link_ns,
+        decode_ns,
+        payload_bytes: tensor.payload.len() as u64,
+        message_bytes,
+    };
+    if st.arrivals.send(arrival).await.is_err() {
+        return FrameAck {
+            sequence: seq,
+            code: tonic::Code::Unavailable as i32,
+            message: "aggregator is shutting down".into(),
+        };
+    }
+    FrameAck {
+        sequence: seq,
+        code: CODE_OK,
+        message: String::new(),
+    }
+}
+
+fn reject_frame(view: u32, sequence: u64, reason: &'static str, message: String) -> FrameAck {
+    metrics::counter!("aggregator_frames_rejected_total", "view" => view.to_string(), "reason" => reason).increment(1);
+    tracing::warn!(view, sequence, reason, %message, "frame rejected");
+    FrameAck {
+        sequence,
+        code: CODE_INVALID_ARGUMENT,
+        message,
+    }
+}

@@ -1,0 +1,179 @@
+//! Sensor settings: command line (with `SPLITNETS_SENSOR_*` environment fallbacks) over an
+//! optional TOML file over defaults.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+use splitnets_ops::LogFormat;
+
+#[derive(clap::Parser, Debug, Default)]
+#[command(name = "sensor-node", version, about = "SplitNets sensor: runs the head of a split bundle on one camera and streams quantized features to the aggregator")]
+pub struct Args {
+    /// TOML file with any of the settings below (flags win over the file).
+    #[arg(long, env = "SPLITNETS_SENSOR_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Split bundle directory (must be the aggregator's bundle: digests are compared).
+    #[arg(long, env = "SPLITNETS_BUNDLE")]
+    pub bundle: Option<PathBuf>,
+    /// Which camera of the bundle this sensor is (0-based).
+    #[arg(long, env = "SPLITNETS_SENSOR_VIEW")]
+    pub view: Option<u32>,
+    /// Aggregator gRPC endpoint, e.g. http://127.0.0.1:50051.
+    #[arg(long, env = "SPLITNETS_AGGREGATOR")]
+    pub aggregator: Option<String>,
+    /// Camera frame rate; 0 runs as fast as the link accepts frames.
+    #[arg(long, env = "SPLITNETS_SENSOR_FPS")]
+    pub fps: Option<f64>,
+    /// Stop after this many frames (default: run until SIGTERM).
+    #[arg(long, env = "SPLITNETS_SENSOR_FRAMES")]
+    pub frames: Option<u64>,
+    /// First frame number (the replay shows data-set item `frame mod size`).
+    #[arg(long, env = "SPLITNETS_SENSOR_START_FRAME")]
+    pub start_frame: Option<u64>,
+    /// Shared camera trigger: frame `start_frame + k` is captured at this Unix time (ms) plus
+    /// `k / fps`, so sensors started at different moments capture the same frame numbers together
+    /// (a headset's frame-sync line). A sensor that starts late joins at the current frame.
+    #[arg(long, env = "SPLITNETS_SENSOR_START_AT_UNIX_MS")]
+    pub start_at_unix_ms: Option<u64>,
+    /// Frame source: `replay` (Fashion-MNIST test split through the bundle's simulated camera) or
+    /// `folder:DIR` (binary PGM images, sorted by name, looped).
+    #[arg(long, env = "SPLITNETS_SENSOR_SOURCE")]
+    pub source: Option<String>,
+    /// Fashion-MNIST directory for the replay source.
+    #[arg(long, env = "SPLITNETS_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Name in logs and in the hello.
+    #[arg(long, env = "SPLITNETS_SENSOR_ID")]
+    pub id: Option<String>,
+    /// Admin HTTP address: /live, /ready, /metrics. Port 0 picks a free port.
+    #[arg(long, env = "SPLITNETS_SENSOR_ADMIN_LISTEN")]
+    pub admin_listen: Option<SocketAddr>,
+    /// Frames buffered between the camera and the link; beyond this, frames are dropped.
+    #[arg(long, env = "SPLITNETS_SENSOR_QUEUE")]
+    pub queue: Option<usize>,
+    /// Reconnect backoff bounds, milliseconds.
+    #[arg(long, env = "SPLITNETS_SENSOR_RECONNECT_MIN_MS")]
+    pub reconnect_min_ms: Option<u64>,
+    #[arg(long, env = "SPLITNETS_SENSOR_RECONNECT_MAX_MS")]
+    pub reconnect_max_ms: Option<u64>,
+    /// Intra-op threads of the head's ONNX Runtime session.
+    #[arg(long, env = "SPLITNETS_SENSOR_HEAD_THREADS")]
+    pub head_threads: Option<usize>,
+    #[arg(long, env = "SPLITNETS_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    bundle: Option<PathBuf>,
+    view: Option<u32>,
+    aggregator: Option<String>,
+    fps: Option<f64>,
+    frames: Option<u64>,
+    start_frame: Option<u64>,
+    start_at_unix_ms: Option<u64>,
+    source: Option<String>,
+    data_dir: Option<PathBuf>,
+    id: Option<String>,
+    admin_listen: Option<SocketAddr>,
+    queue: Option<usize>,
+    reconnect_min_ms: Option<u64>,
+    reconnect_max_ms: Option<u64>,
+    head_threads: Option<usize>,
+    log_format: Option<String>,
+}
+
+/// Where frames come from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SourceKind {
+    Replay { data_dir: PathBuf },
+    Folder(PathBuf),
+}
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub bundle: PathBuf,
+    pub view: u32,
+    pub aggregator: String,
+    pub fps: f64,
+    pub frames: Option<u64>,
+    pub start_frame: u64,
+    pub start_at_unix_ms: Option<u64>,
+    pub source: SourceKind,
+    pub id: String,
+    pub admin_listen: SocketAddr,
+    pub queue: usize,
+    pub reconnect_min: Duration,
+    pub reconnect_max: Duration,
+    pub head_threads: usize,
+    pub log_format: LogFormat,
+}
+
+impl Settings {
+    pub fn resolve(args: Args) -> anyhow::Result<Self> {
+        let file: FileConfig = match &args.config {
+            Some(p) => {
+                let text = std::fs::read_to_string(p)
+                    .map_err(|e| anyhow::anyhow!("config file {}: {e}", p.display()))?;
+                toml::from_str(&text).map_err(|e| {
+                    anyhow::anyhow!("config file {}: {}", p.display(), e.to_string().trim().replace('\n', " "))
+                })?
+            }
+            None => FileConfig::default(),
+        };
+        let log_format = match (args.log_format, file.log_format.as_deref()) {
+            (Some(f), _) => f,
+            (None, Some("json")) => LogFormat::Json,
+            (None, Some("text") | None) => LogFormat::Text,
+            (None, Some(other)) => anyhow::bail!("config: log_format {other:?} is not text or json"),
+        };
+        let bundle = args
+            .bundle
+            .or(file.bundle)
+            .ok_or_else(|| anyhow::anyhow!("no bundle: pass --bundle DIR (or SPLITNETS_BUNDLE, or `bundle` in --config)"))?;
+        let view = args
+            .view
+            .or(file.view)
+            .ok_or_else(|| anyhow::anyhow!("no view: pass --view N (which camera this sensor is)"))?;
+        let data_dir = args
+            .data_dir
+            .or(file.data_dir)
+            .unwrap_or_else(|| splitnets_proto::dataset::DEFAULT_DIR.into());
+        let source = match args.source.or(file.source).as_deref() {
+            None | Some("replay") => SourceKind::Replay { data_dir },
+            Some(s) if s.starts_with("folder:") => SourceKind::Folder(PathBuf::from(&s["folder:".len()..])),
+            Some(other) => anyhow::bail!("source {other:?} is not `replay` or `folder:DIR`"),
+        };
+        let fps = args.fps.or(file.fps).unwrap_or(30.0);
+        if !(fps >= 0.0 && fps.is_finite()) {
+            anyhow::bail!("fps {fps} must be a finite number ≥ 0");
+        }
+        let s = Self {
+            bundle,
+            view,
+            aggregator: args
+                .aggregator
+                .or(file.aggregator)
+                .unwrap_or_else(|| "http://127.0.0.1:50051".into()),
+            fps,
+            frames: args.frames.or(file.frames),
+            start_frame: args.start_frame.or(file.start_frame).unwrap_or(0),
+            start_at_unix_ms: args.start_at_unix_ms.or(file.start_at_unix_ms),
+            source,
+            id: args.id.or(file.id).unwrap_or_else(|| format!("sensor-{view}")),
+            admin_listen: args.admin_listen.or(file.admin_listen).unwrap_or(([0, 0, 0, 0], 9100).into()),
+            queue: args.queue.or(file.queue).unwrap_or(8),
+            reconnect_min: Duration::from_millis(args.reconnect_min_ms.or(file.reconnect_min_ms).unwrap_or(100)),
+            reconnect_max: Duration::from_millis(args.reconnect_max_ms.or(file.reconnect_max_ms).unwrap_or(5000)),
+            head_threads: args.head_threads.or(file.head_threads).unwrap_or(1),
+            log_format,
+        };
+        if s.queue == 0 || s.head_threads == 0 {
+            anyhow::bail!("queue and head_threads must be at least 1");
+        }
+        Ok(s)
+    }
+}
