@@ -9,7 +9,11 @@ use serde::Deserialize;
 use splitnets_ops::LogFormat;
 
 #[derive(clap::Parser, Debug, Default)]
-#[command(name = "aggregator", version, about = "SplitNets aggregator: fuses the sensors' split features and finishes inference")]
+#[command(
+    name = "aggregator",
+    version,
+    about = "SplitNets aggregator: fuses the sensors' split features and finishes inference"
+)]
 pub struct Args {
     /// TOML file with any of the settings below (flags win over the file).
     #[arg(long, env = "SPLITNETS_AGG_CONFIG")]
@@ -98,7 +102,11 @@ impl Settings {
                 let text = std::fs::read_to_string(p)
                     .map_err(|e| anyhow::anyhow!("config file {}: {e}", p.display()))?;
                 toml::from_str(&text).map_err(|e| {
-                    anyhow::anyhow!("config file {}: {}", p.display(), e.to_string().trim().replace('\n', " "))
+                    anyhow::anyhow!(
+                        "config file {}: {}",
+                        p.display(),
+                        e.to_string().trim().replace('\n', " ")
+                    )
                 })?
             }
             None => FileConfig::default(),
@@ -107,19 +115,39 @@ impl Settings {
             (Some(f), _) => f,
             (None, Some("json")) => LogFormat::Json,
             (None, Some("text") | None) => LogFormat::Text,
-            (None, Some(other)) => anyhow::bail!("config: log_format {other:?} is not text or json"),
+            (None, Some(other)) => {
+                anyhow::bail!("config: log_format {other:?} is not text or json")
+            }
         };
-        let bundle = args
-            .bundle
-            .or(file.bundle)
-            .ok_or_else(|| anyhow::anyhow!("no bundle: pass --bundle DIR (or SPLITNETS_BUNDLE, or `bundle` in --config)"))?;
+        let bundle = args.bundle.or(file.bundle).ok_or_else(|| {
+            anyhow::anyhow!(
+                "no bundle: pass --bundle DIR (or SPLITNETS_BUNDLE, or `bundle` in --config)"
+            )
+        })?;
         let s = Self {
             bundle,
-            listen: args.listen.or(file.listen).unwrap_or(([0, 0, 0, 0], 50051).into()),
-            admin_listen: args.admin_listen.or(file.admin_listen).unwrap_or(([0, 0, 0, 0], 9090).into()),
-            fusion_deadline: Duration::from_millis(args.fusion_deadline_ms.or(file.fusion_deadline_ms).unwrap_or(50)),
-            max_pending_frames: args.max_pending_frames.or(file.max_pending_frames).unwrap_or(256),
-            drain_timeout: Duration::from_millis(args.drain_timeout_ms.or(file.drain_timeout_ms).unwrap_or(5000)),
+            listen: args
+                .listen
+                .or(file.listen)
+                .unwrap_or(([0, 0, 0, 0], 50051).into()),
+            admin_listen: args
+                .admin_listen
+                .or(file.admin_listen)
+                .unwrap_or(([0, 0, 0, 0], 9090).into()),
+            fusion_deadline: Duration::from_millis(
+                args.fusion_deadline_ms
+                    .or(file.fusion_deadline_ms)
+                    .unwrap_or(50),
+            ),
+            max_pending_frames: args
+                .max_pending_frames
+                .or(file.max_pending_frames)
+                .unwrap_or(256),
+            drain_timeout: Duration::from_millis(
+                args.drain_timeout_ms
+                    .or(file.drain_timeout_ms)
+                    .unwrap_or(5000),
+            ),
             ready_file: args.ready_file.or(file.ready_file),
             id: args.id.or(file.id).unwrap_or_else(|| "aggregator".into()),
             tail_threads: args.tail_threads.or(file.tail_threads).unwrap_or(1),

@@ -53,10 +53,10 @@ impl RecentlyFused {
     fn insert(&mut self, s: u64) {
         if self.set.insert(s) {
             self.order.push_back(s);
-            if self.order.len() > self.cap {
-                if let Some(old) = self.order.pop_front() {
-                    self.set.remove(&old);
-                }
+            if self.order.len() > self.cap
+                && let Some(old) = self.order.pop_front()
+            {
+                self.set.remove(&old);
             }
         }
     }
@@ -89,8 +89,13 @@ impl Fusion {
     pub fn add(&mut self, a: ViewArrival) -> Vec<FusionJob> {
         let mut ready = Vec::new();
         if self.fused.set.contains(&a.sequence) {
-            metrics::counter!("aggregator_late_views_total", "view" => a.view.to_string()).increment(1);
-            tracing::debug!(sequence = a.sequence, view = a.view, "late view dropped: frame already fused");
+            metrics::counter!("aggregator_late_views_total", "view" => a.view.to_string())
+                .increment(1);
+            tracing::debug!(
+                sequence = a.sequence,
+                view = a.view,
+                "late view dropped: frame already fused"
+            );
             return ready;
         }
         let seq = a.sequence;
@@ -99,7 +104,8 @@ impl Fusion {
             views: BTreeMap::new(),
         });
         if p.views.contains_key(&a.view) {
-            metrics::counter!("aggregator_duplicate_views_total", "view" => a.view.to_string()).increment(1);
+            metrics::counter!("aggregator_duplicate_views_total", "view" => a.view.to_string())
+                .increment(1);
             return ready;
         }
         p.views.insert(a.view, a);
@@ -121,7 +127,10 @@ impl Fusion {
 
     /// When the earliest pending frame expires.
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.pending.values().map(|p| p.first_arrival + self.deadline).min()
+        self.pending
+            .values()
+            .map(|p| p.first_arrival + self.deadline)
+            .min()
     }
 
     /// Frames whose deadline has passed at `now`, oldest first.
@@ -144,11 +153,17 @@ impl Fusion {
     fn take(&mut self, seq: u64, expired: bool) -> FusionJob {
         let p = self.pending.remove(&seq).expect("pending frame");
         self.fused.insert(seq);
-        let views_missing = (0..self.views).filter(|v| !p.views.contains_key(v)).collect();
+        let views_missing = (0..self.views)
+            .filter(|v| !p.views.contains_key(v))
+            .collect();
         let views: Vec<ViewArrival> = p.views.into_values().collect();
         FusionJob {
             sequence: seq,
-            capture_time_unix_ns: views.iter().map(|v| v.capture_time_unix_ns).min().unwrap_or(0),
+            capture_time_unix_ns: views
+                .iter()
+                .map(|v| v.capture_time_unix_ns)
+                .min()
+                .unwrap_or(0),
             wait_ns: p.first_arrival.elapsed().as_nanos() as u64,
             views,
             views_missing,

@@ -20,7 +20,8 @@ use splitnets_proto::bundle::Bundle;
 use splitnets_proto::pipeline::argmax;
 use splitnets_proto::runtime::{OnnxModel, SessionOptions};
 use splitnets_proto::wire::{
-    self, Prediction, ViewReport, WatchRequest, feature_link_server::FeatureLinkServer,
+    self, Prediction, ViewReport, WatchRequest,
+    feature_link_server::FeatureLinkServer,
     predictions_server::{Predictions, PredictionsServer},
 };
 use tokio::net::TcpListener;
@@ -47,7 +48,11 @@ fn spawn_tail_worker(
     predictions: broadcast::Sender<Prediction>,
 ) -> anyhow::Result<std::thread::JoinHandle<()>> {
     let mut tail = OnnxModel::from_bytes(
-        &format!("{}/{}", bundle.dir.display(), bundle.manifest.files.tail.path),
+        &format!(
+            "{}/{}",
+            bundle.dir.display(),
+            bundle.manifest.files.tail.path
+        ),
         &bundle.tail_onnx,
         SessionOptions {
             intra_op_threads: threads,
@@ -114,8 +119,10 @@ fn spawn_tail_worker(
                     skipped_before: 0,
                 };
                 metrics::histogram!("aggregator_tail_seconds").record(tail_ns as f64 * 1e-9);
-                metrics::histogram!("aggregator_end_to_end_seconds").record(p.end_to_end_ns as f64 * 1e-9);
-                metrics::counter!("aggregator_predictions_total", "views_used" => n.to_string()).increment(1);
+                metrics::histogram!("aggregator_end_to_end_seconds")
+                    .record(p.end_to_end_ns as f64 * 1e-9);
+                metrics::counter!("aggregator_predictions_total", "views_used" => n.to_string())
+                    .increment(1);
                 if job.deadline_expired {
                     metrics::counter!("aggregator_partial_frames_total").increment(1);
                 }
@@ -148,7 +155,10 @@ type WatchStream = Pin<Box<dyn Stream<Item = Result<Prediction, Status>> + Send>
 impl Predictions for PredictionsService {
     type WatchStream = WatchStream;
 
-    async fn watch(&self, _req: Request<WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
+    async fn watch(
+        &self,
+        _req: Request<WatchRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
         let rx = self.tx.subscribe();
         let stream = futures::stream::unfold(
             (rx, self.stop.clone(), 0u64, false),
@@ -216,7 +226,11 @@ pub async fn run(
     };
     let (flush_tx, flush_rx) = watch::channel(false);
     let fusion_task = tokio::spawn(fusion::run_fusion(
-        Fusion::new(m.cameras.views, settings.fusion_deadline, settings.max_pending_frames),
+        Fusion::new(
+            m.cameras.views,
+            settings.fusion_deadline,
+            settings.max_pending_frames,
+        ),
         arrival_rx,
         flush_rx,
         job_tx,
@@ -254,7 +268,7 @@ pub async fn run(
         tx: pred_tx.clone(),
         stop: stop_rx.clone(),
     })
-        .max_encoding_message_size(wire::MAX_MESSAGE_BYTES);
+    .max_encoding_message_size(wire::MAX_MESSAGE_BYTES);
 
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
@@ -278,7 +292,8 @@ pub async fn run(
         let tmp = path.with_extension("tmp");
         std::fs::write(&tmp, serde_json::to_vec(&addrs)?)
             .with_context(|| format!("writing ready file {}", tmp.display()))?;
-        std::fs::rename(&tmp, path).with_context(|| format!("writing ready file {}", path.display()))?;
+        std::fs::rename(&tmp, path)
+            .with_context(|| format!("writing ready file {}", path.display()))?;
     }
     tracing::info!(
         grpc = %addrs.grpc,
@@ -300,7 +315,13 @@ pub async fn run(
     let _ = drain_tx.send(true);
     // Give sensors the drain timeout to close their streams, then stop serving regardless.
     let deadline = Instant::now() + settings.drain_timeout;
-    while !link_state.connected.lock().expect("connected set lock").is_empty() && Instant::now() < deadline {
+    while !link_state
+        .connected
+        .lock()
+        .expect("connected set lock")
+        .is_empty()
+        && Instant::now() < deadline
+    {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     // Pending frames are fused with the views they have and published; then the tail ends.

@@ -72,7 +72,8 @@ fn msg(kind: aggregator_message::Kind) -> Result<AggregatorMessage, Status> {
 }
 
 fn rejection(reason: RejectReason, detail: String, views: u32, id: &str) -> OutStream {
-    metrics::counter!("aggregator_sensors_rejected_total", "reason" => reason.as_str_name()).increment(1);
+    metrics::counter!("aggregator_sensors_rejected_total", "reason" => reason.as_str_name())
+        .increment(1);
     tracing::warn!(reason = reason.as_str_name(), %detail, "sensor rejected");
     let reply = msg(aggregator_message::Kind::HelloReply(HelloReply {
         accepted: false,
@@ -109,9 +110,19 @@ impl FeatureLink for FeatureLinkService {
                 )));
             }
         };
-        let reject = |reason, detail| Ok(Response::new(rejection(reason, detail, st.views, &st.aggregator_id)));
+        let reject = |reason, detail| {
+            Ok(Response::new(rejection(
+                reason,
+                detail,
+                st.views,
+                &st.aggregator_id,
+            )))
+        };
         if *st.draining.borrow() {
-            return reject(RejectReason::Draining, "the aggregator is shutting down".into());
+            return reject(
+                RejectReason::Draining,
+                "the aggregator is shutting down".into(),
+            );
         }
         if hello.protocol_version != wire::PROTOCOL_VERSION {
             return reject(
@@ -135,17 +146,28 @@ impl FeatureLink for FeatureLinkService {
         if hello.view_index >= st.views {
             return reject(
                 RejectReason::ViewIndex,
-                format!("view {} does not exist: the bundle has views 0..{}", hello.view_index, st.views),
+                format!(
+                    "view {} does not exist: the bundle has views 0..{}",
+                    hello.view_index, st.views
+                ),
             );
         }
-        if !st.connected.lock().expect("connected set lock").insert(hello.view_index) {
+        if !st
+            .connected
+            .lock()
+            .expect("connected set lock")
+            .insert(hello.view_index)
+        {
             return reject(
                 RejectReason::ViewAlreadyConnected,
                 format!("view {} is already connected", hello.view_index),
             );
         }
         let view = hello.view_index;
-        let slot = ViewSlot { state: st.clone(), view };
+        let slot = ViewSlot {
+            state: st.clone(),
+            view,
+        };
         metrics::gauge!("aggregator_connected_sensors").increment(1.0);
         tracing::info!(view, sensor = %hello.sensor_id, "sensor connected");
 
@@ -196,13 +218,20 @@ impl FeatureLink for FeatureLinkService {
 }
 
 /// Validates and decodes one message; returns its acknowledgement.
-async fn handle_message(st: &LinkState, view: u32, m: SensorMessage, scratch: &mut Vec<f32>) -> FrameAck {
+async fn handle_message(
+    st: &LinkState,
+    view: u32,
+    m: SensorMessage,
+    scratch: &mut Vec<f32>,
+) -> FrameAck {
     let arrived = Instant::now();
     let received_unix_ns = unix_ns();
     let message_bytes = wire::sensor_message_wire_bytes(&m) as u64;
     let frame = match m.kind {
         Some(sensor_message::Kind::Frame(f)) => f,
-        Some(sensor_message::Kind::Hello(_)) => return reject_frame(view, 0, "hello", "a second Hello on an open stream".into()),
+        Some(sensor_message::Kind::Hello(_)) => {
+            return reject_frame(view, 0, "hello", "a second Hello on an open stream".into());
+        }
         None => return reject_frame(view, 0, "empty", "message without content".into()),
     };
     let seq = frame.sequence;
@@ -215,7 +244,10 @@ async fn handle_message(st: &LinkState, view: u32, m: SensorMessage, scratch: &m
             view,
             seq,
             "shape",
-            format!("tensor shape {shape:?} does not match the bundle's split feature {:?}", st.feature_shape),
+            format!(
+                "tensor shape {shape:?} does not match the bundle's split feature {:?}",
+                st.feature_shape
+            ),
         );
     }
     let decode_started = Instant::now();
@@ -230,7 +262,8 @@ async fn handle_message(st: &LinkState, view: u32, m: SensorMessage, scratch: &m
         .map(|t| received_unix_ns.saturating_sub(t.send_time_unix_ns))
         .unwrap_or(0);
     metrics::counter!("aggregator_frames_received_total", "view" => view.to_string()).increment(1);
-    metrics::counter!("aggregator_link_received_bytes_total", "view" => view.to_string()).increment(message_bytes);
+    metrics::counter!("aggregator_link_received_bytes_total", "view" => view.to_string())
+        .increment(message_bytes);
     let arrival = ViewArrival {
         sequence: seq,
         view,

@@ -33,6 +33,8 @@ pub struct ClusterOptions {
     /// Directory for logs and the ready file.
     pub work_dir: PathBuf,
     pub fusion_deadline_ms: u64,
+    /// The aggregator's gRPC address; port 0 lets the OS choose.
+    pub listen: std::net::SocketAddr,
     /// Extra arguments for the aggregator and every sensor.
     pub aggregator_args: Vec<String>,
     pub sensor_args: Vec<String>,
@@ -50,7 +52,12 @@ pub struct LocalCluster {
 fn last_line(path: &Path) -> String {
     std::fs::read_to_string(path)
         .ok()
-        .and_then(|s| s.lines().rev().find(|l| !l.trim().is_empty()).map(str::to_string))
+        .and_then(|s| {
+            s.lines()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .map(str::to_string)
+        })
         .unwrap_or_default()
 }
 
@@ -68,7 +75,10 @@ fn executable(dir: &Path, name: &str) -> anyhow::Result<PathBuf> {
 /// Sends SIGTERM (graceful stop) to a child.
 pub fn terminate(child: &Child) {
     if let Some(pid) = child.id() {
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGTERM);
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
     }
 }
 
@@ -82,7 +92,9 @@ impl LocalCluster {
         let mut aggregator = Command::new(executable(&opts.bin_dir, "aggregator")?)
             .arg("--bundle")
             .arg(&opts.bundle)
-            .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+            .arg("--listen")
+            .arg(opts.listen.to_string())
+            .args(["--admin-listen", "127.0.0.1:0"])
             .arg("--fusion-deadline-ms")
             .arg(opts.fusion_deadline_ms.to_string())
             .arg("--ready-file")
@@ -99,7 +111,10 @@ impl LocalCluster {
                 break serde_json::from_str(&text).context("aggregator ready file")?;
             }
             if let Some(status) = aggregator.try_wait()? {
-                bail!("aggregator exited ({status}) before it was ready: {}", last_line(&log));
+                bail!(
+                    "aggregator exited ({status}) before it was ready: {}",
+                    last_line(&log)
+                );
             }
             if started.elapsed() > Duration::from_secs(60) {
                 bail!("aggregator not ready after 60 s; log: {}", log.display());
@@ -153,11 +168,18 @@ impl LocalCluster {
         let child = Command::new(executable(&self.opts.bin_dir, "sensor-node")?)
             .arg("--bundle")
             .arg(&self.opts.bundle)
-            .args(["--view", &view.to_string(), "--aggregator", &self.endpoint()])
+            .args([
+                "--view",
+                &view.to_string(),
+                "--aggregator",
+                &self.endpoint(),
+            ])
             .args(["--admin-listen", "127.0.0.1:0"])
             .args(&self.opts.sensor_args)
             .args(args)
-            .stdout(std::fs::File::create(self.opts.work_dir.join(format!("sensor-{view}.out")))?)
+            .stdout(std::fs::File::create(
+                self.opts.work_dir.join(format!("sensor-{view}.out")),
+            )?)
             .stderr(std::fs::File::create(&log)?)
             .kill_on_drop(true)
             .spawn()
@@ -196,7 +218,9 @@ impl LocalCluster {
     /// Sensor reports printed as JSON on stdout by each sensor that finished.
     pub fn sensor_reports(&self, views: u32) -> Vec<serde_json::Value> {
         (0..views)
-            .filter_map(|v| std::fs::read_to_string(self.opts.work_dir.join(format!("sensor-{v}.out"))).ok())
+            .filter_map(|v| {
+                std::fs::read_to_string(self.opts.work_dir.join(format!("sensor-{v}.out"))).ok()
+            })
             .filter_map(|s| serde_json::from_str(s.trim()).ok())
             .collect()
     }
@@ -205,10 +229,20 @@ impl LocalCluster {
     pub async fn metrics_text(&self) -> anyhow::Result<String> {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let mut s = tokio::net::TcpStream::connect(self.admin).await?;
-        s.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n").await?;
+        s.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+            .await?;
         let mut out = String::new();
         s.read_to_string(&mut out).await?;
-        Ok(out.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or(out))
+        Ok(out
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or(out))
+    }
+
+    /// Kills the aggregator abruptly (SIGKILL), as a crash would; sensors keep running.
+    pub async fn kill_aggregator(&mut self) -> anyhow::Result<()> {
+        self.aggregator.kill().await?;
+        Ok(())
     }
 
     /// Stops the sensors still running and the aggregator with SIGTERM; waits for them.

@@ -13,7 +13,11 @@ pub fn percentile(v: &[f64], p: f64) -> f64 {
 
 /// (p50, p90, p99).
 pub fn summary(v: &[f64]) -> (f64, f64, f64) {
-    (percentile(v, 50.0), percentile(v, 90.0), percentile(v, 99.0))
+    (
+        percentile(v, 50.0),
+        percentile(v, 90.0),
+        percentile(v, 99.0),
+    )
 }
 
 #[cfg(test)]

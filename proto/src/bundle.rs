@@ -143,7 +143,9 @@ pub enum BundleError {
         file: String,
         reason: String,
     },
-    #[error("bundle {dir}: {file} does not match its digest (manifest says sha256 {expected}, file has {actual}); the bundle is corrupt or was edited")]
+    #[error(
+        "bundle {dir}: {file} does not match its digest (manifest says sha256 {expected}, file has {actual}); the bundle is corrupt or was edited"
+    )]
     DigestMismatch {
         dir: String,
         file: String,
@@ -293,9 +295,50 @@ impl Manifest {
             ));
         }
         if self.split.fusion != "max" {
-            return Err(format!("split.fusion {:?} is not supported (max)", self.split.fusion));
+            return Err(format!(
+                "split.fusion {:?} is not supported (max)",
+                self.split.fusion
+            ));
         }
         self.codec.validate().map_err(|e| format!("codec: {e}"))?;
         Ok(())
+    }
+}
+
+/// The link budget of a split feature of `feature_shape` sent with `codec` by `views` cameras at
+/// `fps`: payload and quantization parameters exactly, framing at its upper bound.
+pub fn link_budget_for(
+    feature_shape: &[usize],
+    codec: CodecSpec,
+    views: u32,
+    fps: f64,
+    raw_frame_bytes: usize,
+) -> LinkBudget {
+    let elements: usize = feature_shape.iter().product();
+    let frame_upper = crate::wire::feature_frame_wire_bytes_upper_bound(feature_shape, codec);
+    let pairs = codec.parameter_count(feature_shape);
+    splitnets_cost_model::link_budget(&splitnets_cost_model::LinkBudgetInput {
+        feature_elements: elements,
+        bits_per_element: codec.bits_per_element(),
+        quantization_parameter_pairs: pairs,
+        message_overhead_bytes: frame_upper - codec.payload_bytes(elements) - 8 * pairs,
+        views,
+        target_fps: fps,
+        raw_frame_bytes,
+    })
+}
+
+impl Manifest {
+    /// The same split with another codec (link budget recomputed).
+    pub fn with_codec(mut self, codec: CodecSpec) -> Self {
+        self.codec = codec;
+        self.link_budget = link_budget_for(
+            &self.split.feature_shape,
+            codec,
+            self.cameras.views,
+            self.link_budget.target_fps,
+            self.input.raw_frame_bytes(),
+        );
+        self
     }
 }

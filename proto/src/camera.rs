@@ -73,14 +73,25 @@ fn mix(seed: u64, view: u32, frame: u64) -> u64 {
 
 impl CameraRig {
     /// What camera `view` records of `clean` (an 8-bit grey image `rows × cols`) at frame `frame`.
-    pub fn capture(&self, view: u32, frame: u64, clean: &[u8], rows: usize, cols: usize) -> Vec<u8> {
+    pub fn capture(
+        &self,
+        view: u32,
+        frame: u64,
+        clean: &[u8],
+        rows: usize,
+        cols: usize,
+    ) -> Vec<u8> {
         debug_assert_eq!(clean.len(), rows * cols);
         let mut rng = SplitMix64::new(mix(self.seed, view, frame));
         let side = self.occluder_px as i64;
         let jitter = i64::from(self.occluder_jitter_px);
         let quadrant = view % 4;
         let base_r = if quadrant >= 2 { rows as i64 - side } else { 0 };
-        let base_c = if quadrant % 2 == 1 { cols as i64 - side } else { 0 };
+        let base_c = if quadrant % 2 == 1 {
+            cols as i64 - side
+        } else {
+            0
+        };
         let jr = rng.below((2 * jitter + 1) as u64) as i64 - jitter;
         let jc = rng.below((2 * jitter + 1) as u64) as i64 - jitter;
         let (r0, c0) = (base_r + jr, base_c + jc);
@@ -99,6 +110,17 @@ impl CameraRig {
         }
         out
     }
+}
+
+/// Frame `frame` of the data-set replay seen by camera `view`: item `frame mod len`.
+pub fn replay_frame(
+    rig: &CameraRig,
+    set: &crate::dataset::ImageSet,
+    view: u32,
+    frame: u64,
+) -> Vec<u8> {
+    let idx = (frame % set.len() as u64) as usize;
+    rig.capture(view, frame, set.image(idx), set.rows, set.cols)
 }
 
 #[cfg(test)]
@@ -127,10 +149,4 @@ mod tests {
         assert_eq!(img[27 * 28 + 27], 0, "bottom-right occluded for view 3");
         assert_eq!(img[0], 200, "top-left visible for view 3");
     }
-}
-
-/// Frame `frame` of the data-set replay seen by camera `view`: item `frame mod len`.
-pub fn replay_frame(rig: &CameraRig, set: &crate::dataset::ImageSet, view: u32, frame: u64) -> Vec<u8> {
-    let idx = (frame % set.len() as u64) as usize;
-    rig.capture(view, frame, set.image(idx), set.rows, set.cols)
 }

@@ -69,7 +69,11 @@ impl std::fmt::Display for CodecSpec {
             CodecSpec::Affine { bits, per_channel } => write!(
                 f,
                 "affine uint{bits} {}",
-                if *per_channel { "per channel" } else { "per tensor" }
+                if *per_channel {
+                    "per channel"
+                } else {
+                    "per tensor"
+                }
             ),
         }
     }
@@ -110,14 +114,18 @@ pub enum CodecError {
         expected: usize,
         actual: usize,
     },
-    #[error("payload is {actual} bytes; shape {shape:?} with {bits}-bit elements needs exactly {expected}")]
+    #[error(
+        "payload is {actual} bytes; shape {shape:?} with {bits}-bit elements needs exactly {expected}"
+    )]
     PayloadLength {
         shape: Vec<usize>,
         bits: u32,
         expected: usize,
         actual: usize,
     },
-    #[error("expected {expected} quantization (scale, zero point) pairs, got {scales} scales and {zero_points} zero points")]
+    #[error(
+        "expected {expected} quantization (scale, zero point) pairs, got {scales} scales and {zero_points} zero points"
+    )]
     ParameterCount {
         expected: usize,
         scales: usize,
@@ -136,7 +144,11 @@ fn element_count(shape: &[usize]) -> usize {
 }
 
 /// Encodes `values` (row-major, of `shape`) with `spec`.
-pub fn encode(spec: CodecSpec, shape: &[usize], values: &[f32]) -> Result<EncodedTensor, CodecError> {
+pub fn encode(
+    spec: CodecSpec,
+    shape: &[usize],
+    values: &[f32],
+) -> Result<EncodedTensor, CodecError> {
     spec.validate()?;
     let n = element_count(shape);
     if n != values.len() {
@@ -192,7 +204,11 @@ pub fn encode(spec: CodecSpec, shape: &[usize], values: &[f32]) -> Result<Encode
                 bits,
                 scale,
                 zero_point,
-                channel_axis: if per_channel && shape.len() >= 2 { 1 } else { -1 },
+                channel_axis: if per_channel && shape.len() >= 2 {
+                    1
+                } else {
+                    -1
+                },
                 payload: packer.finish().into(),
             })
         }
@@ -248,10 +264,7 @@ impl ChannelGroups {
                 inner: shape[2..].iter().product(),
             }
         } else {
-            Self {
-                count: 1,
-                inner: 0,
-            }
+            Self { count: 1, inner: 0 }
         }
     }
 
@@ -384,7 +397,9 @@ pub fn decode_into(t: &EncodedTensor, out: &mut Vec<f32>) -> Result<(), CodecErr
             let qmax = (1i32 << t.bits) - 1;
             for (s, z) in t.scale.iter().zip(&t.zero_point) {
                 if !(s.is_finite() && *s > 0.0) {
-                    return Err(CodecError::Parameter(format!("scale {s} is not a positive finite number")));
+                    return Err(CodecError::Parameter(format!(
+                        "scale {s} is not a positive finite number"
+                    )));
                 }
                 if !(0..=qmax).contains(z) {
                     return Err(CodecError::Parameter(format!(

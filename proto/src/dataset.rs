@@ -28,8 +28,13 @@ pub enum Split {
 
 #[derive(Debug, thiserror::Error)]
 pub enum DatasetError {
-    #[error("cannot read {path}: {source} (install Debian's dataset-fashion-mnist: scripts/setup.sh)")]
-    Io { path: String, source: std::io::Error },
+    #[error(
+        "cannot read {path}: {source} (install Debian's dataset-fashion-mnist: scripts/setup.sh)"
+    )]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("{path} is not a valid IDX file: {reason}")]
     Format { path: String, reason: String },
 }
@@ -102,7 +107,10 @@ pub fn load(dir: &Path, split: Split) -> Result<ImageSet, DatasetError> {
         be_u32(&img, 12) as usize,
     );
     if img.len() != 16 + n * rows * cols {
-        return Err(bad(&img_path, format!("{} bytes for {n} images of {rows}x{cols}", img.len())));
+        return Err(bad(
+            &img_path,
+            format!("{} bytes for {n} images of {rows}x{cols}", img.len()),
+        ));
     }
     let nl = be_u32(&lbl, 4) as usize;
     if nl != n || lbl.len() != 8 + n {

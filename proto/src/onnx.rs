@@ -237,8 +237,14 @@ mod tests {
         let g = GraphProto {
             node: vec![node("Relu", "r", &["x"], &["y"], vec![])],
             name: Some("g".into()),
-            input: vec![float_value_info("x", &[Dim::Symbolic("n".into()), Dim::Fixed(3)])],
-            output: vec![float_value_info("y", &[Dim::Symbolic("n".into()), Dim::Fixed(3)])],
+            input: vec![float_value_info(
+                "x",
+                &[Dim::Symbolic("n".into()), Dim::Fixed(3)],
+            )],
+            output: vec![float_value_info(
+                "y",
+                &[Dim::Symbolic("n".into()), Dim::Fixed(3)],
+            )],
             initializer: vec![float_initializer("w", &[2], &[1.0, -2.5])],
             ..Default::default()
         };

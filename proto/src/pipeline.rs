@@ -37,8 +37,16 @@ pub struct LocalPipeline {
 
 impl LocalPipeline {
     pub fn new(bundle: Bundle, opts: SessionOptions) -> Result<Self, PipelineError> {
-        let head = OnnxModel::from_bytes(&format!("{}/head", bundle.dir.display()), &bundle.head_onnx, opts)?;
-        let tail = OnnxModel::from_bytes(&format!("{}/tail", bundle.dir.display()), &bundle.tail_onnx, opts)?;
+        let head = OnnxModel::from_bytes(
+            &format!("{}/head", bundle.dir.display()),
+            &bundle.head_onnx,
+            opts,
+        )?;
+        let tail = OnnxModel::from_bytes(
+            &format!("{}/tail", bundle.dir.display()),
+            &bundle.tail_onnx,
+            opts,
+        )?;
         Ok(Self {
             bundle,
             head,
@@ -80,7 +88,11 @@ impl LocalPipeline {
     }
 
     /// Runs the tail on `[views_present, C, H, W]` stacked features (views ascending).
-    pub fn tail(&mut self, stacked: &[f32], views_present: usize) -> Result<Vec<f32>, PipelineError> {
+    pub fn tail(
+        &mut self,
+        stacked: &[f32],
+        views_present: usize,
+    ) -> Result<Vec<f32>, PipelineError> {
         let f = &self.bundle.manifest.split.feature_shape;
         let shape = [views_present, f[1], f[2], f[3]];
         let (_, logits) = self.tail.run(&shape, stacked)?;
@@ -95,7 +107,8 @@ impl LocalPipeline {
         through_codec: bool,
     ) -> Result<(Vec<f32>, LocalTimings), PipelineError> {
         let mut t = LocalTimings::default();
-        let mut stacked = Vec::with_capacity(views.len() * self.bundle.manifest.split.feature_elements());
+        let mut stacked =
+            Vec::with_capacity(views.len() * self.bundle.manifest.split.feature_elements());
         let mut decoded = Vec::new();
         for pixels in views {
             let s = Instant::now();

@@ -118,7 +118,11 @@ impl std::fmt::Debug for OnnxModel {
 
 impl OnnxModel {
     /// Builds a session from model bytes; `name` is used in errors.
-    pub fn from_bytes(name: &str, bytes: &[u8], opts: SessionOptions) -> Result<Self, RuntimeError> {
+    pub fn from_bytes(
+        name: &str,
+        bytes: &[u8],
+        opts: SessionOptions,
+    ) -> Result<Self, RuntimeError> {
         let env = environment()?;
         let model_err = |e: &dyn std::fmt::Display| RuntimeError::Model {
             model: name.to_string(),
@@ -162,7 +166,11 @@ impl OnnxModel {
     }
 
     /// Runs the model on one float tensor; returns the output's shape and values.
-    pub fn run(&mut self, shape: &[usize], data: &[f32]) -> Result<(Vec<usize>, Vec<f32>), RuntimeError> {
+    pub fn run(
+        &mut self,
+        shape: &[usize],
+        data: &[f32],
+    ) -> Result<(Vec<usize>, Vec<f32>), RuntimeError> {
         let model_err = |e: &dyn std::fmt::Display| RuntimeError::Model {
             model: self.name.clone(),
             message: e.to_string(),

@@ -8,7 +8,8 @@ tonic::include_proto!("splitnets.v1");
 pub const PROTOCOL_VERSION: u32 = 1;
 
 /// The encoded `FileDescriptorSet` of the wire schema, for gRPC reflection.
-pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("splitnets_v1_descriptor");
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    tonic::include_file_descriptor_set!("splitnets_v1_descriptor");
 
 /// Largest message either side accepts. A feature frame of a 1x3x224x224 float32 tensor is
 /// ~600 KiB; 16 MiB leaves room for large uncompressed splits while bounding memory per stream.
@@ -34,7 +35,9 @@ pub fn tensor_to_wire(t: crate::codec::EncodedTensor) -> QuantizedTensor {
 
 /// Converts a wire tensor back; the payload is shared, not copied. Structural checks happen in
 /// [`crate::codec::decode_into`].
-pub fn tensor_from_wire(q: &QuantizedTensor) -> Result<crate::codec::EncodedTensor, crate::codec::CodecError> {
+pub fn tensor_from_wire(
+    q: &QuantizedTensor,
+) -> Result<crate::codec::EncodedTensor, crate::codec::CodecError> {
     use crate::codec::Encoding;
     let encoding = match ElementEncoding::try_from(q.encoding) {
         Ok(ElementEncoding::Float32) => Encoding::Float32,
@@ -63,7 +66,10 @@ pub fn sensor_message_wire_bytes(m: &SensorMessage) -> usize {
 
 /// An upper bound of a feature frame's bytes on the stream for a feature of `shape` encoded with
 /// `spec`: every varint at its widest. The link budget uses it; tests check real frames stay under.
-pub fn feature_frame_wire_bytes_upper_bound(shape: &[usize], spec: crate::codec::CodecSpec) -> usize {
+pub fn feature_frame_wire_bytes_upper_bound(
+    shape: &[usize],
+    spec: crate::codec::CodecSpec,
+) -> usize {
     let pairs = spec.parameter_count(shape);
     let elements: usize = shape.iter().product();
     let worst = SensorMessage {

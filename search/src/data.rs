@@ -72,9 +72,13 @@ impl<'a> BatchSampler<'a> {
             self.cursor += 1;
             let frame = self.epoch * self.set.len() as u64 + idx as u64;
             for v in 0..views {
-                let img = self
-                    .rig
-                    .capture(v as u32, frame, self.set.image(idx), self.set.rows, self.set.cols);
+                let img = self.rig.capture(
+                    v as u32,
+                    frame,
+                    self.set.image(idx),
+                    self.set.rows,
+                    self.set.cols,
+                );
                 self.input.preprocess(&img, &mut pre);
                 inputs.extend_from_slice(&pre);
             }

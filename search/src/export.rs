@@ -10,7 +10,13 @@ pub const HEAD_OUTPUT: &str = "feature";
 pub const TAIL_INPUT: &str = "features";
 pub const TAIL_OUTPUT: &str = "logits";
 
-fn conv_node(name: &str, input: &str, output: &str, w: &ConvWeights, inits: &mut Vec<TensorProto>) -> NodeProto {
+fn conv_node(
+    name: &str,
+    input: &str,
+    output: &str,
+    w: &ConvWeights,
+    inits: &mut Vec<TensorProto>,
+) -> NodeProto {
     let (wn, bn) = (format!("{name}.weight"), format!("{name}.bias"));
     let k = w.kernel as i64;
     inits.push(onnx::float_initializer(
@@ -18,7 +24,11 @@ fn conv_node(name: &str, input: &str, output: &str, w: &ConvWeights, inits: &mut
         &[w.out_channels as i64, w.in_channels as i64, k, k],
         &w.weight,
     ));
-    inits.push(onnx::float_initializer(&bn, &[w.out_channels as i64], &w.bias));
+    inits.push(onnx::float_initializer(
+        &bn,
+        &[w.out_channels as i64],
+        &w.bias,
+    ));
     let pad = k / 2;
     onnx::node(
         "Conv",
@@ -102,8 +112,20 @@ pub fn tail_model(w: &SplitCnnWeights, feature_h: usize, feature_w: usize) -> Mo
         ),
         conv_node("conv3", "fused", "conv3_out", &w.conv3, &mut inits),
         relu("relu3", "conv3_out", "relu3_out"),
-        onnx::node("GlobalAveragePool", "gap", &["relu3_out"], &["gap_out"], vec![]),
-        onnx::node("Flatten", "flatten", &["gap_out"], &["flat"], vec![onnx::attr_int("axis", 1)]),
+        onnx::node(
+            "GlobalAveragePool",
+            "gap",
+            &["relu3_out"],
+            &["gap_out"],
+            vec![],
+        ),
+        onnx::node(
+            "Flatten",
+            "flatten",
+            &["gap_out"],
+            &["flat"],
+            vec![onnx::attr_int("axis", 1)],
+        ),
     ];
     let c = &w.classifier;
     inits.push(onnx::float_initializer(
@@ -111,7 +133,11 @@ pub fn tail_model(w: &SplitCnnWeights, feature_h: usize, feature_w: usize) -> Mo
         &[c.inputs as i64, c.outputs as i64],
         &c.weight,
     ));
-    inits.push(onnx::float_initializer("classifier.bias", &[c.outputs as i64], &c.bias));
+    inits.push(onnx::float_initializer(
+        "classifier.bias",
+        &[c.outputs as i64],
+        &c.bias,
+    ));
     nodes.push(onnx::node(
         "Gemm",
         "classifier",
@@ -138,5 +164,8 @@ pub fn tail_model(w: &SplitCnnWeights, feature_h: usize, feature_w: usize) -> Mo
         )],
         ..Default::default()
     };
-    onnx::model(graph, "SplitNets tail: fuses the views' features and classifies, on the aggregator")
+    onnx::model(
+        graph,
+        "SplitNets tail: fuses the views' features and classifies, on the aggregator",
+    )
 }

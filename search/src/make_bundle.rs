@@ -5,14 +5,15 @@
 use std::path::PathBuf;
 
 use prost::Message;
-use splitnets_cost_model::{LinkBudgetInput, link_budget};
-use splitnets_proto::bundle::{Bundle, FileRef, Files, InputSpec, Manifest, SplitSpec, TrainingSummary, FORMAT_VERSION};
+use splitnets_proto::bundle::{
+    Bundle, FORMAT_VERSION, FileRef, Files, InputSpec, Manifest, SplitSpec, TrainingSummary,
+    link_budget_for,
+};
 use splitnets_proto::camera::{CameraRig, replay_frame};
 use splitnets_proto::codec::{self, CodecSpec};
 use splitnets_proto::dataset::{CLASSES, ImageSet};
 use splitnets_proto::pipeline::argmax;
 use splitnets_proto::runtime::{OnnxModel, SessionOptions};
-use splitnets_proto::wire;
 
 use crate::export;
 use crate::train::{TrainConfig, Trained};
@@ -62,18 +63,13 @@ pub fn write_bundle(job: &BundleJob<'_>) -> anyhow::Result<BundleOutcome> {
     let feature_shape = vec![1, weights.reduce.out_channels, h / 4, w / 4];
     let evaluation = evaluate(job, &head, &tail, &feature_shape)?;
 
-    let elements: usize = feature_shape.iter().product();
-    let frame_upper = wire::feature_frame_wire_bytes_upper_bound(&feature_shape, job.codec);
-    let pairs = job.codec.parameter_count(&feature_shape);
-    let budget = link_budget(&LinkBudgetInput {
-        feature_elements: elements,
-        bits_per_element: job.codec.bits_per_element(),
-        quantization_parameter_pairs: pairs,
-        message_overhead_bytes: frame_upper - job.codec.payload_bytes(elements) - 8 * pairs,
-        views: job.rig.views,
-        target_fps: job.target_fps,
-        raw_frame_bytes: job.input.raw_frame_bytes(),
-    });
+    let budget = link_budget_for(
+        &feature_shape,
+        job.codec,
+        job.rig.views,
+        job.target_fps,
+        job.input.raw_frame_bytes(),
+    );
     let cfg = job.train_config;
     let manifest = Manifest {
         format_version: FORMAT_VERSION,
@@ -134,7 +130,12 @@ pub fn tail_mean(v: &[f64], n: usize) -> f64 {
     s.iter().sum::<f64>() / s.len().max(1) as f64
 }
 
-fn evaluate(job: &BundleJob<'_>, head: &[u8], tail: &[u8], feature_shape: &[usize]) -> anyhow::Result<Evaluation> {
+fn evaluate(
+    job: &BundleJob<'_>,
+    head: &[u8],
+    tail: &[u8],
+    feature_shape: &[usize],
+) -> anyhow::Result<Evaluation> {
     let opts = SessionOptions::default();
     let mut head_m = OnnxModel::from_bytes("head", head, opts)?;
     let mut tail_m = OnnxModel::from_bytes("tail", tail, opts)?;
@@ -154,7 +155,7 @@ fn evaluate(job: &BundleJob<'_>, head: &[u8], tail: &[u8], feature_shape: &[usiz
         let label = job.test_set.labels[i] as usize;
         let mut stacked = Vec::with_capacity(views * fe);
         let mut stacked_codec = Vec::with_capacity(views * fe);
-        for v in 0..views {
+        for (v, ok) in view_ok.iter_mut().enumerate() {
             let px = replay_frame(&job.rig, job.test_set, v as u32, i as u64);
             job.input.preprocess(&px, &mut pre);
             if i < check {
@@ -162,7 +163,7 @@ fn evaluate(job: &BundleJob<'_>, head: &[u8], tail: &[u8], feature_shape: &[usiz
             }
             let (_, f) = head_m.run(&in_shape, &pre)?;
             let (_, one) = tail_m.run(&[1, c, fh, fw], &f)?;
-            view_ok[v] += usize::from(argmax(&one) == label);
+            *ok += usize::from(argmax(&one) == label);
             let enc = codec::encode(job.codec, feature_shape, &f)?;
             codec::decode_into(&enc, &mut decoded)?;
             stacked_codec.extend_from_slice(&decoded);
@@ -182,11 +183,19 @@ fn evaluate(job: &BundleJob<'_>, head: &[u8], tail: &[u8], feature_shape: &[usiz
     for start in (0..check).step_by(64) {
         let b = (check - start).min(64);
         let inputs = check_inputs[start * views * px..(start + b) * views * px].to_vec();
-        let burn = job
-            .trained
-            .logits(inputs, vec![1.0; b * views], b, views, job.input.height, job.input.width);
+        let burn = job.trained.logits(
+            inputs,
+            vec![1.0; b * views],
+            b,
+            views,
+            job.input.height,
+            job.input.width,
+        );
         let classes = burn.len() / b;
-        for (x, y) in burn.iter().zip(&ort_logits[start * classes..(start + b) * classes]) {
+        for (x, y) in burn
+            .iter()
+            .zip(&ort_logits[start * classes..(start + b) * classes])
+        {
             max_diff = max_diff.max(f64::from((x - y).abs()));
         }
     }

@@ -87,7 +87,10 @@ impl SplitCnn {
         let r = r.reshape([b, v, rc, h, w]) * view_mask.reshape([b, v, 1, 1, 1]);
         let fused = r.max_dim(1).reshape([b, rc, h, w]);
         let x = relu(self.conv3.forward(fused));
-        let pooled = x.mean_dim(3).mean_dim(2).reshape([b, self.classifier_inputs()]);
+        let pooled = x
+            .mean_dim(3)
+            .mean_dim(2)
+            .reshape([b, self.classifier_inputs()]);
         self.classifier.forward(pooled)
     }
 

@@ -72,12 +72,21 @@ pub struct Trained {
     pub seconds: f64,
 }
 
-fn batch_tensors(b: &Batch, views: usize, h: usize, w: usize, device: &Device) -> (Tensor<5>, Tensor<2>) {
+fn batch_tensors(
+    b: &Batch,
+    views: usize,
+    h: usize,
+    w: usize,
+    device: &Device,
+) -> (Tensor<5>, Tensor<2>) {
     let x = Tensor::<5>::from_data(
         TensorData::new(b.inputs.clone(), [b.batch, views, 1, h, w]),
         device,
     );
-    let m = Tensor::<2>::from_data(TensorData::new(b.view_mask.clone(), [b.batch, views]), device);
+    let m = Tensor::<2>::from_data(
+        TensorData::new(b.view_mask.clone(), [b.batch, views]),
+        device,
+    );
     (x, m)
 }
 
@@ -101,14 +110,18 @@ pub fn train(
     for step in 1..=cfg.steps {
         let batch = sampler.next_batch(cfg.batch_size, cfg.view_keep_prob);
         let (x, m) = batch_tensors(&batch, views, height, width, &device);
-        let y = Tensor::<1, Int>::from_data(TensorData::new(batch.labels.clone(), [batch.batch]), &device);
+        let y = Tensor::<1, Int>::from_data(
+            TensorData::new(batch.labels.clone(), [batch.batch]),
+            &device,
+        );
         let logits = model.forward(x, m);
         let loss = loss_fn.forward(logits, y);
         let loss_value: f64 = loss.clone().into_scalar::<f32>() as f64;
         let grads = GradientsParams::from_grads(loss.backward(), &model);
         // Cosine decay to 5 % of the base rate: stable late steps without tuning a schedule.
         let progress = step as f64 / cfg.steps as f64;
-        let lr = cfg.learning_rate * (0.05 + 0.95 * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos()));
+        let lr = cfg.learning_rate
+            * (0.05 + 0.95 * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos()));
         model = optim.step(lr, model, grads);
         losses.push(loss_value);
         on_step(StepReport {
@@ -128,7 +141,15 @@ pub fn train(
 
 impl Trained {
     /// Logits of the inference model for `[B, V, 1, H, W]` inputs and a view mask.
-    pub fn logits(&self, inputs: Vec<f32>, mask: Vec<f32>, b: usize, v: usize, h: usize, w: usize) -> Vec<f32> {
+    pub fn logits(
+        &self,
+        inputs: Vec<f32>,
+        mask: Vec<f32>,
+        b: usize,
+        v: usize,
+        h: usize,
+        w: usize,
+    ) -> Vec<f32> {
         let x = Tensor::<5>::from_data(TensorData::new(inputs, [b, v, 1, h, w]), &self.device);
         let m = Tensor::<2>::from_data(TensorData::new(mask, [b, v]), &self.device);
         self.model

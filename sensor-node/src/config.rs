@@ -9,7 +9,11 @@ use serde::Deserialize;
 use splitnets_ops::LogFormat;
 
 #[derive(clap::Parser, Debug, Default)]
-#[command(name = "sensor-node", version, about = "SplitNets sensor: runs the head of a split bundle on one camera and streams quantized features to the aggregator")]
+#[command(
+    name = "sensor-node",
+    version,
+    about = "SplitNets sensor: runs the head of a split bundle on one camera and streams quantized features to the aggregator"
+)]
 pub struct Args {
     /// TOML file with any of the settings below (flags win over the file).
     #[arg(long, env = "SPLITNETS_SENSOR_CONFIG")]
@@ -119,7 +123,11 @@ impl Settings {
                 let text = std::fs::read_to_string(p)
                     .map_err(|e| anyhow::anyhow!("config file {}: {e}", p.display()))?;
                 toml::from_str(&text).map_err(|e| {
-                    anyhow::anyhow!("config file {}: {}", p.display(), e.to_string().trim().replace('\n', " "))
+                    anyhow::anyhow!(
+                        "config file {}: {}",
+                        p.display(),
+                        e.to_string().trim().replace('\n', " ")
+                    )
                 })?
             }
             None => FileConfig::default(),
@@ -128,23 +136,27 @@ impl Settings {
             (Some(f), _) => f,
             (None, Some("json")) => LogFormat::Json,
             (None, Some("text") | None) => LogFormat::Text,
-            (None, Some(other)) => anyhow::bail!("config: log_format {other:?} is not text or json"),
+            (None, Some(other)) => {
+                anyhow::bail!("config: log_format {other:?} is not text or json")
+            }
         };
-        let bundle = args
-            .bundle
-            .or(file.bundle)
-            .ok_or_else(|| anyhow::anyhow!("no bundle: pass --bundle DIR (or SPLITNETS_BUNDLE, or `bundle` in --config)"))?;
-        let view = args
-            .view
-            .or(file.view)
-            .ok_or_else(|| anyhow::anyhow!("no view: pass --view N (which camera this sensor is)"))?;
+        let bundle = args.bundle.or(file.bundle).ok_or_else(|| {
+            anyhow::anyhow!(
+                "no bundle: pass --bundle DIR (or SPLITNETS_BUNDLE, or `bundle` in --config)"
+            )
+        })?;
+        let view = args.view.or(file.view).ok_or_else(|| {
+            anyhow::anyhow!("no view: pass --view N (which camera this sensor is)")
+        })?;
         let data_dir = args
             .data_dir
             .or(file.data_dir)
             .unwrap_or_else(|| splitnets_proto::dataset::DEFAULT_DIR.into());
         let source = match args.source.or(file.source).as_deref() {
             None | Some("replay") => SourceKind::Replay { data_dir },
-            Some(s) if s.starts_with("folder:") => SourceKind::Folder(PathBuf::from(&s["folder:".len()..])),
+            Some(s) if s.starts_with("folder:") => {
+                SourceKind::Folder(PathBuf::from(&s["folder:".len()..]))
+            }
             Some(other) => anyhow::bail!("source {other:?} is not `replay` or `folder:DIR`"),
         };
         let fps = args.fps.or(file.fps).unwrap_or(30.0);
@@ -163,11 +175,25 @@ impl Settings {
             start_frame: args.start_frame.or(file.start_frame).unwrap_or(0),
             start_at_unix_ms: args.start_at_unix_ms.or(file.start_at_unix_ms),
             source,
-            id: args.id.or(file.id).unwrap_or_else(|| format!("sensor-{view}")),
-            admin_listen: args.admin_listen.or(file.admin_listen).unwrap_or(([0, 0, 0, 0], 9100).into()),
+            id: args
+                .id
+                .or(file.id)
+                .unwrap_or_else(|| format!("sensor-{view}")),
+            admin_listen: args
+                .admin_listen
+                .or(file.admin_listen)
+                .unwrap_or(([0, 0, 0, 0], 9100).into()),
             queue: args.queue.or(file.queue).unwrap_or(8),
-            reconnect_min: Duration::from_millis(args.reconnect_min_ms.or(file.reconnect_min_ms).unwrap_or(100)),
-            reconnect_max: Duration::from_millis(args.reconnect_max_ms.or(file.reconnect_max_ms).unwrap_or(5000)),
+            reconnect_min: Duration::from_millis(
+                args.reconnect_min_ms
+                    .or(file.reconnect_min_ms)
+                    .unwrap_or(100),
+            ),
+            reconnect_max: Duration::from_millis(
+                args.reconnect_max_ms
+                    .or(file.reconnect_max_ms)
+                    .unwrap_or(5000),
+            ),
             head_threads: args.head_threads.or(file.head_threads).unwrap_or(1),
             log_format,
         };

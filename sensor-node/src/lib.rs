@@ -91,7 +91,10 @@ impl Camera {
         let (shape, feature) = self.head.run(&m.input.head_input_shape(), input)?;
         let t3 = Instant::now();
         if shape != m.split.feature_shape {
-            anyhow::bail!("head produced {shape:?}, bundle says {:?}", m.split.feature_shape);
+            anyhow::bail!(
+                "head produced {shape:?}, bundle says {:?}",
+                m.split.feature_shape
+            );
         }
         let encoded = codec::encode(m.codec, &shape, &feature)?;
         let t4 = Instant::now();
@@ -115,10 +118,17 @@ impl Camera {
 fn open_camera(settings: &Settings, bundle: &Bundle) -> anyhow::Result<Camera> {
     let m = &bundle.manifest;
     if settings.view >= m.cameras.views {
-        anyhow::bail!("view {} does not exist: bundle {} has views 0..{}", settings.view, bundle.dir.display(), m.cameras.views);
+        anyhow::bail!(
+            "view {} does not exist: bundle {} has views 0..{}",
+            settings.view,
+            bundle.dir.display(),
+            m.cameras.views
+        );
     }
     let source = match &settings.source {
-        SourceKind::Replay { data_dir } => FrameSource::replay(data_dir, m.cameras.clone(), settings.view)?,
+        SourceKind::Replay { data_dir } => {
+            FrameSource::replay(data_dir, m.cameras.clone(), settings.view)?
+        }
         SourceKind::Folder(dir) => FrameSource::folder(dir, m.input.height, m.input.width)?,
     };
     let head = OnnxModel::from_bytes(
@@ -137,7 +147,8 @@ fn open_camera(settings: &Settings, bundle: &Bundle) -> anyhow::Result<Camera> {
     // Warm-up: the first runs allocate and pick kernels; do them before reporting ready.
     let mut input = Vec::new();
     for _ in 0..3 {
-        cam.capture(settings.start_frame, &mut input).context("warming up the head")?;
+        cam.capture(settings.start_frame, &mut input)
+            .context("warming up the head")?;
     }
     Ok(cam)
 }
@@ -161,7 +172,9 @@ fn camera_loop(
             if ms >= now_ms {
                 Instant::now() + Duration::from_millis(ms - now_ms)
             } else {
-                Instant::now().checked_sub(Duration::from_millis(now_ms - ms)).unwrap_or_else(Instant::now)
+                Instant::now()
+                    .checked_sub(Duration::from_millis(now_ms - ms))
+                    .unwrap_or_else(Instant::now)
             }
         }
         None => Instant::now(),
@@ -170,7 +183,8 @@ fn camera_loop(
     while !stop.load(Ordering::Relaxed) && end.is_none_or(|e| n < e) {
         let fps = f64::from_bits(fps_bits.load(Ordering::Relaxed));
         if fps > 0.0 {
-            let slot = |n: u64| epoch + Duration::from_secs_f64((n - settings.start_frame) as f64 / fps);
+            let slot =
+                |n: u64| epoch + Duration::from_secs_f64((n - settings.start_frame) as f64 / fps);
             let now = Instant::now();
             // Behind by more than a frame (late start, stall): a camera skips the frames it missed.
             if now > slot(n) + Duration::from_secs_f64(1.0 / fps) {
@@ -197,7 +211,8 @@ fn camera_loop(
         counters.captured.fetch_add(1, Ordering::Relaxed);
         metrics::counter!("sensor_frames_captured_total").increment(1);
         let sent = if fps > 0.0 {
-            out.try_send(frame).map_err(|e| matches!(e, mpsc::error::TrySendError::Closed(_)))
+            out.try_send(frame)
+                .map_err(|e| matches!(e, mpsc::error::TrySendError::Closed(_)))
         } else {
             out.blocking_send(frame).map_err(|_| true)
         };
@@ -211,7 +226,11 @@ fn camera_loop(
         }
         n += 1;
     }
-    tracing::info!(view = cam.view, frames = n - settings.start_frame, "camera stopped");
+    tracing::info!(
+        view = cam.view,
+        frames = n - settings.start_frame,
+        "camera stopped"
+    );
 }
 
 /// Why one connection ended.
@@ -239,10 +258,15 @@ async fn one_connection(
 ) -> Result<LinkEnd, LinkError> {
     let t = |e: &dyn std::fmt::Display| LinkError::Transient(e.to_string());
     let endpoint = tonic::transport::Endpoint::from_shared(settings.aggregator.clone())
-        .map_err(|e| LinkError::Rejected(format!("aggregator address {:?}: {e}", settings.aggregator)))?
+        .map_err(|e| {
+            LinkError::Rejected(format!("aggregator address {:?}: {e}", settings.aggregator))
+        })?
         .connect_timeout(Duration::from_secs(2))
         .tcp_nodelay(true);
-    let channel = endpoint.connect().await.map_err(|e| t(&format!("connect {}: {e}", settings.aggregator)))?;
+    let channel = endpoint
+        .connect()
+        .await
+        .map_err(|e| t(&format!("connect {}: {e}", settings.aggregator)))?;
     let mut client = FeatureLinkClient::new(channel)
         .max_decoding_message_size(wire::MAX_MESSAGE_BYTES)
         .max_encoding_message_size(wire::MAX_MESSAGE_BYTES);
@@ -269,7 +293,8 @@ async fn one_connection(
                 tracing::info!(view = settings.view, aggregator = %r.aggregator_id, "connected");
             }
             Some(aggregator_message::Kind::HelloReply(r)) => {
-                let reason = wire::RejectReason::try_from(r.reason).unwrap_or(wire::RejectReason::Unspecified);
+                let reason = wire::RejectReason::try_from(r.reason)
+                    .unwrap_or(wire::RejectReason::Unspecified);
                 // A draining aggregator or a view still held by our previous stream is transient.
                 return Err(match reason {
                     wire::RejectReason::Draining | wire::RejectReason::ViewAlreadyConnected => {
@@ -368,9 +393,14 @@ pub async fn run(
     let readiness = Readiness::default();
     let admin_addr = admin.local_addr()?;
     let (admin_stop_tx, admin_stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let admin_task = tokio::spawn(splitnets_ops::serve_admin(admin, readiness.clone(), metrics_handle, async {
-        let _ = admin_stop_rx.await;
-    }));
+    let admin_task = tokio::spawn(splitnets_ops::serve_admin(
+        admin,
+        readiness.clone(),
+        metrics_handle,
+        async {
+            let _ = admin_stop_rx.await;
+        },
+    ));
 
     let cam = {
         let (s, b) = (settings.clone(), bundle.clone());
@@ -390,7 +420,12 @@ pub async fn run(
         "sensor ready"
     );
     let camera = {
-        let (s, f, st, c) = (settings.clone(), fps_bits.clone(), stop.clone(), counters.clone());
+        let (s, f, st, c) = (
+            settings.clone(),
+            fps_bits.clone(),
+            stop.clone(),
+            counters.clone(),
+        );
         std::thread::Builder::new()
             .name(format!("camera-{}", settings.view))
             .spawn(move || camera_loop(cam, s, f, st, c, frame_tx))?
@@ -406,7 +441,15 @@ pub async fn run(
 
     let mut backoff = settings.reconnect_min;
     let result = loop {
-        match one_connection(&settings, &bundle.digest, &mut frame_rx, &counters, &fps_bits).await {
+        match one_connection(
+            &settings,
+            &bundle.digest,
+            &mut frame_rx,
+            &counters,
+            &fps_bits,
+        )
+        .await
+        {
             Ok(LinkEnd::Finished) => break Ok(()),
             Ok(LinkEnd::Drained) => {
                 if stop.load(Ordering::Relaxed) {
@@ -414,7 +457,9 @@ pub async fn run(
                 }
                 tokio::time::sleep(backoff).await;
             }
-            Err(LinkError::Rejected(reason)) => break Err(anyhow::anyhow!("aggregator rejected this sensor: {reason}")),
+            Err(LinkError::Rejected(reason)) => {
+                break Err(anyhow::anyhow!("aggregator rejected this sensor: {reason}"));
+            }
             Err(LinkError::Transient(reason)) => {
                 if stop.load(Ordering::Relaxed) && frame_rx.is_closed() && frame_rx.is_empty() {
                     break Ok(());

@@ -8,7 +8,11 @@ use splitnets_proto::dataset::{self, ImageSet, Split};
 #[derive(Debug)]
 pub enum FrameSource {
     /// Fashion-MNIST test split seen by camera `view` of `rig`.
-    Replay { set: ImageSet, rig: CameraRig, view: u32 },
+    Replay {
+        set: ImageSet,
+        rig: CameraRig,
+        view: u32,
+    },
     /// Pre-recorded frames, looped.
     Folder { frames: Vec<Vec<u8>> },
 }
@@ -33,10 +37,15 @@ impl FrameSource {
         let frames = paths
             .iter()
             .map(|p| {
-                let bytes = std::fs::read(p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?;
-                let (pw, ph, px) = parse_pgm(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?;
+                let bytes =
+                    std::fs::read(p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?;
+                let (pw, ph, px) =
+                    parse_pgm(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?;
                 if (ph, pw) != (h, w) {
-                    anyhow::bail!("{}: image is {pw}x{ph}, the bundle expects {w}x{h}", p.display());
+                    anyhow::bail!(
+                        "{}: image is {pw}x{ph}, the bundle expects {w}x{h}",
+                        p.display()
+                    );
                 }
                 Ok(px)
             })
@@ -87,14 +96,21 @@ pub fn parse_pgm(b: &[u8]) -> Result<(usize, usize, Vec<u8>), String> {
     if fields[0] != "P5" {
         return Err(format!("not a binary PGM (magic {:?}, want P5)", fields[0]));
     }
-    let num = |s: &str| s.parse::<usize>().map_err(|_| format!("bad PGM header field {s:?}"));
+    let num = |s: &str| {
+        s.parse::<usize>()
+            .map_err(|_| format!("bad PGM header field {s:?}"))
+    };
     let (w, h, max) = (num(&fields[1])?, num(&fields[2])?, num(&fields[3])?);
     if max == 0 || max > 255 {
         return Err(format!("PGM maxval {max} is not 1..=255"));
     }
     let data = &b[(i + 1).min(b.len())..];
     if data.len() < w * h {
-        return Err(format!("PGM has {} pixel bytes, {w}x{h} needs {}", data.len(), w * h));
+        return Err(format!(
+            "PGM has {} pixel bytes, {w}x{h} needs {}",
+            data.len(),
+            w * h
+        ));
     }
     Ok((w, h, data[..w * h].to_vec()))
 }
@@ -108,7 +124,15 @@ mod tests {
         let mut b = b"P5\n# made by hand\n3 2\n255\n".to_vec();
         b.extend_from_slice(&[1, 2, 3, 4, 5, 6]);
         assert_eq!(parse_pgm(&b).unwrap(), (3, 2, vec![1, 2, 3, 4, 5, 6]));
-        assert!(parse_pgm(b"P6\n1 1\n255\n\0\0\0").unwrap_err().contains("P5"));
-        assert!(parse_pgm(b"P5\n4 4\n255\n\0").unwrap_err().contains("needs 16"));
+        assert!(
+            parse_pgm(b"P6\n1 1\n255\n\0\0\0")
+                .unwrap_err()
+                .contains("P5")
+        );
+        assert!(
+            parse_pgm(b"P5\n4 4\n255\n\0")
+                .unwrap_err()
+                .contains("needs 16")
+        );
     }
 }

@@ -1,0 +1,122 @@
+//! Fixtures for the end-to-end tests: bundles, a cluster on loopback, and a raw gRPC sensor that
+//! speaks the wire protocol directly (to send what a well-behaved sensor never would).
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use splitnets_deploy::{ClusterOptions, LocalCluster, default_bin_dir};
+use splitnets_proto::bundle::Bundle;
+use splitnets_proto::codec::CodecSpec;
+use splitnets_proto::wire::{
+    self, AggregatorMessage, FeatureFrame, Hello, HelloReply, SensorMessage, aggregator_message,
+    feature_link_client::FeatureLinkClient, sensor_message,
+};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+/// The committed demo bundle.
+pub fn demo_bundle() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/bundles/fashion-mnist-4view")
+}
+
+/// A copy of the demo bundle that sends its feature with `codec` (new digest).
+pub fn bundle_with_codec(dir: &Path, codec: CodecSpec) -> PathBuf {
+    let b = Bundle::load(&demo_bundle()).expect("demo bundle loads");
+    let out = dir.join(format!("bundle-{}", codec.to_string().replace(' ', "-")));
+    Bundle::write(
+        &out,
+        b.manifest.with_codec(codec),
+        &b.head_onnx,
+        &b.tail_onnx,
+    )
+    .expect("bundle written");
+    out
+}
+
+pub fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+/// Starts an aggregator on loopback (OS-chosen port) for `bundle`.
+pub async fn cluster(bundle: &Path, work: &Path, deadline_ms: u64) -> LocalCluster {
+    LocalCluster::start(ClusterOptions {
+        bin_dir: default_bin_dir(),
+        bundle: bundle.to_path_buf(),
+        work_dir: work.to_path_buf(),
+        fusion_deadline_ms: deadline_ms,
+        listen: "127.0.0.1:0".parse().unwrap(),
+        aggregator_args: vec![],
+        sensor_args: vec![],
+    })
+    .await
+    .expect("aggregator starts")
+}
+
+/// Arguments for a sensor that captures `frames` frames at `fps` on a shared trigger `lead_ms` ahead.
+pub fn sensor_args(frames: Option<u64>, fps: f64, lead_ms: u64) -> Vec<String> {
+    let mut a = vec![
+        "--fps".to_string(),
+        fps.to_string(),
+        "--start-at-unix-ms".into(),
+        (unix_ms() + lead_ms).to_string(),
+    ];
+    if let Some(f) = frames {
+        a.extend(["--frames".into(), f.to_string()]);
+    }
+    a
+}
+
+/// A sensor speaking the wire protocol by hand.
+pub struct RawSensor {
+    tx: mpsc::Sender<SensorMessage>,
+    inbound: tonic::Streaming<AggregatorMessage>,
+    pub reply: HelloReply,
+}
+
+impl RawSensor {
+    pub async fn connect(endpoint: &str, view: u32, digest: &str) -> anyhow::Result<Self> {
+        let mut client = FeatureLinkClient::connect(endpoint.to_string()).await?;
+        let (tx, rx) = mpsc::channel(16);
+        tx.send(SensorMessage {
+            kind: Some(sensor_message::Kind::Hello(Hello {
+                sensor_id: "raw-test-sensor".into(),
+                view_index: view,
+                bundle_digest: digest.into(),
+                protocol_version: wire::PROTOCOL_VERSION,
+            })),
+        })
+        .await?;
+        let mut inbound = client
+            .stream_features(ReceiverStream::new(rx))
+            .await?
+            .into_inner();
+        let first = inbound
+            .message()
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("no hello reply"))?;
+        let Some(aggregator_message::Kind::HelloReply(reply)) = first.kind else {
+            anyhow::bail!("first reply is not a HelloReply: {first:?}");
+        };
+        Ok(Self { tx, inbound, reply })
+    }
+
+    /// Sends a frame and waits for its acknowledgement (skipping control messages).
+    pub async fn send(&mut self, frame: FeatureFrame) -> anyhow::Result<wire::FrameAck> {
+        self.tx
+            .send(SensorMessage {
+                kind: Some(sensor_message::Kind::Frame(frame)),
+            })
+            .await?;
+        loop {
+            let m = tokio::time::timeout(Duration::from_secs(10), self.inbound.message())
+                .await??
+                .ok_or_else(|| anyhow::anyhow!("stream ended"))?;
+            if let Some(aggregator_message::Kind::Ack(a)) = m.kind {
+                return Ok(a);
+            }
+        }
+    }
+}

@@ -19,9 +19,18 @@ async fn start(args: aggregator::Args) -> anyhow::Result<()> {
     let settings = aggregator::Settings::resolve(args)?;
     splitnets_ops::init_logging(settings.log_format, "info");
     let bundle_dir = settings.bundle.clone();
-    let bundle = tokio::task::spawn_blocking(move || splitnets_proto::bundle::Bundle::load(&bundle_dir)).await??;
+    let bundle =
+        tokio::task::spawn_blocking(move || splitnets_proto::bundle::Bundle::load(&bundle_dir))
+            .await??;
     splitnets_proto::runtime::environment()?;
     let grpc = splitnets_ops::bind(settings.listen, "gRPC").await?;
     let admin = splitnets_ops::bind(settings.admin_listen, "admin HTTP").await?;
-    aggregator::run(settings, bundle, grpc, admin, splitnets_ops::shutdown_signal()).await
+    aggregator::run(
+        settings,
+        bundle,
+        grpc,
+        admin,
+        splitnets_ops::shutdown_signal(),
+    )
+    .await
 }

@@ -21,10 +21,17 @@ use splitnets_proto::runtime::SessionOptions;
 use splitnets_proto::wire::Prediction;
 
 #[derive(Parser, Debug)]
-#[command(version, about = "SplitNets multi-camera demo: aggregator + one sensor per camera on loopback")]
+#[command(
+    version,
+    about = "SplitNets multi-camera demo: aggregator + one sensor per camera on loopback"
+)]
 struct Args {
     /// Split bundle (default: the embedded demo bundle).
-    #[arg(long, env = "SPLITNETS_BUNDLE", default_value = "deploy/bundles/fashion-mnist-4view")]
+    #[arg(
+        long,
+        env = "SPLITNETS_BUNDLE",
+        default_value = "deploy/bundles/fashion-mnist-4view"
+    )]
     bundle: PathBuf,
     /// Frames each camera captures.
     #[arg(long, default_value_t = 300)]
@@ -79,7 +86,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let views = m.cameras.views;
     let sensors = args.sensors.unwrap_or(views).min(views);
     let tmp = tempfile::tempdir()?;
-    let work_dir = args.work_dir.clone().unwrap_or_else(|| tmp.path().to_path_buf());
+    let work_dir = args
+        .work_dir
+        .clone()
+        .unwrap_or_else(|| tmp.path().to_path_buf());
     println!(
         "bundle {} ({}; digest {}): {} cameras, feature {:?} as {}, training accuracy one view {:.1} %, fused {:.1} %",
         args.bundle.display(),
@@ -88,8 +98,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
         views,
         m.split.feature_shape,
         m.codec,
-        m.training.as_ref().map_or(f64::NAN, |t| 100.0 * t.test_accuracy_one_view),
-        m.training.as_ref().map_or(f64::NAN, |t| 100.0 * t.test_accuracy_fused),
+        m.training
+            .as_ref()
+            .map_or(f64::NAN, |t| 100.0 * t.test_accuracy_one_view),
+        m.training
+            .as_ref()
+            .map_or(f64::NAN, |t| 100.0 * t.test_accuracy_fused),
     );
 
     let mut cluster = LocalCluster::start(ClusterOptions {
@@ -97,11 +111,15 @@ async fn run(args: Args) -> anyhow::Result<()> {
         bundle: args.bundle.clone(),
         work_dir: work_dir.clone(),
         fusion_deadline_ms: args.deadline_ms,
+        listen: "127.0.0.1:0".parse()?,
         aggregator_args: vec![],
         sensor_args: vec!["--data-dir".into(), args.data_dir.display().to_string()],
     })
     .await?;
-    println!("aggregator ready on {} (metrics http://{}/metrics)", cluster.grpc, cluster.admin);
+    println!(
+        "aggregator ready on {} (metrics http://{}/metrics)",
+        cluster.grpc, cluster.admin
+    );
     let mut watch = cluster.watch().await?;
     // A shared trigger 2 s ahead: every sensor loads and warms up, then all capture frame 0 together.
     let start_at = SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis() as u64 + 2000;
@@ -118,7 +136,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
             ],
         )?;
     }
-    println!("{sensors} sensors started; {} frames at {} fps each\n", args.frames, args.fps);
+    println!(
+        "{sensors} sensors started; {} frames at {} fps each\n",
+        args.frames, args.fps
+    );
 
     let mut predictions: BTreeMap<u64, Prediction> = BTreeMap::new();
     let budget = Duration::from_secs_f64(args.frames as f64 / args.fps.max(1.0) + 30.0);
@@ -130,7 +151,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
                     "frame {:>5}  {:<12} {} truth {:<12} views {:?}  end-to-end {:>6.2} ms",
                     p.sequence,
                     p.class_name,
-                    if p.class_index as usize == truth { "ok  " } else { "MISS" },
+                    if p.class_index as usize == truth {
+                        "ok  "
+                    } else {
+                        "MISS"
+                    },
                     m.classes[truth],
                     p.views_used,
                     ms(p.end_to_end_ns)
@@ -151,9 +176,16 @@ async fn run(args: Args) -> anyhow::Result<()> {
     sensors_ok?;
     match collected {
         Ok(r) => r?,
-        Err(_) => println!("(stopped collecting after {budget:?}; {} predictions)", predictions.len()),
+        Err(_) => println!(
+            "(stopped collecting after {budget:?}; {} predictions)",
+            predictions.len()
+        ),
     }
-    anyhow::ensure!(!predictions.is_empty(), "no predictions arrived; logs in {}", work_dir.display());
+    anyhow::ensure!(
+        !predictions.is_empty(),
+        "no predictions arrived; logs in {}",
+        work_dir.display()
+    );
 
     // The same frames through the same bundle in this process.
     println!("\nrunning the same frames in one process for reference ...");
@@ -162,8 +194,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
         move || LocalPipeline::new(b, SessionOptions::default())
     })
     .await??;
-    let report = tokio::task::spawn_blocking(move || compare(&mut local, &test_set, &predictions, views, sensors))
-        .await??;
+    let report = tokio::task::spawn_blocking(move || {
+        compare(&mut local, &test_set, &predictions, views, sensors)
+    })
+    .await??;
     let late = metric_sum(&metrics, "aggregator_late_views_total", &[]);
     let rejected = metric_sum(&metrics, "aggregator_frames_rejected_total", &[]);
     print_report(&report, &bundle, late, rejected);
@@ -173,7 +207,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
             "sensors": sensors, "report": report, "sensor_reports": sensor_reports,
             "late_views": late, "rejected_frames": rejected,
         });
-        std::fs::write(path, serde_json::to_vec_pretty(&json)?).with_context(|| format!("writing {}", path.display()))?;
+        std::fs::write(path, serde_json::to_vec_pretty(&json)?)
+            .with_context(|| format!("writing {}", path.display()))?;
         println!("report written to {}", path.display());
     }
     Ok(())
@@ -236,15 +271,30 @@ fn compare(
     for (seq, p) in preds {
         let truth = set.labels[(*seq % set.len() as u64) as usize] as usize;
         // The views this prediction used, in the same order, through the same codec.
-        let pixels: Vec<Vec<u8>> = p.views_used.iter().map(|&v| replay_frame(&rig, set, v, *seq)).collect();
+        let pixels: Vec<Vec<u8>> = p
+            .views_used
+            .iter()
+            .map(|&v| replay_frame(&rig, set, v, *seq))
+            .collect();
         let (logits_q, t) = local.run_frame(&pixels, true)?;
-        let all: Vec<Vec<u8>> = (0..views).map(|v| replay_frame(&rig, set, v, *seq)).collect();
+        let all: Vec<Vec<u8>> = (0..views)
+            .map(|v| replay_frame(&rig, set, v, *seq))
+            .collect();
         let (logits_f, _) = local.run_frame(&all, false)?;
-        let diff = p.scores.iter().zip(&logits_q).map(|(a, b)| f64::from((a - b).abs())).fold(0.0, f64::max);
+        let diff = p
+            .scores
+            .iter()
+            .zip(&logits_q)
+            .map(|(a, b)| f64::from((a - b).abs()))
+            .fold(0.0, f64::max);
         max_diff = max_diff.max(diff);
         if sensors == views {
             let (logits_all_q, _) = local.run_frame(&all, true)?;
-            let fq = logits_f.iter().zip(&logits_all_q).map(|(a, b)| f64::from((a - b).abs())).fold(0.0, f64::max);
+            let fq = logits_f
+                .iter()
+                .zip(&logits_all_q)
+                .map(|(a, b)| f64::from((a - b).abs()))
+                .fold(0.0, f64::max);
             max_fq = max_fq.max(fq);
         }
         ok_d += usize::from(p.class_index as usize == truth);
@@ -253,14 +303,20 @@ fn compare(
         agree += usize::from(p.class_index as usize == argmax(&logits_q));
         partial += usize::from(!p.views_missing.is_empty());
         l.entry("head (all views)").or_default().push(t.head_ns);
-        l.entry("encode+decode").or_default().push(t.encode_ns + t.decode_ns);
+        l.entry("encode+decode")
+            .or_default()
+            .push(t.encode_ns + t.decode_ns);
         l.entry("tail").or_default().push(t.tail_ns);
-        l.entry("total").or_default().push(t.head_ns + t.encode_ns + t.decode_ns + t.tail_ns);
+        l.entry("total")
+            .or_default()
+            .push(t.head_ns + t.encode_ns + t.decode_ns + t.tail_ns);
         let mut fb = 0;
         for v in &p.views {
             if let Some(s) = v.sensor {
                 d.entry("sensor capture").or_default().push(s.capture_ns);
-                d.entry("sensor preprocess").or_default().push(s.preprocess_ns);
+                d.entry("sensor preprocess")
+                    .or_default()
+                    .push(s.preprocess_ns);
                 d.entry("sensor head").or_default().push(s.head_ns);
                 d.entry("sensor encode").or_default().push(s.encode_ns);
             }
@@ -270,10 +326,16 @@ fn compare(
             fb += v.message_bytes;
         }
         frame_bytes.push(fb);
-        d.entry("aggregator wait for views").or_default().push(p.wait_ns);
-        d.entry("aggregator decode+stack").or_default().push(p.decode_ns);
+        d.entry("aggregator wait for views")
+            .or_default()
+            .push(p.wait_ns);
+        d.entry("aggregator decode+stack")
+            .or_default()
+            .push(p.decode_ns);
         d.entry("aggregator tail").or_default().push(p.tail_ns);
-        d.entry("end to end (capture->result)").or_default().push(p.end_to_end_ns);
+        d.entry("end to end (capture->result)")
+            .or_default()
+            .push(p.end_to_end_ns);
     }
     let n = preds.len() as f64;
     let order = [
@@ -298,7 +360,10 @@ fn compare(
         agreement_with_local: agree as f64 / n,
         max_abs_logit_diff_vs_local: max_diff,
         max_abs_logit_diff_float_vs_codec: max_fq,
-        distributed_stages: order.iter().filter_map(|k| d.get(k).map(|v| stage(k, v))).collect(),
+        distributed_stages: order
+            .iter()
+            .filter_map(|k| d.get(k).map(|v| stage(k, v)))
+            .collect(),
         local_stages: ["head (all views)", "encode+decode", "tail", "total"]
             .iter()
             .filter_map(|k| l.get(k).map(|v| stage(k, v)))
@@ -314,30 +379,70 @@ fn compare(
 
 fn print_report(r: &Report, bundle: &Bundle, late: f64, rejected: f64) {
     let m = &bundle.manifest;
-    println!("\n== accuracy over {} frames ({} fused from fewer views than {}) ==", r.predictions, r.partial_predictions, m.cameras.views);
-    println!("  distributed (sensors -> link -> aggregator)    {:6.2} %", 100.0 * r.accuracy_distributed);
-    println!("  one process, same views, same {:<18} {:6.2} %   (frames agreeing: {:.2} %, max |logit diff| {:.2e})",
-        m.codec.to_string(), 100.0 * r.accuracy_local_same_codec, 100.0 * r.agreement_with_local, r.max_abs_logit_diff_vs_local);
-    println!("  one process, all views, float feature          {:6.2} %   (quantization moves logits by up to {:.3})",
-        100.0 * r.accuracy_local_float, r.max_abs_logit_diff_float_vs_codec);
+    println!(
+        "\n== accuracy over {} frames ({} fused from fewer views than {}) ==",
+        r.predictions, r.partial_predictions, m.cameras.views
+    );
+    println!(
+        "  distributed (sensors -> link -> aggregator)    {:6.2} %",
+        100.0 * r.accuracy_distributed
+    );
+    println!(
+        "  one process, same views, same {:<18} {:6.2} %   (frames agreeing: {:.2} %, max |logit diff| {:.2e})",
+        m.codec.to_string(),
+        100.0 * r.accuracy_local_same_codec,
+        100.0 * r.agreement_with_local,
+        r.max_abs_logit_diff_vs_local
+    );
+    println!(
+        "  one process, all views, float feature          {:6.2} %   (quantization moves logits by up to {:.3})",
+        100.0 * r.accuracy_local_float,
+        r.max_abs_logit_diff_float_vs_codec
+    );
     println!("\n== latency per stage, ms (p50 / p90 / p99) ==");
     println!("  distributed:");
     for s in &r.distributed_stages {
-        println!("    {:<32} {:>8.3} {:>8.3} {:>8.3}", s.stage, s.p50_ms, s.p90_ms, s.p99_ms);
+        println!(
+            "    {:<32} {:>8.3} {:>8.3} {:>8.3}",
+            s.stage, s.p50_ms, s.p90_ms, s.p99_ms
+        );
     }
     println!("  one process (views one after another):");
     for s in &r.local_stages {
-        println!("    {:<32} {:>8.3} {:>8.3} {:>8.3}", s.stage, s.p50_ms, s.p90_ms, s.p99_ms);
+        println!(
+            "    {:<32} {:>8.3} {:>8.3} {:>8.3}",
+            s.stage, s.p50_ms, s.p90_ms, s.p99_ms
+        );
     }
-    let e2e = r.distributed_stages.iter().find(|s| s.stage.starts_with("end to end"));
+    let e2e = r
+        .distributed_stages
+        .iter()
+        .find(|s| s.stage.starts_with("end to end"));
     let total = r.local_stages.iter().find(|s| s.stage == "total");
     if let (Some(e), Some(t)) = (e2e, total) {
-        println!("  end-to-end p50 distributed / one process = {:.1}x (loopback gRPC, fusion wait and process hops included)", e.p50_ms / t.p50_ms);
+        println!(
+            "  end-to-end p50 distributed / one process = {:.1}x (loopback gRPC, fusion wait and process hops included)",
+            e.p50_ms / t.p50_ms
+        );
     }
     println!("\n== link ==");
-    println!("  raw camera frame        {:>8} B per view", r.raw_frame_bytes_per_view);
-    println!("  feature payload         {:>8.0} B per view ({:.1} % of raw)", r.payload_bytes_per_view, 100.0 * r.payload_bytes_per_view / r.raw_frame_bytes_per_view as f64);
-    println!("  gRPC message            {:>8.1} B per view mean, {} max (budget bound {})", r.message_bytes_per_view_mean, r.message_bytes_per_view_max, r.link_budget_bytes_per_view);
-    println!("  per fused frame         {:>8.1} B (raw frames: {} B)", r.message_bytes_per_frame_mean, r.raw_frame_bytes_per_view * m.cameras.views as usize);
+    println!(
+        "  raw camera frame        {:>8} B per view",
+        r.raw_frame_bytes_per_view
+    );
+    println!(
+        "  feature payload         {:>8.0} B per view ({:.1} % of raw)",
+        r.payload_bytes_per_view,
+        100.0 * r.payload_bytes_per_view / r.raw_frame_bytes_per_view as f64
+    );
+    println!(
+        "  gRPC message            {:>8.1} B per view mean, {} max (budget bound {})",
+        r.message_bytes_per_view_mean, r.message_bytes_per_view_max, r.link_budget_bytes_per_view
+    );
+    println!(
+        "  per fused frame         {:>8.1} B (raw frames: {} B)",
+        r.message_bytes_per_frame_mean,
+        r.raw_frame_bytes_per_view * m.cameras.views as usize
+    );
     println!("  late views dropped {late}, malformed frames rejected {rejected}");
 }

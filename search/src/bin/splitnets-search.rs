@@ -117,7 +117,8 @@ fn run_train(a: TrainArgs) -> anyhow::Result<()> {
         backend: a.backend,
         ..TrainConfig::default()
     };
-    let train_set = dataset::load(&a.data_dir, Split::Train).context("loading the training split")?;
+    let train_set =
+        dataset::load(&a.data_dir, Split::Train).context("loading the training split")?;
     let test_set = dataset::load(&a.data_dir, Split::Test).context("loading the test split")?;
     // Fail before training, not after, when ONNX Runtime is missing.
     splitnets_proto::runtime::environment()?;
@@ -131,31 +132,44 @@ fn run_train(a: TrainArgs) -> anyhow::Result<()> {
     };
     tracing::info!(steps = cfg.steps, batch = cfg.batch_size, views = rig.views, ?cfg.spec, "training");
     let bar = ProgressBar::new(cfg.steps).with_style(
-        ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} steps  {msg}  eta {eta}")
-            .expect("valid template")
-            .progress_chars("=> "),
+        ProgressStyle::with_template(
+            "{elapsed_precise} [{bar:30}] {pos}/{len} steps  {msg}  eta {eta}",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
     );
     let mut sampler = BatchSampler::new(&train_set, &rig, &input, cfg.seed);
     let mut recent = Vec::new();
-    let trained = train(&cfg, &mut sampler, rig.views as usize, input.height, input.width, |r| {
-        recent.push(r.loss);
-        bar.set_position(r.step);
-        if r.step % 10 == 0 || r.step == cfg.steps {
-            bar.set_message(format!(
-                "loss {:.4}  epoch {:.2}  {:.0} ms/step",
-                tail_mean(&recent, 50),
-                r.epochs,
-                1000.0 * r.seconds / r.step as f64
-            ));
-        }
-        if r.step % 500 == 0 && !bar.is_hidden() {
-            // Progress bars vanish from logs; leave a trace every 500 steps.
-        } else if r.step % 500 == 0 {
-            tracing::info!(step = r.step, loss = tail_mean(&recent, 50), "training");
-        }
-    });
+    let trained = train(
+        &cfg,
+        &mut sampler,
+        rig.views as usize,
+        input.height,
+        input.width,
+        |r| {
+            recent.push(r.loss);
+            bar.set_position(r.step);
+            if r.step % 10 == 0 || r.step == cfg.steps {
+                bar.set_message(format!(
+                    "loss {:.4}  epoch {:.2}  {:.0} ms/step",
+                    tail_mean(&recent, 50),
+                    r.epochs,
+                    1000.0 * r.seconds / r.step as f64
+                ));
+            }
+            if r.step % 500 == 0 && !bar.is_hidden() {
+                // Progress bars vanish from logs; leave a trace every 500 steps.
+            } else if r.step % 500 == 0 {
+                tracing::info!(step = r.step, loss = tail_mean(&recent, 50), "training");
+            }
+        },
+    );
     bar.finish();
-    tracing::info!(seconds = trained.seconds, ms_per_step = 1000.0 * trained.seconds / cfg.steps as f64, "trained");
+    tracing::info!(
+        seconds = trained.seconds,
+        ms_per_step = 1000.0 * trained.seconds / cfg.steps as f64,
+        "trained"
+    );
     let command = std::env::args().collect::<Vec<_>>().join(" ");
     let outcome = write_bundle(&BundleJob {
         out_dir: a.out.clone(),
@@ -174,16 +188,46 @@ fn run_train(a: TrainArgs) -> anyhow::Result<()> {
     let e = &outcome.evaluation;
     let first = tail_mean(&trained.losses[..trained.losses.len().min(50)], 50);
     let last = tail_mean(&trained.losses, 50);
-    println!("bundle       {}  (digest {})", outcome.dir.display(), &outcome.digest[..16]);
-    println!("training     {} steps x {} in {:.0} s ({:.0} ms/step); loss {first:.3} -> {last:.3}", cfg.steps, cfg.batch_size, trained.seconds, 1000.0 * trained.seconds / cfg.steps as f64);
-    println!("accuracy     {} test samples: one view {:.2} % (per view {}), {} views fused {:.2} %, fused through {} codec {:.2} %",
-        e.samples, 100.0 * e.accuracy_one_view_mean,
-        e.accuracy_per_view.iter().map(|a| format!("{:.1}", 100.0 * a)).collect::<Vec<_>>().join("/"),
-        e.accuracy_per_view.len(), 100.0 * e.accuracy_fused, codec, 100.0 * e.accuracy_fused_through_codec);
-    println!("onnx check   max |ONNX Runtime - burn| = {:.2e} over {} samples' logits", e.onnx_max_abs_diff, e.onnx_checked_samples);
+    println!(
+        "bundle       {}  (digest {})",
+        outcome.dir.display(),
+        &outcome.digest[..16]
+    );
+    println!(
+        "training     {} steps x {} in {:.0} s ({:.0} ms/step); loss {first:.3} -> {last:.3}",
+        cfg.steps,
+        cfg.batch_size,
+        trained.seconds,
+        1000.0 * trained.seconds / cfg.steps as f64
+    );
+    println!(
+        "accuracy     {} test samples: one view {:.2} % (per view {}), {} views fused {:.2} %, fused through {} codec {:.2} %",
+        e.samples,
+        100.0 * e.accuracy_one_view_mean,
+        e.accuracy_per_view
+            .iter()
+            .map(|a| format!("{:.1}", 100.0 * a))
+            .collect::<Vec<_>>()
+            .join("/"),
+        e.accuracy_per_view.len(),
+        100.0 * e.accuracy_fused,
+        codec,
+        100.0 * e.accuracy_fused_through_codec
+    );
+    println!(
+        "onnx check   max |ONNX Runtime - burn| = {:.2e} over {} samples' logits",
+        e.onnx_max_abs_diff, e.onnx_checked_samples
+    );
     let b = &outcome.link_budget;
-    println!("link budget  {} B/view/frame (payload {} B) vs raw frame {} B ({:.1} %); {:.1} kbit/s per view at {} fps",
-        b.bytes_per_view_per_frame, b.payload_bytes_per_view, b.raw_frame_bytes_per_view, 100.0 * b.ratio_to_raw, b.bits_per_second_per_view / 1000.0, b.target_fps);
+    println!(
+        "link budget  {} B/view/frame (payload {} B) vs raw frame {} B ({:.1} %); {:.1} kbit/s per view at {} fps",
+        b.bytes_per_view_per_frame,
+        b.payload_bytes_per_view,
+        b.raw_frame_bytes_per_view,
+        100.0 * b.ratio_to_raw,
+        b.bits_per_second_per_view / 1000.0,
+        b.target_fps
+    );
     if let Some(path) = a.report {
         let report = serde_json::json!({
             "losses": trained.losses,

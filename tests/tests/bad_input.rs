@@ -1,0 +1,293 @@
+//! Bad input gets a clear error and loses nothing else.
+
+use std::process::Command;
+use std::time::Duration;
+
+use splitnets_deploy::{default_bin_dir, metric_sum};
+use splitnets_proto::bundle::Bundle;
+use splitnets_proto::codec::{self, CodecSpec};
+use splitnets_proto::wire::{self, FeatureFrame, RejectReason};
+use splitnets_tests::{RawSensor, bundle_with_codec, cluster, demo_bundle, sensor_args};
+
+fn valid_frame(sequence: u64, bundle: &Bundle) -> FeatureFrame {
+    let shape = &bundle.manifest.split.feature_shape;
+    let n: usize = shape.iter().product();
+    let values: Vec<f32> = (0..n).map(|i| (i % 7) as f32 * 0.25).collect();
+    FeatureFrame {
+        sequence,
+        capture_time_unix_ns: 1,
+        timings: None,
+        tensor: Some(wire::tensor_to_wire(
+            codec::encode(bundle.manifest.codec, shape, &values).unwrap(),
+        )),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_frames_are_rejected_and_counted_while_the_streams_go_on() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bundle = Bundle::load(&demo_bundle()).unwrap();
+    let mut c = cluster(&demo_bundle(), tmp.path(), 100).await;
+    let mut watch = c.watch().await.unwrap();
+    // Real sensors on views 1..3, running until stopped.
+    for v in 1..4 {
+        c.start_sensor(v, &sensor_args(None, 20.0, 1500)).unwrap();
+    }
+    let mut raw = RawSensor::connect(&c.endpoint(), 0, &bundle.digest)
+        .await
+        .unwrap();
+    assert!(raw.reply.accepted, "{:?}", raw.reply);
+
+    let mut wrong_shape = valid_frame(1_000_000, &bundle);
+    wrong_shape.tensor.as_mut().unwrap().shape = vec![1, 3, 7, 7];
+    let ack = raw.send(wrong_shape).await.unwrap();
+    assert_eq!(ack.code, tonic::Code::InvalidArgument as i32);
+    assert!(ack.message.contains("shape"), "{}", ack.message);
+
+    let mut truncated = valid_frame(1_000_001, &bundle);
+    let t = truncated.tensor.as_mut().unwrap();
+    t.payload = t.payload.slice(..t.payload.len() - 3);
+    let ack = raw.send(truncated).await.unwrap();
+    assert_eq!(ack.code, tonic::Code::InvalidArgument as i32);
+    assert!(ack.message.contains("payload is"), "{}", ack.message);
+
+    let mut no_params = valid_frame(1_000_002, &bundle);
+    no_params.tensor.as_mut().unwrap().scale.clear();
+    assert_eq!(
+        raw.send(no_params).await.unwrap().code,
+        tonic::Code::InvalidArgument as i32
+    );
+
+    // The same stream still accepts a good frame.
+    let ack = raw.send(valid_frame(1_000_003, &bundle)).await.unwrap();
+    assert_eq!(ack.code, 0, "{}", ack.message);
+
+    let metrics = c.metrics_text().await.unwrap();
+    assert_eq!(
+        metric_sum(
+            &metrics,
+            "aggregator_frames_rejected_total",
+            &[("view", "0")]
+        ),
+        3.0,
+        "{metrics}"
+    );
+    assert_eq!(
+        metric_sum(
+            &metrics,
+            "aggregator_frames_rejected_total",
+            &[("reason", "shape")]
+        ),
+        1.0
+    );
+
+    // The other sensors' frames keep being fused.
+    let mut from_others = 0;
+    let wait = async {
+        while let Some(p) = watch.message().await.unwrap() {
+            if p.views_used.iter().any(|&v| v != 0) {
+                from_others += 1;
+                if from_others == 10 {
+                    break;
+                }
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(60), wait)
+        .await
+        .expect("predictions continue");
+    drop(raw);
+    c.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sensor_with_another_bundle_is_refused_with_the_reason() {
+    let tmp = tempfile::tempdir().unwrap();
+    let other = bundle_with_codec(tmp.path(), CodecSpec::Float16);
+    let other_digest = Bundle::load(&other).unwrap().digest;
+    let c = cluster(&demo_bundle(), tmp.path(), 100).await;
+
+    let raw = RawSensor::connect(&c.endpoint(), 0, &other_digest)
+        .await
+        .unwrap();
+    assert!(!raw.reply.accepted);
+    assert_eq!(raw.reply.reason, RejectReason::BundleDigest as i32);
+    assert!(
+        raw.reply.detail.contains(&other_digest),
+        "{}",
+        raw.reply.detail
+    );
+
+    let raw = RawSensor::connect(
+        &c.endpoint(),
+        9,
+        &Bundle::load(&demo_bundle()).unwrap().digest,
+    )
+    .await
+    .unwrap();
+    assert_eq!(raw.reply.reason, RejectReason::ViewIndex as i32);
+
+    // The real sensor binary with the other bundle exits non-zero and says why.
+    let out = Command::new(default_bin_dir().join("sensor-node"))
+        .arg("--bundle")
+        .arg(&other)
+        .args([
+            "--view",
+            "0",
+            "--frames",
+            "5",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--aggregator",
+            &c.endpoint(),
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bundle digest mismatch"), "{err}");
+    c.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sensor_reconnects_when_the_aggregator_comes_back() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut first = cluster(&demo_bundle(), &tmp.path().join("a"), 50).await;
+    let port = first.grpc.port();
+    let mut sensor = tokio::process::Command::new(default_bin_dir().join("sensor-node"))
+        .arg("--bundle")
+        .arg(demo_bundle())
+        .args([
+            "--view",
+            "0",
+            "--fps",
+            "20",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ])
+        .args(["--reconnect-min-ms", "50", "--reconnect-max-ms", "400"])
+        .args(["--aggregator", &first.endpoint()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(tmp.path().join("sensor.log")).unwrap())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut watch = first.watch().await.unwrap();
+    tokio::time::timeout(Duration::from_secs(30), watch.message())
+        .await
+        .expect("a prediction from the first aggregator")
+        .unwrap();
+    first.kill_aggregator().await.unwrap();
+
+    // A new aggregator on the same port: the sensor finds it again by itself.
+    let second = splitnets_deploy::LocalCluster::start(splitnets_deploy::ClusterOptions {
+        bin_dir: default_bin_dir(),
+        bundle: demo_bundle(),
+        work_dir: tmp.path().join("b"),
+        fusion_deadline_ms: 50,
+        listen: format!("127.0.0.1:{port}").parse().unwrap(),
+        aggregator_args: vec![],
+        sensor_args: vec![],
+    })
+    .await
+    .unwrap();
+    let mut watch = second.watch().await.unwrap();
+    let p = tokio::time::timeout(Duration::from_secs(30), watch.message())
+        .await
+        .expect("the sensor reconnected")
+        .unwrap()
+        .unwrap();
+    assert_eq!(p.views_used, vec![0]);
+    splitnets_deploy::terminate(&sensor);
+    let out = tokio::time::timeout(Duration::from_secs(15), sensor.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(out.success());
+    let mut stdout = String::new();
+    tokio::io::AsyncReadExt::read_to_string(sensor.stdout.as_mut().unwrap(), &mut stdout)
+        .await
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert!(report["connections"].as_u64().unwrap() >= 2, "{report}");
+    second.stop().await.unwrap();
+}
+
+fn run_aggregator(args: &[&str], envs: &[(&str, &str)]) -> (bool, String) {
+    let mut cmd = Command::new(default_bin_dir().join("aggregator"));
+    cmd.args(args)
+        .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"]);
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).trim().to_string(),
+    )
+}
+
+#[test]
+fn bad_bundles_configs_and_a_missing_runtime_stop_the_daemon_with_one_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let b = Bundle::load(&demo_bundle()).unwrap();
+
+    // A model file that does not match its digest.
+    let tampered = tmp.path().join("tampered");
+    Bundle::write(&tampered, b.manifest.clone(), &b.head_onnx, &b.tail_onnx).unwrap();
+    let mut head = std::fs::read(tampered.join("head.onnx")).unwrap();
+    let last = head.len() - 1;
+    head[last] ^= 0x55;
+    std::fs::write(tampered.join("head.onnx"), head).unwrap();
+    let (ok, err) = run_aggregator(&["--bundle", tampered.to_str().unwrap()], &[]);
+    assert!(!ok);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("head.onnx does not match its digest"), "{err}");
+
+    // A manifest that is not TOML.
+    let broken = tmp.path().join("broken");
+    std::fs::create_dir_all(&broken).unwrap();
+    std::fs::write(broken.join("bundle.toml"), "format_version = [").unwrap();
+    let (ok, err) = run_aggregator(&["--bundle", broken.to_str().unwrap()], &[]);
+    assert!(
+        !ok && err.contains("not a valid manifest") && err.lines().count() == 1,
+        "{err}"
+    );
+
+    // A config file with an unknown key.
+    let cfg = tmp.path().join("agg.toml");
+    std::fs::write(&cfg, "bundel = \"x\"\n").unwrap();
+    let (ok, err) = run_aggregator(&["--config", cfg.to_str().unwrap()], &[]);
+    assert!(
+        !ok && err.contains("unknown field") && err.lines().count() == 1,
+        "{err}"
+    );
+
+    // No ONNX Runtime library: one line that says how to set it up.
+    let (ok, err) = run_aggregator(
+        &["--bundle", demo_bundle().to_str().unwrap()],
+        &[("ORT_DYLIB_PATH", "/nonexistent/libonnxruntime.so.1.31.1")],
+    );
+    assert!(!ok);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("scripts/setup.sh"), "{err}");
+
+    // Garbage where a model should be: digests match, ONNX Runtime refuses it at start-up.
+    let garbage = tmp.path().join("garbage");
+    Bundle::write(
+        &garbage,
+        b.manifest.clone(),
+        b"not an onnx model",
+        &b.tail_onnx,
+    )
+    .unwrap();
+    let out = Command::new(default_bin_dir().join("sensor-node"))
+        .arg("--bundle")
+        .arg(&garbage)
+        .args(["--view", "0", "--admin-listen", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("head.onnx"), "{err}");
+}

@@ -1,0 +1,129 @@
+//! The distributed pipeline (real aggregator and sensor processes on loopback) against the same
+//! bundle run in one process, frame by frame.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use splitnets_proto::bundle::Bundle;
+use splitnets_proto::camera::replay_frame;
+use splitnets_proto::codec::{self, CodecSpec};
+use splitnets_proto::dataset::{self, Split};
+use splitnets_proto::pipeline::LocalPipeline;
+use splitnets_proto::runtime::SessionOptions;
+use splitnets_proto::wire::Prediction;
+use splitnets_tests::{bundle_with_codec, cluster, demo_bundle, sensor_args};
+
+const FRAMES: u64 = 40;
+
+/// Runs 4 sensors for FRAMES frames and returns the predictions by sequence.
+async fn distributed_run(
+    bundle: &std::path::Path,
+    work: &std::path::Path,
+) -> BTreeMap<u64, Prediction> {
+    // A generous deadline: this test is about equality, not latency, and CI machines are busy.
+    let mut c = cluster(bundle, work, 2000).await;
+    let mut watch = c.watch().await.unwrap();
+    let args = sensor_args(Some(FRAMES), 40.0, 2500);
+    for v in 0..4 {
+        c.start_sensor(v, &args).unwrap();
+    }
+    let mut preds = BTreeMap::new();
+    let collect = async {
+        while let Some(p) = watch.message().await.unwrap() {
+            preds.insert(p.sequence, p);
+            if preds.len() as u64 == FRAMES {
+                break;
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(90), collect)
+        .await
+        .expect("all predictions within 90 s");
+    c.wait_sensors(Duration::from_secs(30)).await.unwrap();
+    c.stop().await.unwrap();
+    preds
+}
+
+fn check_against_local(bundle_dir: &std::path::Path, preds: &BTreeMap<u64, Prediction>) {
+    let bundle = Bundle::load(bundle_dir).unwrap();
+    let m = bundle.manifest.clone();
+    let set = dataset::load(std::path::Path::new(dataset::DEFAULT_DIR), Split::Test).unwrap();
+    let mut local = LocalPipeline::new(bundle, SessionOptions::default()).unwrap();
+    assert_eq!(preds.len() as u64, FRAMES);
+    let mut all_views = 0;
+    for (seq, p) in preds {
+        assert_eq!(p.scores.len(), m.classes.len());
+        all_views += usize::from(p.views_used.len() == 4);
+        let pixels: Vec<Vec<u8>> = p
+            .views_used
+            .iter()
+            .map(|&v| replay_frame(&m.cameras, &set, v, *seq))
+            .collect();
+        // The same views through the same codec in one process: bit for bit.
+        let (expected, _) = local.run_frame(&pixels, true).unwrap();
+        assert_eq!(
+            p.scores, expected,
+            "frame {seq}: distributed logits differ from one process"
+        );
+        // Each view's feature crossed the link within the codec's error bound, and the bytes on
+        // the link stay within the bundle's link budget.
+        for (v, px) in p.views.iter().zip(&pixels) {
+            let float = local.head(px).unwrap();
+            let enc = local.encode(&float).unwrap();
+            let bound = codec::max_abs_error(&enc);
+            let dec = codec::decode(&enc).unwrap();
+            for (a, b) in float.iter().zip(&dec) {
+                assert!(
+                    (a - b).abs() <= bound * (1.0 + 1e-4) + 1e-7,
+                    "frame {seq}: |{a} - {b}| > {bound}"
+                );
+            }
+            assert_eq!(
+                v.payload_bytes as usize,
+                m.codec.payload_bytes(m.split.feature_elements())
+            );
+            assert!(v.message_bytes as usize <= m.link_budget.bytes_per_view_per_frame);
+        }
+        if m.codec == CodecSpec::Float32 {
+            let (float, _) = local.run_frame(&pixels, false).unwrap();
+            assert_eq!(
+                p.scores, float,
+                "frame {seq}: float passthrough must be exact"
+            );
+        }
+    }
+    assert!(
+        all_views as u64 >= FRAMES * 9 / 10,
+        "only {all_views} of {FRAMES} frames had all 4 views"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn float_passthrough_equals_one_process_exactly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bundle = bundle_with_codec(tmp.path(), CodecSpec::Float32);
+    let preds = distributed_run(&bundle, tmp.path()).await;
+    check_against_local(&bundle, &preds);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quantized_run_equals_one_process_through_the_same_codec() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bundle = demo_bundle();
+    let preds = distributed_run(&bundle, tmp.path()).await;
+    check_against_local(&bundle, &preds);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_bit_per_channel_run_equals_one_process() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bundle = bundle_with_codec(
+        tmp.path(),
+        CodecSpec::Affine {
+            bits: 4,
+            per_channel: true,
+        },
+    );
+    let preds = distributed_run(&bundle, tmp.path()).await;
+    check_against_local(&bundle, &preds);
+}
