@@ -97,28 +97,8 @@ impl Settings {
     }
 
     pub fn resolve(args: Args) -> anyhow::Result<Self> {
-        let file: FileConfig = match &args.config {
-            Some(p) => {
-                let text = std::fs::read_to_string(p)
-                    .map_err(|e| anyhow::anyhow!("config file {}: {e}", p.display()))?;
-                toml::from_str(&text).map_err(|e| {
-                    anyhow::anyhow!(
-                        "config file {}: {}",
-                        p.display(),
-                        e.to_string().trim().replace('\n', " ")
-                    )
-                })?
-            }
-            None => FileConfig::default(),
-        };
-        let log_format = match (args.log_format, file.log_format.as_deref()) {
-            (Some(f), _) => f,
-            (None, Some("json")) => LogFormat::Json,
-            (None, Some("text") | None) => LogFormat::Text,
-            (None, Some(other)) => {
-                anyhow::bail!("config: log_format {other:?} is not text or json")
-            }
-        };
+        let file: FileConfig = splitnets_ops::load_config_file(args.config.as_deref())?;
+        let log_format = LogFormat::resolve(args.log_format, file.log_format.as_deref())?;
         let bundle = args.bundle.or(file.bundle).ok_or_else(|| {
             anyhow::anyhow!(
                 "no bundle: pass --bundle DIR (or SPLITNETS_BUNDLE, or `bundle` in --config)"
@@ -160,5 +140,47 @@ impl Settings {
             anyhow::bail!("tail_threads must be at least 1");
         }
         Ok(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[test]
+    fn flags_override_the_file_which_overrides_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("agg.toml");
+        std::fs::write(&f, "bundle = \"/b\"\nfusion_deadline_ms = 80\nmax_pending_frames = 9\nlog_format = \"json\"\n").unwrap();
+        let args = Args::try_parse_from([
+            "aggregator",
+            "--config",
+            f.to_str().unwrap(),
+            "--fusion-deadline-ms",
+            "20",
+        ])
+        .unwrap();
+        let s = Settings::resolve(args).unwrap();
+        assert_eq!(s.bundle, PathBuf::from("/b"));
+        assert_eq!(s.fusion_deadline, Duration::from_millis(20));
+        assert_eq!(s.max_pending_frames, 9);
+        assert_eq!(s.log_format, LogFormat::Json);
+        assert_eq!(s.listen.port(), 50051);
+    }
+
+    #[test]
+    fn missing_bundle_and_bad_values_are_named() {
+        let e = Settings::resolve(Args::try_parse_from(["aggregator"]).unwrap()).unwrap_err();
+        assert!(e.to_string().contains("--bundle"), "{e}");
+        let args =
+            Args::try_parse_from(["aggregator", "--bundle", "b", "--max-pending-frames", "0"])
+                .unwrap();
+        assert!(
+            Settings::resolve(args)
+                .unwrap_err()
+                .to_string()
+                .contains("max_pending_frames")
+        );
     }
 }

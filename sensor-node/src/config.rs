@@ -118,28 +118,8 @@ pub struct Settings {
 
 impl Settings {
     pub fn resolve(args: Args) -> anyhow::Result<Self> {
-        let file: FileConfig = match &args.config {
-            Some(p) => {
-                let text = std::fs::read_to_string(p)
-                    .map_err(|e| anyhow::anyhow!("config file {}: {e}", p.display()))?;
-                toml::from_str(&text).map_err(|e| {
-                    anyhow::anyhow!(
-                        "config file {}: {}",
-                        p.display(),
-                        e.to_string().trim().replace('\n', " ")
-                    )
-                })?
-            }
-            None => FileConfig::default(),
-        };
-        let log_format = match (args.log_format, file.log_format.as_deref()) {
-            (Some(f), _) => f,
-            (None, Some("json")) => LogFormat::Json,
-            (None, Some("text") | None) => LogFormat::Text,
-            (None, Some(other)) => {
-                anyhow::bail!("config: log_format {other:?} is not text or json")
-            }
-        };
+        let file: FileConfig = splitnets_ops::load_config_file(args.config.as_deref())?;
+        let log_format = LogFormat::resolve(args.log_format, file.log_format.as_deref())?;
         let bundle = args.bundle.or(file.bundle).ok_or_else(|| {
             anyhow::anyhow!(
                 "no bundle: pass --bundle DIR (or SPLITNETS_BUNDLE, or `bundle` in --config)"
@@ -201,5 +181,53 @@ impl Settings {
             anyhow::bail!("queue and head_threads must be at least 1");
         }
         Ok(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[test]
+    fn sources_and_defaults() {
+        let s = Settings::resolve(
+            Args::try_parse_from(["sensor-node", "--bundle", "b", "--view", "2"]).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(s.id, "sensor-2");
+        assert_eq!(s.fps, 30.0);
+        assert!(matches!(s.source, SourceKind::Replay { .. }));
+        let s = Settings::resolve(
+            Args::try_parse_from([
+                "sensor-node",
+                "--bundle",
+                "b",
+                "--view",
+                "0",
+                "--source",
+                "folder:/x",
+            ])
+            .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(s.source, SourceKind::Folder("/x".into()));
+        let e = Settings::resolve(
+            Args::try_parse_from([
+                "sensor-node",
+                "--bundle",
+                "b",
+                "--view",
+                "0",
+                "--source",
+                "webcam",
+            ])
+            .unwrap(),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("webcam"), "{e}");
+        let e = Settings::resolve(Args::try_parse_from(["sensor-node", "--bundle", "b"]).unwrap())
+            .unwrap_err();
+        assert!(e.to_string().contains("--view"), "{e}");
     }
 }

@@ -123,3 +123,36 @@ pub async fn shutdown_signal() {
         _ = term => tracing::info!("SIGTERM received"),
     }
 }
+
+/// Reads an optional TOML settings file; a missing `path` gives the defaults. Errors are one line
+/// naming the file.
+pub fn load_config_file<T: serde::de::DeserializeOwned + Default>(
+    path: Option<&std::path::Path>,
+) -> anyhow::Result<T> {
+    let Some(p) = path else {
+        return Ok(T::default());
+    };
+    let text = std::fs::read_to_string(p)
+        .map_err(|e| anyhow::anyhow!("config file {}: {e}", p.display()))?;
+    toml::from_str(&text).map_err(|e| {
+        anyhow::anyhow!(
+            "config file {}: {}",
+            p.display(),
+            e.to_string().trim().replace('\n', " ")
+        )
+    })
+}
+
+impl LogFormat {
+    /// The flag if given, else the file's `log_format` (`text` or `json`), else text.
+    pub fn resolve(flag: Option<LogFormat>, file: Option<&str>) -> anyhow::Result<LogFormat> {
+        Ok(match (flag, file) {
+            (Some(f), _) => f,
+            (None, Some("json")) => LogFormat::Json,
+            (None, Some("text") | None) => LogFormat::Text,
+            (None, Some(other)) => {
+                anyhow::bail!("config: log_format {other:?} is not text or json")
+            }
+        })
+    }
+}
