@@ -1,9 +1,14 @@
 //! The cost model of split inference on a headset: pure arithmetic, no I/O.
 //!
-//! This first slice holds the link budget a bundle manifest records: how many bytes one view's
-//! feature costs per frame on the sensor → aggregator link and what bandwidth that needs at a
-//! target frame rate. Latency, memory and energy per split come with the planner.
+//! - [`graph`]: shapes, multiply-accumulates, parameter and activation bytes per node of a CNN.
+//! - [`profile`]: hardware profiles (sensor, link, aggregator), with presets.
+//! - [`split`]: a cut's sensor/link/aggregator latency, sensor peak memory, link bytes, sustained
+//!   frame rate and energy.
+//! - [`link`]: the link budget a bundle manifest records.
 
+pub mod graph;
 pub mod link;
+pub mod profile;
+pub mod split;
 
 pub use link::{LinkBudget, LinkBudgetInput, link_budget};

@@ -267,3 +267,137 @@ mod tests {
         assert!(err.to_string().contains("bad.onnx"), "{err}");
     }
 }
+
+/// Bytes per element of an ONNX data type (0 when not fixed-size).
+pub fn elem_bytes(data_type: i32) -> usize {
+    use tensor_proto::DataType as D;
+    match D::try_from(data_type).unwrap_or(D::Undefined) {
+        D::Float | D::Int32 | D::Uint32 => 4,
+        D::Double | D::Int64 | D::Uint64 | D::Complex64 => 8,
+        D::Float16 | D::Bfloat16 | D::Int16 | D::Uint16 => 2,
+        D::Uint8
+        | D::Int8
+        | D::Bool
+        | D::Float8e4m3fn
+        | D::Float8e5m2
+        | D::Float8e4m3fnuz
+        | D::Float8e5m2fnuz => 1,
+        D::Complex128 => 16,
+        _ => 0,
+    }
+}
+
+/// Integer values of a small integer tensor (shapes, axes), where present.
+pub fn int_values(t: &TensorProto) -> Option<Vec<i64>> {
+    use tensor_proto::DataType as D;
+    match D::try_from(t.data_type()).ok()? {
+        D::Int64 => {
+            if !t.int64_data.is_empty() {
+                Some(t.int64_data.clone())
+            } else {
+                let raw = t.raw_data.as_ref()?;
+                Some(
+                    raw.chunks_exact(8)
+                        .map(|c| i64::from_le_bytes(c.try_into().expect("8 bytes")))
+                        .collect(),
+                )
+            }
+        }
+        D::Int32 => {
+            if !t.int32_data.is_empty() {
+                Some(t.int32_data.iter().map(|&v| i64::from(v)).collect())
+            } else {
+                let raw = t.raw_data.as_ref()?;
+                Some(
+                    raw.chunks_exact(4)
+                        .map(|c| i64::from(i32::from_le_bytes(c.try_into().expect("4 bytes"))))
+                        .collect(),
+                )
+            }
+        }
+        _ => None,
+    }
+}
+
+fn const_tensor(t: &TensorProto) -> splitnets_cost_model::graph::ConstTensor {
+    splitnets_cost_model::graph::ConstTensor {
+        dims: t.dims.iter().map(|&d| d.max(0) as usize).collect(),
+        elem_bytes: elem_bytes(t.data_type()).max(1),
+        int_values: int_values(t),
+    }
+}
+
+/// The model's graph in the cost model's neutral form.
+pub fn cost_graph(model: &ModelProto) -> Result<splitnets_cost_model::graph::GraphSpec, OnnxError> {
+    use splitnets_cost_model::graph::{Attr, GraphSpec, NodeSpec};
+    let g = model
+        .graph
+        .as_ref()
+        .ok_or_else(|| OnnxError::Invalid("has no graph".into()))?;
+    let constants: std::collections::HashMap<String, _> = g
+        .initializer
+        .iter()
+        .map(|t| (t.name().to_string(), const_tensor(t)))
+        .collect();
+    let mut inputs = Vec::new();
+    let mut input_elem_bytes = Vec::new();
+    for v in &g.input {
+        if constants.contains_key(v.name()) {
+            continue;
+        }
+        let dims = value_dims(v).ok_or_else(|| {
+            OnnxError::Invalid(format!("input {:?} is not a tensor with a shape", v.name()))
+        })?;
+        let et = match v.r#type.as_ref().and_then(|t| t.value.as_ref()) {
+            Some(type_proto::Value::TensorType(t)) => elem_bytes(t.elem_type()),
+            _ => 4,
+        };
+        inputs.push((
+            v.name().to_string(),
+            dims.iter()
+                .map(|d| d.and_then(|x| usize::try_from(x).ok()))
+                .collect(),
+        ));
+        input_elem_bytes.push(et.max(1));
+    }
+    let nodes = g
+        .node
+        .iter()
+        .map(|n| {
+            let attrs = n
+                .attribute
+                .iter()
+                .map(|a| {
+                    use attribute_proto::AttributeType as T;
+                    let v = match T::try_from(a.r#type()).unwrap_or(T::Undefined) {
+                        T::Int => Attr::Int(a.i()),
+                        T::Ints => Attr::Ints(a.ints.clone()),
+                        T::Float => Attr::Float(a.f()),
+                        T::Floats => Attr::Floats(a.floats.clone()),
+                        T::String => Attr::Str(String::from_utf8_lossy(a.s()).into_owned()),
+                        T::Tensor => {
+                            a.t.as_ref()
+                                .map_or(Attr::Other, |t| Attr::Tensor(const_tensor(t)))
+                        }
+                        _ => Attr::Other,
+                    };
+                    (a.name().to_string(), v)
+                })
+                .collect();
+            NodeSpec {
+                name: n.name().to_string(),
+                op_type: n.op_type().to_string(),
+                inputs: n.input.clone(),
+                outputs: n.output.clone(),
+                attrs,
+            }
+        })
+        .collect();
+    Ok(GraphSpec {
+        inputs,
+        input_elem_bytes,
+        outputs: g.output.iter().map(|o| o.name().to_string()).collect(),
+        constants,
+        nodes,
+    })
+}

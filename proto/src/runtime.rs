@@ -194,3 +194,96 @@ impl OnnxModel {
         Ok((out_shape, values.to_vec()))
     }
 }
+
+/// A named float tensor.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NamedTensor {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub data: Vec<f32>,
+}
+
+/// A model with any number of float inputs and outputs (graph cutting, calibration).
+pub struct MultiIoModel {
+    session: Session,
+    name: String,
+}
+
+impl std::fmt::Debug for MultiIoModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MultiIoModel")
+            .field("name", &self.name)
+            .finish()
+    }
+}
+
+impl MultiIoModel {
+    pub fn from_bytes(
+        name: &str,
+        bytes: &[u8],
+        opts: SessionOptions,
+    ) -> Result<Self, RuntimeError> {
+        let env = environment()?;
+        let model_err = |e: &dyn std::fmt::Display| RuntimeError::Model {
+            model: name.to_string(),
+            message: e.to_string(),
+        };
+        let session = Session::builder(&env)
+            .map_err(ort_err)?
+            .with_intra_threads(opts.intra_op_threads)
+            .map_err(|e| model_err(&e))?
+            .with_intra_op_spinning(false)
+            .map_err(|e| model_err(&e))?
+            .commit_from_memory(bytes)
+            .map_err(|e| model_err(&e))?;
+        Ok(Self {
+            session,
+            name: name.to_string(),
+        })
+    }
+
+    pub fn output_names(&self) -> Vec<String> {
+        self.session
+            .outputs()
+            .iter()
+            .map(|o| o.name().to_string())
+            .collect()
+    }
+
+    /// Runs on the given inputs; returns every output in the model's output order.
+    pub fn run(&mut self, inputs: &[NamedTensor]) -> Result<Vec<NamedTensor>, RuntimeError> {
+        let err = |e: &dyn std::fmt::Display| RuntimeError::Model {
+            model: self.name.clone(),
+            message: e.to_string(),
+        };
+        let mut values: Vec<(
+            std::borrow::Cow<'_, str>,
+            ort::session::SessionInputValue<'_>,
+        )> = Vec::new();
+        for t in inputs {
+            let dims: Vec<i64> = t.shape.iter().map(|&d| d as i64).collect();
+            let v = TensorRef::from_array_view((dims, t.data.as_slice())).map_err(|e| err(&e))?;
+            values.push((t.name.as_str().into(), v.into()));
+        }
+        let names = self.output_names();
+        let outputs = self.session.run(values).map_err(|e| RuntimeError::Model {
+            model: self.name.clone(),
+            message: e.to_string(),
+        })?;
+        let mut out = Vec::new();
+        for n in names {
+            let (shape, data) = outputs[n.as_str()]
+                .try_extract_tensor::<f32>()
+                .map_err(|e| RuntimeError::Model {
+                    model: self.name.clone(),
+                    message: e.to_string(),
+                })?;
+            out.push(NamedTensor {
+                name: n,
+                shape: shape.iter().map(|&d| d as usize).collect(),
+                data: data.to_vec(),
+            });
+        }
+        Ok(out)
+    }
+}

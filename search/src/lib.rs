@@ -5,8 +5,11 @@
 //! writes a split bundle the daemons load. The training loop sits behind [`train::train`] so the
 //! architecture search reuses it and another burn backend can be switched in.
 
+pub mod cuts;
 pub mod data;
 pub mod export;
 pub mod make_bundle;
 pub mod model;
+pub mod onnx_cut;
+pub mod plan;
 pub mod train;

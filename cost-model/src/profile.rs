@@ -1,0 +1,157 @@
+//! Hardware profiles: what a sensor, its link and the aggregator can do. Loaded from TOML by
+//! the callers (this crate does no I/O); every field is required and named with its unit.
+
+use serde::{Deserialize, Serialize};
+
+use crate::graph::OpClass;
+
+/// Throughput per op class, in multiply-accumulates (or elements, for non-arithmetic classes)
+/// per second.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClassThroughput {
+    pub conv: f64,
+    pub depthwise_conv: f64,
+    pub gemm: f64,
+    pub pool: f64,
+    pub elementwise: f64,
+    pub normalization: f64,
+    pub data_movement: f64,
+    pub resize: f64,
+    pub reduce: f64,
+    pub softmax: f64,
+}
+
+impl ClassThroughput {
+    pub fn get(&self, c: OpClass) -> f64 {
+        match c {
+            OpClass::Conv => self.conv,
+            OpClass::DepthwiseConv => self.depthwise_conv,
+            OpClass::Gemm => self.gemm,
+            OpClass::Pool => self.pool,
+            OpClass::Elementwise => self.elementwise,
+            OpClass::Normalization => self.normalization,
+            OpClass::DataMovement => self.data_movement,
+            OpClass::Resize => self.resize,
+            OpClass::Reduce => self.reduce,
+            OpClass::Softmax => self.softmax,
+        }
+    }
+    pub fn set(&mut self, c: OpClass, v: f64) {
+        *match c {
+            OpClass::Conv => &mut self.conv,
+            OpClass::DepthwiseConv => &mut self.depthwise_conv,
+            OpClass::Gemm => &mut self.gemm,
+            OpClass::Pool => &mut self.pool,
+            OpClass::Elementwise => &mut self.elementwise,
+            OpClass::Normalization => &mut self.normalization,
+            OpClass::DataMovement => &mut self.data_movement,
+            OpClass::Resize => &mut self.resize,
+            OpClass::Reduce => &mut self.reduce,
+            OpClass::Softmax => &mut self.softmax,
+        } = v;
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ComputeProfile {
+    pub macs_per_second: ClassThroughput,
+    /// Fixed cost of launching one node (kernel dispatch), seconds.
+    pub per_node_overhead_seconds: f64,
+    /// Memory for activations and resident weights, bytes (sensor SRAM; ignored on the aggregator).
+    pub memory_bytes: u64,
+    /// Energy per MAC, joules (0 if unknown).
+    #[serde(default)]
+    pub energy_per_mac_joules: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LinkTopology {
+    /// Every sensor has its own link.
+    Parallel,
+    /// All sensors share one bus.
+    SharedBus,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinkProfile {
+    pub bandwidth_bits_per_second: f64,
+    /// Fixed bytes per message on top of the payload (framing, headers).
+    pub message_overhead_bytes: u64,
+    pub latency_seconds: f64,
+    #[serde(default)]
+    pub energy_per_bit_joules: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HardwareProfile {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    pub sensors: u32,
+    pub links: LinkTopology,
+    pub sensor: ComputeProfile,
+    pub link: LinkProfile,
+    pub aggregator: ComputeProfile,
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("hardware profile: {0}")]
+pub struct ProfileError(pub String);
+
+impl HardwareProfile {
+    /// Checks every number is usable: positive rates, non-negative costs, at least one sensor.
+    pub fn validate(&self) -> Result<(), ProfileError> {
+        let bad =
+            |f: &str, v: f64| ProfileError(format!("{f} = {v} must be a positive finite number"));
+        if self.sensors == 0 {
+            return Err(ProfileError("sensors must be at least 1".into()));
+        }
+        for (side, c) in [("sensor", &self.sensor), ("aggregator", &self.aggregator)] {
+            for class in OpClass::ALL {
+                let v = c.macs_per_second.get(class);
+                if !(v.is_finite() && v > 0.0) {
+                    return Err(bad(&format!("{side}.macs_per_second.{}", class.name()), v));
+                }
+            }
+            for (f, v) in [
+                ("per_node_overhead_seconds", c.per_node_overhead_seconds),
+                ("energy_per_mac_joules", c.energy_per_mac_joules),
+            ] {
+                if !(v.is_finite() && v >= 0.0) {
+                    return Err(ProfileError(format!("{side}.{f} = {v} must be ≥ 0")));
+                }
+            }
+        }
+        if !(self.link.bandwidth_bits_per_second.is_finite()
+            && self.link.bandwidth_bits_per_second > 0.0)
+        {
+            return Err(bad(
+                "link.bandwidth_bits_per_second",
+                self.link.bandwidth_bits_per_second,
+            ));
+        }
+        for (f, v) in [
+            ("link.latency_seconds", self.link.latency_seconds),
+            (
+                "link.energy_per_bit_joules",
+                self.link.energy_per_bit_joules,
+            ),
+        ] {
+            if !(v.is_finite() && v >= 0.0) {
+                return Err(ProfileError(format!("{f} = {v} must be ≥ 0")));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Preset profiles shipped with the crate (TOML text; parse with `toml`).
+pub mod presets {
+    /// A stacked-sensor headset camera, a MIPI-class link, a mobile SoC aggregator.
+    pub const HEADSET: &str = include_str!("../profiles/headset.toml");
+}

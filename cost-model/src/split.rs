@@ -1,0 +1,223 @@
+//! Evaluation of a split: a cut through the graph (which compute nodes run on the sensor) and the
+//! codec's bits per element of what crosses.
+//!
+//! [`summarize`] reduces a cut to the numbers that matter (work per op class on each side, weights,
+//! peak sensor memory, crossing tensors); [`evaluate`] turns a summary, a profile and a bit width
+//! into latencies, bytes, memory and energy in O(op classes): sweeps over profiles, bit widths and
+//! frame rates cost almost nothing once a cut is summarised.
+
+use serde::Serialize;
+
+use crate::graph::{AnalyzedGraph, OpClass};
+use crate::profile::{ComputeProfile, HardwareProfile, LinkTopology};
+
+const CLASSES: usize = OpClass::ALL.len();
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct SideWork {
+    pub macs_by_class: [u64; CLASSES],
+    pub nodes: u32,
+    pub param_bytes: u64,
+}
+
+impl SideWork {
+    pub fn macs(&self) -> u64 {
+        self.macs_by_class.iter().sum()
+    }
+    fn seconds(&self, c: &ComputeProfile) -> f64 {
+        let mut t = self.nodes as f64 * c.per_node_overhead_seconds;
+        for class in OpClass::ALL {
+            let m = self.macs_by_class[class.index()];
+            if m > 0 {
+                t += m as f64 / c.macs_per_second.get(class);
+            }
+        }
+        t
+    }
+}
+
+/// A cut, reduced.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CutSummary {
+    pub sensor: SideWork,
+    pub aggregator: SideWork,
+    /// Element counts of the tensors that cross (one message carries all of them).
+    pub crossing_elements: Vec<u64>,
+    /// Peak bytes of activations alive at once on the sensor (input frame included).
+    pub sensor_peak_activation_bytes: u64,
+    /// When nothing runs on the sensor the raw frame crosses: its bytes at 8 bits per element.
+    pub raw_frame: bool,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum CutError {
+    #[error(
+        "the cut does not separate the graph: node {consumer:?} on the sensor needs tensor {tensor:?} computed on the aggregator"
+    )]
+    NotSeparating { consumer: String, tensor: String },
+    #[error("assignment has {got} entries for {want} nodes")]
+    Length { got: usize, want: usize },
+}
+
+/// The tensors crossing a cut: produced on the sensor (or graph inputs, which are on the sensor)
+/// and consumed on the aggregator or being graph outputs.
+pub fn crossing_tensors(g: &AnalyzedGraph, on_sensor: &[bool]) -> Result<Vec<usize>, CutError> {
+    if on_sensor.len() != g.nodes.len() {
+        return Err(CutError::Length {
+            got: on_sensor.len(),
+            want: g.nodes.len(),
+        });
+    }
+    let mut crossing = Vec::new();
+    for (tid, t) in g.tensors.iter().enumerate() {
+        let made_on_sensor = t.producer.is_none_or(|p| on_sensor[p]);
+        for &c in &t.consumers {
+            if on_sensor[c] && !made_on_sensor {
+                return Err(CutError::NotSeparating {
+                    consumer: g.nodes[c].name.clone(),
+                    tensor: t.name.clone(),
+                });
+            }
+        }
+        let needed_after = t.is_graph_output || t.consumers.iter().any(|&c| !on_sensor[c]);
+        if made_on_sensor && needed_after {
+            crossing.push(tid);
+        }
+    }
+    Ok(crossing)
+}
+
+/// Peak activation bytes on the sensor, by liveness over the (topological) node order: a tensor
+/// is alive from its production until its last consumer on the sensor ran; crossing tensors stay
+/// alive until sent (the end).
+pub fn sensor_peak_bytes(g: &AnalyzedGraph, on_sensor: &[bool], crossing: &[usize]) -> u64 {
+    let mut remaining: Vec<u32> = g
+        .tensors
+        .iter()
+        .map(|t| t.consumers.iter().filter(|&&c| on_sensor[c]).count() as u32)
+        .collect();
+    let mut pinned = vec![false; g.tensors.len()];
+    for &t in crossing {
+        pinned[t] = true;
+    }
+    let mut live: u64 = g.inputs.iter().map(|&t| g.tensors[t].bytes).sum();
+    let mut peak = live;
+    for (i, n) in g.nodes.iter().enumerate() {
+        if !on_sensor[i] {
+            continue;
+        }
+        live += n.outputs.iter().map(|&t| g.tensors[t].bytes).sum::<u64>();
+        peak = peak.max(live);
+        for &t in &n.inputs {
+            remaining[t] -= 1;
+            if remaining[t] == 0 && !pinned[t] {
+                live -= g.tensors[t].bytes;
+            }
+        }
+        for &t in &n.outputs {
+            if remaining[t] == 0 && !pinned[t] {
+                live -= g.tensors[t].bytes;
+            }
+        }
+    }
+    peak
+}
+
+/// Summarises the cut `on_sensor` (one flag per compute node).
+pub fn summarize(g: &AnalyzedGraph, on_sensor: &[bool]) -> Result<CutSummary, CutError> {
+    let crossing = crossing_tensors(g, on_sensor)?;
+    let mut s = SideWork::default();
+    let mut a = SideWork::default();
+    for (i, n) in g.nodes.iter().enumerate() {
+        let side = if on_sensor[i] { &mut s } else { &mut a };
+        side.macs_by_class[n.class.index()] += n.macs;
+        side.nodes += 1;
+        side.param_bytes += n.param_bytes;
+    }
+    let raw_frame = on_sensor.iter().all(|&x| !x);
+    Ok(CutSummary {
+        sensor_peak_activation_bytes: if raw_frame {
+            0
+        } else {
+            sensor_peak_bytes(g, on_sensor, &crossing)
+        },
+        crossing_elements: crossing.iter().map(|&t| g.tensors[t].elements()).collect(),
+        sensor: s,
+        aggregator: a,
+        raw_frame,
+    })
+}
+
+/// The predicted cost of a split under a profile.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct SplitCost {
+    pub sensor_seconds: f64,
+    pub sensor_memory_bytes: u64,
+    pub fits_sensor_memory: bool,
+    /// One view's message per frame: payloads, quantization parameters, framing.
+    pub link_bytes_per_view: u64,
+    pub link_seconds: f64,
+    /// The aggregator's work for all views of a frame.
+    pub aggregator_seconds: f64,
+    /// Sensors in parallel, then the link, then the aggregator.
+    pub end_to_end_seconds: f64,
+    /// Frames per second the slowest stage sustains.
+    pub sustained_fps: f64,
+    pub energy_joules_per_frame: f64,
+}
+
+/// Bytes of one view's message for a summary: each crossing tensor packed at `bits` (8 for a raw
+/// frame), 8 bytes of (scale, zero point) per quantized tensor, plus the link's fixed overhead.
+pub fn link_bytes(s: &CutSummary, bits: u32, overhead: u64) -> u64 {
+    let bits = if s.raw_frame { 8 } else { bits };
+    let params = if bits < 16 && !s.raw_frame { 8 } else { 0 };
+    s.crossing_elements
+        .iter()
+        .map(|&e| (e * u64::from(bits)).div_ceil(8) + params)
+        .sum::<u64>()
+        + overhead
+}
+
+/// Evaluates a summarised cut; `payload_override` replaces the computed payload bytes (used for
+/// a JPEG-compressed frame, whose size is measured, not computed).
+pub fn evaluate(
+    s: &CutSummary,
+    p: &HardwareProfile,
+    bits: u32,
+    payload_override: Option<u64>,
+) -> SplitCost {
+    let views = u64::from(p.sensors);
+    let sensor_seconds = s.sensor.seconds(&p.sensor);
+    let per_view_tail = s.aggregator.seconds(&p.aggregator);
+    let aggregator_seconds = per_view_tail * views as f64;
+    let bytes = payload_override.map_or_else(
+        || link_bytes(s, bits, p.link.message_overhead_bytes),
+        |b| b + p.link.message_overhead_bytes,
+    );
+    let on_wire = match p.links {
+        LinkTopology::Parallel => bytes,
+        LinkTopology::SharedBus => bytes * views,
+    };
+    let transfer = on_wire as f64 * 8.0 / p.link.bandwidth_bits_per_second;
+    let link_seconds = transfer + p.link.latency_seconds;
+    let memory = s.sensor_peak_activation_bytes + s.sensor.param_bytes;
+    let slowest = sensor_seconds.max(transfer).max(aggregator_seconds);
+    SplitCost {
+        sensor_seconds,
+        sensor_memory_bytes: memory,
+        fits_sensor_memory: memory <= p.sensor.memory_bytes,
+        link_bytes_per_view: bytes,
+        link_seconds,
+        aggregator_seconds,
+        end_to_end_seconds: sensor_seconds + link_seconds + aggregator_seconds,
+        sustained_fps: if slowest > 0.0 {
+            1.0 / slowest
+        } else {
+            f64::INFINITY
+        },
+        energy_joules_per_frame: views as f64
+            * (s.sensor.macs() as f64 * p.sensor.energy_per_mac_joules
+                + bytes as f64 * 8.0 * p.link.energy_per_bit_joules
+                + s.aggregator.macs() as f64 * p.aggregator.energy_per_mac_joules),
+    }
+}
