@@ -218,18 +218,28 @@ impl std::fmt::Debug for MultiIoModel {
 }
 
 impl MultiIoModel {
+    /// `optimize: false` runs the graph exactly as written (no fusions, no constant folding), so
+    /// a model cut in two computes exactly what the whole model computes.
     pub fn from_bytes(
         name: &str,
         bytes: &[u8],
         opts: SessionOptions,
+        optimize: bool,
     ) -> Result<Self, RuntimeError> {
         let env = environment()?;
         let model_err = |e: &dyn std::fmt::Display| RuntimeError::Model {
             model: name.to_string(),
             message: e.to_string(),
         };
+        let level = if optimize {
+            GraphOptimizationLevel::Level3
+        } else {
+            GraphOptimizationLevel::Disable
+        };
         let session = Session::builder(&env)
             .map_err(ort_err)?
+            .with_optimization_level(level)
+            .map_err(|e| model_err(&e))?
             .with_intra_threads(opts.intra_op_threads)
             .map_err(|e| model_err(&e))?
             .with_intra_op_spinning(false)
