@@ -228,46 +228,6 @@ pub fn check_single_io(model: &ModelProto, origin: &str) -> Result<(String, Stri
     Ok((inputs[0].to_string(), graph.output[0].name().to_string()))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn builders_round_trip_through_bytes() {
-        let g = GraphProto {
-            node: vec![node("Relu", "r", &["x"], &["y"], vec![])],
-            name: Some("g".into()),
-            input: vec![float_value_info(
-                "x",
-                &[Dim::Symbolic("n".into()), Dim::Fixed(3)],
-            )],
-            output: vec![float_value_info(
-                "y",
-                &[Dim::Symbolic("n".into()), Dim::Fixed(3)],
-            )],
-            initializer: vec![float_initializer("w", &[2], &[1.0, -2.5])],
-            ..Default::default()
-        };
-        let m = model(g, "test");
-        let bytes = m.encode_to_vec();
-        let back = decode_model(&bytes, "mem").unwrap();
-        assert_eq!(back, m);
-        assert_eq!(back.encode_to_vec(), bytes);
-        let io = check_single_io(&back, "mem").unwrap();
-        assert_eq!(io, ("x".to_string(), "y".to_string()));
-        assert_eq!(
-            value_dims(&back.graph.as_ref().unwrap().input[0]),
-            Some(vec![None, Some(3)])
-        );
-    }
-
-    #[test]
-    fn garbage_is_a_decode_error_naming_the_file() {
-        let err = decode_model(&[0xff, 0xff, 0xff], "bad.onnx").unwrap_err();
-        assert!(err.to_string().contains("bad.onnx"), "{err}");
-    }
-}
-
 /// Bytes per element of an ONNX data type (0 when not fixed-size).
 pub fn elem_bytes(data_type: i32) -> usize {
     use tensor_proto::DataType as D;
@@ -369,7 +329,7 @@ pub fn cost_graph(model: &ModelProto) -> Result<splitnets_cost_model::graph::Gra
                 .iter()
                 .map(|a| {
                     use attribute_proto::AttributeType as T;
-                    let v = match T::try_from(a.r#type()).unwrap_or(T::Undefined) {
+                    let v = match a.r#type() {
                         T::Int => Attr::Int(a.i()),
                         T::Ints => Attr::Ints(a.ints.clone()),
                         T::Float => Attr::Float(a.f()),
@@ -400,4 +360,44 @@ pub fn cost_graph(model: &ModelProto) -> Result<splitnets_cost_model::graph::Gra
         constants,
         nodes,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builders_round_trip_through_bytes() {
+        let g = GraphProto {
+            node: vec![node("Relu", "r", &["x"], &["y"], vec![])],
+            name: Some("g".into()),
+            input: vec![float_value_info(
+                "x",
+                &[Dim::Symbolic("n".into()), Dim::Fixed(3)],
+            )],
+            output: vec![float_value_info(
+                "y",
+                &[Dim::Symbolic("n".into()), Dim::Fixed(3)],
+            )],
+            initializer: vec![float_initializer("w", &[2], &[1.0, -2.5])],
+            ..Default::default()
+        };
+        let m = model(g, "test");
+        let bytes = m.encode_to_vec();
+        let back = decode_model(&bytes, "mem").unwrap();
+        assert_eq!(back, m);
+        assert_eq!(back.encode_to_vec(), bytes);
+        let io = check_single_io(&back, "mem").unwrap();
+        assert_eq!(io, ("x".to_string(), "y".to_string()));
+        assert_eq!(
+            value_dims(&back.graph.as_ref().unwrap().input[0]),
+            Some(vec![None, Some(3)])
+        );
+    }
+
+    #[test]
+    fn garbage_is_a_decode_error_naming_the_file() {
+        let err = decode_model(&[0xff, 0xff, 0xff], "bad.onnx").unwrap_err();
+        assert!(err.to_string().contains("bad.onnx"), "{err}");
+    }
 }

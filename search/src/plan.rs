@@ -13,10 +13,15 @@ use splitnets_cost_model::split::{CutSummary, SideWork, SplitCost, evaluate, sum
 use crate::cuts::Cut;
 
 #[derive(Debug, Clone, Copy)]
-pub struct Constraints {
+pub struct PlanOptions {
+    /// Bits per element of the crossing tensors.
+    pub bits: u32,
+    /// Frame rate every stage must sustain.
     pub fps: f64,
     /// End-to-end latency target, seconds (None: no target).
     pub latency_seconds: Option<f64>,
+    /// Measured JPEG size of a frame, for the "compress and send the frame" baseline.
+    pub jpeg_frame_bytes: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -46,7 +51,7 @@ pub struct Plan {
     pub baselines: Vec<Baseline>,
 }
 
-fn check(cost: &SplitCost, p: &HardwareProfile, c: &Constraints) -> Vec<String> {
+fn check(cost: &SplitCost, p: &HardwareProfile, c: &PlanOptions) -> Vec<String> {
     let mut why = Vec::new();
     if !cost.fits_sensor_memory {
         why.push(format!(
@@ -96,17 +101,16 @@ pub fn summaries(g: &AnalyzedGraph, cuts: &[Cut]) -> Vec<CutSummary> {
         .collect()
 }
 
-/// Evaluates and ranks. `jpeg_bytes`: measured JPEG size of a frame, for the JPEG baseline.
+/// Evaluates every cut and ranks them.
 pub fn plan(
     model: &str,
     g: &AnalyzedGraph,
     cuts: &[Cut],
     sums: &[CutSummary],
     p: &HardwareProfile,
-    bits: u32,
-    c: &Constraints,
-    jpeg_bytes: Option<u64>,
+    c: &PlanOptions,
 ) -> Plan {
+    let (bits, jpeg_bytes) = (c.bits, c.jpeg_frame_bytes);
     let mut rows: Vec<PlanRow> = cuts
         .iter()
         .zip(sums)

@@ -7,7 +7,7 @@
 //! property of the cut graphs as written, which is what this test checks.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use prost::Message;
@@ -51,7 +51,7 @@ fn pick(cuts: &[Cut], n: Option<usize>) -> Vec<&Cut> {
     }
 }
 
-fn check_model(path: &PathBuf, shapes: &[(&str, Vec<usize>)], sample: Option<usize>) {
+fn check_model(path: &Path, shapes: &[(&str, Vec<usize>)], sample: Option<usize>) {
     let model = onnx::read_model(path).unwrap();
     let spec = onnx::cost_graph(&model).unwrap();
     let overrides: HashMap<String, Vec<usize>> = shapes

@@ -1,0 +1,149 @@
+//! The cost model on small hand-made graphs: costs computed by hand, and bad input named.
+
+use std::collections::{BTreeMap, HashMap};
+
+use splitnets_cost_model::graph::{
+    Attr, ConstTensor, GraphError, GraphSpec, NodeSpec, OpClass, analyze,
+};
+use splitnets_cost_model::profile::{HardwareProfile, presets};
+use splitnets_cost_model::split::{CutError, crossing_tensors, evaluate, summarize};
+
+fn node(
+    op: &str,
+    name: &str,
+    inputs: &[&str],
+    outputs: &[&str],
+    attrs: &[(&str, Attr)],
+) -> NodeSpec {
+    NodeSpec {
+        name: name.into(),
+        op_type: op.into(),
+        inputs: inputs.iter().map(|s| s.to_string()).collect(),
+        outputs: outputs.iter().map(|s| s.to_string()).collect(),
+        attrs: attrs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect::<BTreeMap<_, _>>(),
+    }
+}
+
+fn weight(dims: &[usize]) -> ConstTensor {
+    ConstTensor {
+        dims: dims.to_vec(),
+        elem_bytes: 4,
+        int_values: None,
+    }
+}
+
+/// x[1,3,32,32] → conv 3x3 s2 pad 1 (8 ch) → relu → conv 1x1 (4 ch) → y
+fn small() -> GraphSpec {
+    GraphSpec {
+        inputs: vec![("x".into(), vec![Some(1), Some(3), Some(32), Some(32)])],
+        input_elem_bytes: vec![4],
+        outputs: vec!["y".into()],
+        constants: HashMap::from([
+            ("w1".to_string(), weight(&[8, 3, 3, 3])),
+            ("w2".to_string(), weight(&[4, 8, 1, 1])),
+        ]),
+        nodes: vec![
+            node(
+                "Conv",
+                "c1",
+                &["x", "w1"],
+                &["a"],
+                &[
+                    ("strides", Attr::Ints(vec![2, 2])),
+                    ("pads", Attr::Ints(vec![1, 1, 1, 1])),
+                ],
+            ),
+            node("Relu", "r1", &["a"], &["b"], &[]),
+            node("Conv", "c2", &["b", "w2"], &["y"], &[]),
+        ],
+    }
+}
+
+#[test]
+fn shapes_macs_and_bytes_by_hand() {
+    let g = analyze(&small(), &HashMap::new()).unwrap();
+    assert_eq!(
+        g.tensors[g.tensor_id("a").unwrap()].shape,
+        vec![1, 8, 16, 16]
+    );
+    assert_eq!(g.nodes[0].macs, 8 * 16 * 16 * 3 * 9);
+    assert_eq!(g.nodes[0].param_bytes, 8 * 3 * 9 * 4);
+    assert_eq!(g.nodes[0].class, OpClass::Conv);
+    assert_eq!(g.nodes[2].macs, 4 * 16 * 16 * 8);
+    assert_eq!(g.nodes[1].output_bytes, 8 * 16 * 16 * 4);
+}
+
+#[test]
+fn split_costs_by_hand() {
+    let g = analyze(&small(), &HashMap::new()).unwrap();
+    let p: HardwareProfile = toml::from_str(presets::HEADSET).unwrap();
+    p.validate().unwrap();
+    let s = summarize(&g, &[true, true, false]).unwrap();
+    assert_eq!(s.crossing_elements, vec![8 * 16 * 16]);
+    // Peak on the sensor: input + `a` while the first conv runs (then the input is freed),
+    // which beats `a` + `b` while the Relu runs.
+    assert_eq!(
+        s.sensor_peak_activation_bytes,
+        3 * 32 * 32 * 4 + 8 * 16 * 16 * 4
+    );
+    let c = evaluate(&s, &p, 4, None);
+    assert_eq!(
+        c.link_bytes_per_view,
+        8 * 16 * 16 / 2 + 8 + p.link.message_overhead_bytes
+    );
+    let sensor = 2.0 * p.sensor.per_node_overhead_seconds
+        + (8 * 16 * 16 * 27) as f64 / p.sensor.macs_per_second.conv
+        + (8 * 16 * 16) as f64 / p.sensor.macs_per_second.elementwise;
+    assert!((c.sensor_seconds - sensor).abs() < 1e-15);
+    let link = c.link_bytes_per_view as f64 * 8.0 / p.link.bandwidth_bits_per_second
+        + p.link.latency_seconds;
+    assert!((c.link_seconds - link).abs() < 1e-15);
+    assert!(
+        (c.end_to_end_seconds - (c.sensor_seconds + c.link_seconds + c.aggregator_seconds)).abs()
+            < 1e-15
+    );
+}
+
+#[test]
+fn unsupported_ops_and_dynamic_shapes_are_named() {
+    let mut g = small();
+    g.nodes[1].op_type = "FancyAttention".into();
+    assert_eq!(
+        analyze(&g, &HashMap::new()).unwrap_err(),
+        GraphError::UnsupportedOp {
+            op: "FancyAttention".into(),
+            node: "r1".into()
+        }
+    );
+    let mut g = small();
+    g.inputs[0].1[0] = None;
+    let e = analyze(&g, &HashMap::new()).unwrap_err();
+    assert!(matches!(e, GraphError::DynamicShape { .. }), "{e}");
+    assert!(analyze(&g, &HashMap::from([("x".to_string(), vec![1, 3, 32, 32])])).is_ok());
+}
+
+#[test]
+fn a_cut_that_does_not_separate_the_graph_is_refused() {
+    let g = analyze(&small(), &HashMap::new()).unwrap();
+    let e = crossing_tensors(&g, &[false, true, false]).unwrap_err();
+    assert!(matches!(e, CutError::NotSeparating { .. }), "{e}");
+    assert!(e.to_string().contains("r1"), "{e}");
+}
+
+#[test]
+fn inconsistent_profiles_are_refused() {
+    let mut p: HardwareProfile = toml::from_str(presets::HEADSET).unwrap();
+    p.link.bandwidth_bits_per_second = -1.0;
+    assert!(
+        p.validate()
+            .unwrap_err()
+            .to_string()
+            .contains("link.bandwidth_bits_per_second")
+    );
+    let missing = presets::HEADSET.replace("depthwise_conv = 4.0e9\n", "");
+    let e = toml::from_str::<HardwareProfile>(&missing).unwrap_err();
+    assert!(e.to_string().contains("depthwise_conv"), "{e}");
+}
