@@ -5,6 +5,7 @@
 //! writes a split bundle the daemons load. The training loop sits behind [`train::train`] so the
 //! architecture search reuses it and another burn backend can be switched in.
 
+pub mod calibrate;
 pub mod cuts;
 pub mod data;
 pub mod export;
