@@ -13,4 +13,5 @@ pub mod make_bundle;
 pub mod model;
 pub mod onnx_cut;
 pub mod plan;
+pub mod rebundle;
 pub mod train;

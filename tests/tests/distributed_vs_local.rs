@@ -127,3 +127,28 @@ async fn four_bit_per_channel_run_equals_one_process() {
     let preds = distributed_run(&bundle, tmp.path()).await;
     check_against_local(&bundle, &preds);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_planner_made_bundle_runs_unchanged_and_equals_one_process() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bundle = tmp.path().join("at-pool2");
+    let out =
+        std::process::Command::new(splitnets_deploy::default_bin_dir().join("splitnets-search"))
+            .arg("split-bundle")
+            .arg("--from")
+            .arg(demo_bundle())
+            .args(["--cut", "pool2_out", "--bits", "4", "--out"])
+            .arg(&bundle)
+            .output()
+            .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let b = Bundle::load(&bundle).unwrap();
+    assert_eq!(b.manifest.split.feature_shape, vec![1, 32, 7, 7]);
+    assert!(b.manifest.predicted.is_some());
+    let preds = distributed_run(&bundle, tmp.path()).await;
+    check_against_local(&bundle, &preds);
+}

@@ -31,9 +31,31 @@ enum Command {
     Plan(PlanArgs),
     /// Benchmark the planner: split evaluations per second and whole-plan time per model.
     BenchPlan(BenchArgs),
+    /// Re-split a bundle's network at another tensor and write the new bundle.
+    SplitBundle(SplitBundleArgs),
     /// Measure this machine with ONNX Runtime, fit per-op-class throughput, write a host profile,
     /// and report prediction error on held-out models.
     Calibrate(CalibrateArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct SplitBundleArgs {
+    /// The source bundle.
+    #[arg(long, default_value = "deploy/bundles/fashion-mnist-4view")]
+    from: PathBuf,
+    /// The tensor to send across the link (see `plan` for the candidates).
+    #[arg(long)]
+    cut: String,
+    /// Bits per element on the link: 2, 4, 6, 8, 16 or 32.
+    #[arg(long, default_value_t = 8)]
+    bits: u8,
+    #[arg(long)]
+    per_channel: bool,
+    /// Hardware profile for the predicted costs recorded in the manifest (`headset` or a TOML file).
+    #[arg(long, default_value = "headset")]
+    profile: String,
+    #[arg(long)]
+    out: PathBuf,
 }
 
 #[derive(clap::Args, Debug)]
@@ -157,7 +179,7 @@ fn codec_from_bits(bits: u8, per_channel: bool) -> anyhow::Result<CodecSpec> {
     })
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
@@ -165,11 +187,19 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    match cli.command {
+    let result = match cli.command {
         Command::Train(a) => run_train(a),
         Command::Plan(a) => run_plan(a),
         Command::BenchPlan(a) => run_bench(a),
         Command::Calibrate(a) => run_calibrate(a),
+        Command::SplitBundle(a) => run_split_bundle(a),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("splitnets-search: error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
     }
 }
 
@@ -593,5 +623,42 @@ fn run_calibrate(a: CalibrateArgs) -> anyhow::Result<()> {
         );
     }
     println!("host profile written to {}", a.out.display());
+    Ok(())
+}
+
+fn load_profile(spec: &str) -> anyhow::Result<splitnets_cost_model::profile::HardwareProfile> {
+    let text = if spec == "headset" {
+        splitnets_cost_model::profile::presets::HEADSET.to_string()
+    } else {
+        std::fs::read_to_string(spec).with_context(|| format!("reading profile {spec}"))?
+    };
+    let p: splitnets_cost_model::profile::HardwareProfile = toml::from_str(&text).map_err(|e| {
+        anyhow::anyhow!(
+            "profile {spec}: {}",
+            e.to_string().trim().replace('\n', " ")
+        )
+    })?;
+    p.validate()?;
+    Ok(p)
+}
+
+fn run_split_bundle(a: SplitBundleArgs) -> anyhow::Result<()> {
+    let codec = codec_from_bits(a.bits, a.per_channel)?;
+    let profile = load_profile(&a.profile)?;
+    let src = splitnets_proto::bundle::Bundle::load(&a.from)?;
+    let r = splitnets_search::rebundle::rebundle(&src, &a.cut, codec, &profile, &a.out)?;
+    println!(
+        "bundle {} (digest {}): feature {:?} as {codec}, {} B per view per frame; predicted on {}: sensor {:.3} ms, link {:.3} ms, aggregator {:.3} ms, end to end {:.3} ms, sensor memory {} B",
+        a.out.display(),
+        &r.digest[..16],
+        r.feature_shape,
+        r.bytes_per_view_per_frame,
+        r.predicted.profile,
+        r.predicted.sensor_seconds * 1e3,
+        r.predicted.link_seconds * 1e3,
+        r.predicted.aggregator_seconds * 1e3,
+        r.predicted.end_to_end_seconds * 1e3,
+        r.predicted.sensor_peak_memory_bytes
+    );
     Ok(())
 }
