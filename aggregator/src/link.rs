@@ -234,7 +234,14 @@ async fn handle_message(
         }
         None => return reject_frame(view, 0, "empty", "message without content".into()),
     };
-    let seq = frame.sequence;
+    let Some(seq) = frame.sequence else {
+        return reject_frame(
+            view,
+            0,
+            "no_sequence",
+            "frame has no sequence number".into(),
+        );
+    };
     let Some(tensor) = frame.tensor.as_ref() else {
         return reject_frame(view, seq, "no_tensor", "frame has no tensor".into());
     };
@@ -259,7 +266,8 @@ async fn handle_message(
     let sensor = frame.timings;
     let link_ns = sensor
         .as_ref()
-        .map(|t| received_unix_ns.saturating_sub(t.send_time_unix_ns))
+        .and_then(|t| t.send_time_unix_ns)
+        .map(|sent| received_unix_ns.saturating_sub(sent))
         .unwrap_or(0);
     metrics::counter!("aggregator_frames_received_total", "view" => view.to_string()).increment(1);
     metrics::counter!("aggregator_link_received_bytes_total", "view" => view.to_string())
@@ -267,7 +275,7 @@ async fn handle_message(
     let arrival = ViewArrival {
         sequence: seq,
         view,
-        capture_time_unix_ns: frame.capture_time_unix_ns,
+        capture_time_unix_ns: frame.capture_time_unix_ns.unwrap_or(0),
         sensor,
         features: std::mem::take(scratch),
         arrived,

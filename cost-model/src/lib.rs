@@ -11,4 +11,4 @@ pub mod link;
 pub mod profile;
 pub mod split;
 
-pub use link::{LinkBudget, LinkBudgetInput, link_budget};
+pub use link::{LinkBudget, LinkBudgetInput, feature_message_bytes, link_budget};

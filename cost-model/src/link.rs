@@ -11,8 +11,8 @@ pub struct LinkBudgetInput {
     pub bits_per_element: u32,
     /// (scale, zero point) pairs sent with each frame (0 for float passthrough).
     pub quantization_parameter_pairs: usize,
-    /// Upper bound of the framing around the payload (protobuf message and gRPC frame headers,
-    /// sequence number, timestamps, timings, shape).
+    /// Framing around the payload and parameters (protobuf message and gRPC prefix, sequence
+    /// number, timestamps, timings, shape): exact, see [`feature_message_bytes`].
     pub message_overhead_bytes: usize,
     /// Number of views (sensors).
     pub views: u32,
@@ -29,9 +29,9 @@ pub struct LinkBudget {
     pub payload_bytes_per_view: usize,
     /// Quantization parameters: 8 bytes per (f32 scale, i32 zero point) pair.
     pub parameter_bytes_per_view: usize,
-    /// Framing upper bound per view per frame.
+    /// Framing per view per frame.
     pub overhead_bytes_per_view: usize,
-    /// Everything one view sends per frame (upper bound).
+    /// Everything one view's stream carries per frame.
     pub bytes_per_view_per_frame: usize,
     /// All views together per frame.
     pub bytes_per_frame: usize,
@@ -103,5 +103,45 @@ mod tests {
             raw_frame_bytes: 1,
         });
         assert_eq!(b.payload_bytes_per_view, 4); // 30 bits
+    }
+}
+
+fn varint_len(v: u64) -> u64 {
+    (64 - v.max(1).leading_zeros() as u64).div_ceil(7)
+}
+
+/// Bytes one feature frame occupies on the sensor's gRPC stream (the `splitnets.v1`
+/// `SensorMessage` carrying it plus gRPC's 5-byte message prefix), for a tensor of `rank`
+/// dimensions with `parameter_pairs` (scale, zero point) pairs and `payload_bytes` of payload.
+///
+/// Exact, because every field of a feature frame is fixed-width with explicit presence; the proto
+/// crate tests this formula against real encoded messages.
+pub fn feature_message_bytes(rank: usize, parameter_pairs: usize, payload_bytes: u64) -> u64 {
+    let len_field = |n: u64| if n == 0 { 0 } else { 1 + varint_len(n) + n };
+    let (rank, pairs) = (rank as u64, parameter_pairs as u64);
+    let tensor = len_field(4 * rank) // shape, packed fixed32
+        + 2 // encoding (enum, 1..=3)
+        + 5 // bits (fixed32)
+        + len_field(4 * pairs) // scale, packed float
+        + len_field(4 * pairs) // zero_point, packed sfixed32
+        + 5 // channel_axis (sfixed32)
+        + len_field(payload_bytes);
+    let timings = 5 * 9;
+    let frame = 9 + 9 + (1 + varint_len(timings) + timings) + (1 + varint_len(tensor) + tensor);
+    let message = 1 + varint_len(frame) + frame;
+    message + 5
+}
+
+#[cfg(test)]
+mod exact_tests {
+    use super::*;
+
+    #[test]
+    fn varints() {
+        assert_eq!(varint_len(0), 1);
+        assert_eq!(varint_len(127), 1);
+        assert_eq!(varint_len(128), 2);
+        assert_eq!(varint_len(16_383), 2);
+        assert_eq!(varint_len(16_384), 3);
     }
 }

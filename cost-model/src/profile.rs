@@ -79,7 +79,7 @@ pub enum LinkTopology {
 #[serde(deny_unknown_fields)]
 pub struct LinkProfile {
     pub bandwidth_bits_per_second: f64,
-    /// Fixed bytes per message on top of the payload (framing, headers).
+    /// Bytes the transport adds to every feature frame message (below the gRPC message).
     pub message_overhead_bytes: u64,
     pub latency_seconds: f64,
     #[serde(default)]

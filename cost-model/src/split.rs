@@ -41,8 +41,9 @@ impl SideWork {
 pub struct CutSummary {
     pub sensor: SideWork,
     pub aggregator: SideWork,
-    /// Element counts of the tensors that cross (one message carries all of them).
+    /// Element counts and ranks of the tensors that cross.
     pub crossing_elements: Vec<u64>,
+    pub crossing_ranks: Vec<usize>,
     /// Peak bytes of activations alive at once on the sensor (input frame included).
     pub sensor_peak_activation_bytes: u64,
     /// When nothing runs on the sensor the raw frame crosses: its bytes at 8 bits per element.
@@ -142,6 +143,7 @@ pub fn summarize(g: &AnalyzedGraph, on_sensor: &[bool]) -> Result<CutSummary, Cu
             sensor_peak_bytes(g, on_sensor, &crossing)
         },
         crossing_elements: crossing.iter().map(|&t| g.tensors[t].elements()).collect(),
+        crossing_ranks: crossing.iter().map(|&t| g.tensors[t].shape.len()).collect(),
         sensor: s,
         aggregator: a,
         raw_frame,
@@ -154,7 +156,7 @@ pub struct SplitCost {
     pub sensor_seconds: f64,
     pub sensor_memory_bytes: u64,
     pub fits_sensor_memory: bool,
-    /// One view's message per frame: payloads, quantization parameters, framing.
+    /// One view's bytes per frame: feature frame messages plus transport overhead.
     pub link_bytes_per_view: u64,
     pub link_seconds: f64,
     /// The aggregator's work for all views of a frame.
@@ -166,16 +168,21 @@ pub struct SplitCost {
     pub energy_joules_per_frame: f64,
 }
 
-/// Bytes of one view's message for a summary: each crossing tensor packed at `bits` (8 for a raw
-/// frame), 8 bytes of (scale, zero point) per quantized tensor, plus the link's fixed overhead.
+/// Bytes one view sends per frame: each crossing tensor as a `splitnets.v1` feature frame on the
+/// gRPC stream (exactly what the daemons send: payload packed at `bits`, one (scale, zero point)
+/// pair per quantized tensor, fixed framing; a raw frame goes as 8-bit elements), plus the
+/// profile's transport overhead per message (`overhead`, e.g. HTTP/2 and link-layer headers).
 pub fn link_bytes(s: &CutSummary, bits: u32, overhead: u64) -> u64 {
     let bits = if s.raw_frame { 8 } else { bits };
-    let params = if bits < 16 && !s.raw_frame { 8 } else { 0 };
+    let pairs = usize::from(bits < 16 && !s.raw_frame);
     s.crossing_elements
         .iter()
-        .map(|&e| (e * u64::from(bits)).div_ceil(8) + params)
-        .sum::<u64>()
-        + overhead
+        .zip(&s.crossing_ranks)
+        .map(|(&e, &rank)| {
+            crate::link::feature_message_bytes(rank, pairs, (e * u64::from(bits)).div_ceil(8))
+                + overhead
+        })
+        .sum()
 }
 
 /// Evaluates a summarised cut; `payload_override` replaces the computed payload bytes (used for

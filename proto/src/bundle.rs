@@ -306,7 +306,7 @@ impl Manifest {
 }
 
 /// The link budget of a split feature of `feature_shape` sent with `codec` by `views` cameras at
-/// `fps`: payload and quantization parameters exactly, framing at its upper bound.
+/// `fps`: exactly the bytes each sensor's stream carries per frame.
 pub fn link_budget_for(
     feature_shape: &[usize],
     codec: CodecSpec,
@@ -315,13 +315,13 @@ pub fn link_budget_for(
     raw_frame_bytes: usize,
 ) -> LinkBudget {
     let elements: usize = feature_shape.iter().product();
-    let frame_upper = crate::wire::feature_frame_wire_bytes_upper_bound(feature_shape, codec);
+    let frame_bytes = crate::wire::feature_frame_wire_bytes(feature_shape, codec);
     let pairs = codec.parameter_count(feature_shape);
     splitnets_cost_model::link_budget(&splitnets_cost_model::LinkBudgetInput {
         feature_elements: elements,
         bits_per_element: codec.bits_per_element(),
         quantization_parameter_pairs: pairs,
-        message_overhead_bytes: frame_upper - codec.payload_bytes(elements) - 8 * pairs,
+        message_overhead_bytes: frame_bytes - codec.payload_bytes(elements) - 8 * pairs,
         views,
         target_fps: fps,
         raw_frame_bytes,

@@ -25,10 +25,10 @@ pub fn tensor_to_wire(t: crate::codec::EncodedTensor) -> QuantizedTensor {
             Encoding::Float16 => ElementEncoding::Float16,
             Encoding::AffineUint => ElementEncoding::AffineUint,
         } as i32,
-        bits: t.bits,
+        bits: Some(t.bits),
         scale: t.scale,
         zero_point: t.zero_point,
-        channel_axis: t.channel_axis,
+        channel_axis: Some(t.channel_axis),
         payload: t.payload,
     }
 }
@@ -48,10 +48,10 @@ pub fn tensor_from_wire(
     Ok(crate::codec::EncodedTensor {
         shape: q.shape.iter().map(|&d| d as usize).collect(),
         encoding,
-        bits: q.bits,
+        bits: q.bits.unwrap_or(0),
         scale: q.scale.clone(),
         zero_point: q.zero_point.clone(),
-        channel_axis: q.channel_axis,
+        channel_axis: q.channel_axis.unwrap_or(-1),
         payload: q.payload.clone(),
     })
 }
@@ -64,35 +64,75 @@ pub fn sensor_message_wire_bytes(m: &SensorMessage) -> usize {
     prost::Message::encoded_len(m) + GRPC_FRAME_PREFIX_BYTES
 }
 
-/// An upper bound of a feature frame's bytes on the stream for a feature of `shape` encoded with
-/// `spec`: every varint at its widest. The link budget uses it; tests check real frames stay under.
-pub fn feature_frame_wire_bytes_upper_bound(
-    shape: &[usize],
-    spec: crate::codec::CodecSpec,
-) -> usize {
-    let pairs = spec.parameter_count(shape);
+/// Bytes a feature frame of `shape` encoded with `spec` occupies on the stream: exact (see
+/// [`splitnets_cost_model::feature_message_bytes`]).
+pub fn feature_frame_wire_bytes(shape: &[usize], spec: crate::codec::CodecSpec) -> usize {
     let elements: usize = shape.iter().product();
-    let worst = SensorMessage {
-        kind: Some(sensor_message::Kind::Frame(FeatureFrame {
-            sequence: u64::MAX,
-            capture_time_unix_ns: u64::MAX,
-            timings: Some(SensorTimings {
-                capture_ns: u64::MAX,
-                preprocess_ns: u64::MAX,
-                head_ns: u64::MAX,
-                encode_ns: u64::MAX,
-                send_time_unix_ns: u64::MAX,
-            }),
-            tensor: Some(QuantizedTensor {
-                shape: shape.iter().map(|_| u32::MAX).collect(),
-                encoding: ElementEncoding::AffineUint as i32,
-                bits: u32::MAX,
-                scale: vec![1.0; pairs],
-                zero_point: vec![-1; pairs],
-                channel_axis: -1,
-                payload: bytes::Bytes::from(vec![0u8; spec.payload_bytes(elements)]),
-            }),
-        })),
-    };
-    sensor_message_wire_bytes(&worst)
+    splitnets_cost_model::feature_message_bytes(
+        shape.len(),
+        spec.parameter_count(shape),
+        spec.payload_bytes(elements) as u64,
+    ) as usize
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::{self, CodecSpec};
+
+    /// The cost model's formula against real messages, for many shapes, codecs and values
+    /// (including zeros and the largest values, which a varint encoding would size differently).
+    #[test]
+    fn predicted_frame_bytes_equal_encoded_bytes() {
+        let specs = [
+            CodecSpec::Float32,
+            CodecSpec::Float16,
+            CodecSpec::Affine {
+                bits: 2,
+                per_channel: false,
+            },
+            CodecSpec::Affine {
+                bits: 6,
+                per_channel: true,
+            },
+            CodecSpec::Affine {
+                bits: 8,
+                per_channel: true,
+            },
+        ];
+        for shape in [
+            vec![1, 4, 7, 7],
+            vec![1, 32, 7, 7],
+            vec![1, 256, 56, 56],
+            vec![1, 3],
+            vec![1, 1, 1, 1],
+        ] {
+            for spec in specs {
+                let n: usize = shape.iter().product();
+                let values: Vec<f32> = (0..n).map(|i| (i % 13) as f32 - 4.0).collect();
+                let t = codec::encode(spec, &shape, &values).unwrap();
+                for v in [0u64, 1, u64::MAX] {
+                    let m = SensorMessage {
+                        kind: Some(sensor_message::Kind::Frame(FeatureFrame {
+                            sequence: Some(v),
+                            capture_time_unix_ns: Some(v),
+                            timings: Some(SensorTimings {
+                                capture_ns: Some(v),
+                                preprocess_ns: Some(v),
+                                head_ns: Some(v),
+                                encode_ns: Some(v),
+                                send_time_unix_ns: Some(v),
+                            }),
+                            tensor: Some(tensor_to_wire(t.clone())),
+                        })),
+                    };
+                    assert_eq!(
+                        sensor_message_wire_bytes(&m),
+                        feature_frame_wire_bytes(&shape, spec),
+                        "shape {shape:?} {spec} value {v}"
+                    );
+                }
+            }
+        }
+    }
 }

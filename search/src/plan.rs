@@ -167,6 +167,7 @@ pub fn plan(
                 g, &on, &crossing,
             ),
             crossing_elements: crossing.iter().map(|&t| g.tensors[t].elements()).collect(),
+            crossing_ranks: crossing.iter().map(|&t| g.tensors[t].shape.len()).collect(),
             sensor: s,
             aggregator: SideWork::default(),
             raw_frame: false,

@@ -101,14 +101,15 @@ impl Camera {
         metrics::histogram!("sensor_head_seconds").record((t3 - t2).as_secs_f64());
         metrics::histogram!("sensor_encode_seconds").record((t4 - t3).as_secs_f64());
         Ok(FeatureFrame {
-            sequence: n,
-            capture_time_unix_ns,
+            sequence: Some(n),
+            capture_time_unix_ns: Some(capture_time_unix_ns),
             timings: Some(SensorTimings {
-                capture_ns: (t1 - t0).as_nanos() as u64,
-                preprocess_ns: (t2 - t1).as_nanos() as u64,
-                head_ns: (t3 - t2).as_nanos() as u64,
-                encode_ns: (t4 - t3).as_nanos() as u64,
-                send_time_unix_ns: 0,
+                capture_ns: Some((t1 - t0).as_nanos() as u64),
+                preprocess_ns: Some((t2 - t1).as_nanos() as u64),
+                head_ns: Some((t3 - t2).as_nanos() as u64),
+                encode_ns: Some((t4 - t3).as_nanos() as u64),
+                // Stamped when the frame enters the stream.
+                send_time_unix_ns: Some(0),
             }),
             tensor: Some(wire::tensor_to_wire(encoded)),
         })
@@ -316,7 +317,7 @@ async fn one_connection(
             f = frames.recv(), if !camera_done => match f {
                 Some(mut frame) => {
                     if let Some(t) = frame.timings.as_mut() {
-                        t.send_time_unix_ns = unix_ns();
+                        t.send_time_unix_ns = Some(unix_ns());
                     }
                     let m = SensorMessage { kind: Some(sensor_message::Kind::Frame(frame)) };
                     let bytes = wire::sensor_message_wire_bytes(&m) as u64;

@@ -14,8 +14,8 @@ fn valid_frame(sequence: u64, bundle: &Bundle) -> FeatureFrame {
     let n: usize = shape.iter().product();
     let values: Vec<f32> = (0..n).map(|i| (i % 7) as f32 * 0.25).collect();
     FeatureFrame {
-        sequence,
-        capture_time_unix_ns: 1,
+        sequence: Some(sequence),
+        capture_time_unix_ns: Some(1),
         timings: None,
         tensor: Some(wire::tensor_to_wire(
             codec::encode(bundle.manifest.codec, shape, &values).unwrap(),

@@ -49,12 +49,12 @@ sys.stdout.buffer.write(m.SerializeToString())
     let Some(sensor_message::Kind::Frame(f)) = m.kind else {
         panic!("not a frame: {m:?}")
     };
-    assert_eq!(f.sequence, 42);
+    assert_eq!(f.sequence, Some(42));
     let t = f.tensor.unwrap();
     assert_eq!(t.shape, vec![1, 4, 7, 7]);
     assert_eq!(
         (t.bits, t.channel_axis, t.zero_point.clone()),
-        (6, -1, vec![3])
+        (Some(6), Some(-1), vec![3])
     );
     assert_eq!(&t.payload[..], b"\x01\x02\x03");
 }

@@ -48,6 +48,16 @@ fn check_against_local(bundle_dir: &std::path::Path, preds: &BTreeMap<u64, Predi
     let bundle = Bundle::load(bundle_dir).unwrap();
     let m = bundle.manifest.clone();
     let set = dataset::load(std::path::Path::new(dataset::DEFAULT_DIR), Split::Test).unwrap();
+    // The cost model's prediction of one view's bytes per frame, from the head alone: the whole
+    // head on the sensor, its output crossing.
+    let head = splitnets_proto::onnx::decode_model(&bundle.head_onnx, "head").unwrap();
+    let g = splitnets_cost_model::graph::analyze(
+        &splitnets_proto::onnx::cost_graph(&head).unwrap(),
+        &Default::default(),
+    )
+    .unwrap();
+    let s = splitnets_cost_model::split::summarize(&g, &vec![true; g.nodes.len()]).unwrap();
+    let predicted = splitnets_cost_model::split::link_bytes(&s, m.codec.bits_per_element(), 0);
     let mut local = LocalPipeline::new(bundle, SessionOptions::default()).unwrap();
     assert_eq!(preds.len() as u64, FRAMES);
     let mut all_views = 0;
@@ -82,7 +92,24 @@ fn check_against_local(bundle_dir: &std::path::Path, preds: &BTreeMap<u64, Predi
                 v.payload_bytes as usize,
                 m.codec.payload_bytes(m.split.feature_elements())
             );
-            assert!(v.message_bytes as usize <= m.link_budget.bytes_per_view_per_frame);
+            // Bytes on the link: exactly the bundle's budget and the cost model's prediction.
+            assert_eq!(
+                v.message_bytes as usize,
+                m.link_budget.bytes_per_view_per_frame
+            );
+            // The planner models per-tensor quantization (one parameter pair per tensor).
+            if !matches!(
+                m.codec,
+                CodecSpec::Affine {
+                    per_channel: true,
+                    ..
+                }
+            ) {
+                assert_eq!(
+                    v.message_bytes, predicted,
+                    "frame {seq}: cost model predicted {predicted} B"
+                );
+            }
         }
         if m.codec == CodecSpec::Float32 {
             let (float, _) = local.run_frame(&pixels, false).unwrap();

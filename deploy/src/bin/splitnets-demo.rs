@@ -313,12 +313,12 @@ fn compare(
         let mut fb = 0;
         for v in &p.views {
             if let Some(s) = v.sensor {
-                d.entry("sensor capture").or_default().push(s.capture_ns);
+                d.entry("sensor capture").or_default().extend(s.capture_ns);
                 d.entry("sensor preprocess")
                     .or_default()
-                    .push(s.preprocess_ns);
-                d.entry("sensor head").or_default().push(s.head_ns);
-                d.entry("sensor encode").or_default().push(s.encode_ns);
+                    .extend(s.preprocess_ns);
+                d.entry("sensor head").or_default().extend(s.head_ns);
+                d.entry("sensor encode").or_default().extend(s.encode_ns);
             }
             d.entry("link (send->receive)").or_default().push(v.link_ns);
             bytes.push(v.message_bytes);

@@ -33,6 +33,8 @@ enum Command {
     BenchPlan(BenchArgs),
     /// Re-split a bundle's network at another tensor and write the new bundle.
     SplitBundle(SplitBundleArgs),
+    /// Write a bundle's split with another link codec (link budget recomputed; no retraining).
+    SetCodec(SetCodecArgs),
     /// Measure this machine with ONNX Runtime, fit per-op-class throughput, write a host profile,
     /// and report prediction error on held-out models.
     Calibrate(CalibrateArgs),
@@ -54,6 +56,20 @@ struct SplitBundleArgs {
     /// Hardware profile for the predicted costs recorded in the manifest (`headset` or a TOML file).
     #[arg(long, default_value = "headset")]
     profile: String,
+    #[arg(long)]
+    out: PathBuf,
+}
+
+#[derive(clap::Args, Debug)]
+struct SetCodecArgs {
+    #[arg(long)]
+    bundle: PathBuf,
+    /// Bits per element on the link: 2, 4, 6, 8, 16 or 32.
+    #[arg(long)]
+    bits: u8,
+    #[arg(long)]
+    per_channel: bool,
+    /// Output directory (may be the input bundle itself).
     #[arg(long)]
     out: PathBuf,
 }
@@ -193,6 +209,7 @@ fn main() -> std::process::ExitCode {
         Command::BenchPlan(a) => run_bench(a),
         Command::Calibrate(a) => run_calibrate(a),
         Command::SplitBundle(a) => run_split_bundle(a),
+        Command::SetCodec(a) => run_set_codec(a),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -659,6 +676,23 @@ fn run_split_bundle(a: SplitBundleArgs) -> anyhow::Result<()> {
         r.predicted.aggregator_seconds * 1e3,
         r.predicted.end_to_end_seconds * 1e3,
         r.predicted.sensor_peak_memory_bytes
+    );
+    Ok(())
+}
+
+fn run_set_codec(a: SetCodecArgs) -> anyhow::Result<()> {
+    let codec = codec_from_bits(a.bits, a.per_channel)?;
+    let b = splitnets_proto::bundle::Bundle::load(&a.bundle)?;
+    let manifest = b.manifest.with_codec(codec);
+    let budget = manifest.link_budget;
+    let digest =
+        splitnets_proto::bundle::Bundle::write(&a.out, manifest, &b.head_onnx, &b.tail_onnx)?;
+    println!(
+        "bundle {} (digest {}): {codec}, {} B per view per frame ({} B payload)",
+        a.out.display(),
+        &digest[..16],
+        budget.bytes_per_view_per_frame,
+        budget.payload_bytes_per_view
     );
     Ok(())
 }
