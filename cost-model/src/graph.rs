@@ -68,10 +68,12 @@ pub enum OpClass {
     Resize,
     Reduce,
     Softmax,
+    /// Local response normalization: a windowed sum of squares and a power per element.
+    LocalResponseNorm,
 }
 
 impl OpClass {
-    pub const ALL: [OpClass; 10] = [
+    pub const ALL: [OpClass; 11] = [
         OpClass::Conv,
         OpClass::DepthwiseConv,
         OpClass::Gemm,
@@ -82,6 +84,7 @@ impl OpClass {
         OpClass::Resize,
         OpClass::Reduce,
         OpClass::Softmax,
+        OpClass::LocalResponseNorm,
     ];
     pub fn index(self) -> usize {
         self as usize
@@ -98,6 +101,7 @@ impl OpClass {
             OpClass::Resize => "resize",
             OpClass::Reduce => "reduce",
             OpClass::Softmax => "softmax",
+            OpClass::LocalResponseNorm => "local_response_norm",
         }
     }
 }
@@ -119,6 +123,9 @@ pub struct NodeCost {
     /// Data (non-constant) input tensor ids and output tensor ids.
     pub inputs: Vec<usize>,
     pub outputs: Vec<usize>,
+    /// A convolution epilogue (BatchNorm, activation, constant Mul/Add) right after a Conv, alone
+    /// on its input: runtimes such as ONNX Runtime fold it into the Conv.
+    pub conv_epilogue: bool,
 }
 
 /// A data tensor after analysis.
@@ -409,8 +416,10 @@ pub fn analyze(
             output_bytes,
             inputs: data_inputs,
             outputs,
+            conv_epilogue: false,
         });
     }
+    mark_conv_epilogues(&mut nodes, &tensors);
     let mut outputs = Vec::new();
     for o in &g.outputs {
         let id = *tensor_ids.get(o).ok_or_else(|| {
@@ -428,6 +437,35 @@ pub fn analyze(
         inputs,
         outputs,
     })
+}
+
+const EPILOGUE_OPS: [&str; 9] = [
+    "BatchNormalization",
+    "Relu",
+    "Clip",
+    "LeakyRelu",
+    "HardSigmoid",
+    "Sigmoid",
+    "Tanh",
+    "Mul",
+    "Add",
+];
+
+fn mark_conv_epilogues(nodes: &mut [NodeCost], tensors: &[TensorInfo]) {
+    for i in 0..nodes.len() {
+        let n = &nodes[i];
+        if !EPILOGUE_OPS.contains(&n.op_type.as_str()) || n.inputs.len() != 1 {
+            continue;
+        }
+        let t = &tensors[n.inputs[0]];
+        let Some(p) = t.producer else { continue };
+        if t.consumers.len() == 1
+            && !t.is_graph_output
+            && (nodes[p].op_type == "Conv" || nodes[p].conv_epilogue)
+        {
+            nodes[i].conv_epilogue = true;
+        }
+    }
 }
 
 fn const_ints(v: Option<&Value>) -> Option<Vec<i64>> {
@@ -554,16 +592,16 @@ fn infer(
             let macs = prod(xs) * (w[1] as u64) * prod(&w[2..]);
             (Conv, macs, vec![out])
         }
-        "BatchNormalization" | "InstanceNormalization" | "LRN" | "LayerNormalization" => {
+        "LRN" => {
             let xs = x()?.to_vec();
-            let k = if op == "LRN" {
-                c.int("size").unwrap_or(1) as u64
-            } else {
-                2
-            };
+            let size = c.int("size").unwrap_or(1).max(1) as u64;
+            (LocalResponseNorm, prod(&xs) * size, vec![xs])
+        }
+        "BatchNormalization" | "InstanceNormalization" | "LayerNormalization" => {
+            let xs = x()?.to_vec();
             let mut outs = vec![xs.clone()];
             outs.extend(std::iter::repeat_n(vec![xs[1]], n_out.saturating_sub(1)));
-            (Normalization, prod(&xs) * k, outs)
+            (Normalization, prod(&xs) * 2, outs)
         }
         "Relu" | "Clip" | "HardSwish" | "HardSigmoid" | "Sigmoid" | "Tanh" | "LeakyRelu"
         | "Elu" | "Selu" | "PRelu" | "Mul" | "Add" | "Sub" | "Div" | "Sum" | "Max" | "Min"
@@ -642,7 +680,8 @@ fn infer(
             let xs = x()?;
             let axis = norm_axis(c.int("axis").unwrap_or(1), xs.len());
             let out = vec![prod(&xs[..axis]) as usize, prod(&xs[axis..]) as usize];
-            (DataMovement, prod(xs), vec![out])
+            // Metadata only: runtimes reshape without moving data.
+            (DataMovement, 0, vec![out])
         }
         "Reshape" => {
             let xs = x()?;
@@ -672,7 +711,7 @@ fn infer(
             if prod(&out) != total {
                 return Err(c.err(format!("cannot reshape {xs:?} to {target:?}")));
             }
-            (DataMovement, total, vec![out])
+            (DataMovement, 0, vec![out])
         }
         "Transpose" => {
             let xs = x()?;
@@ -773,7 +812,7 @@ fn infer(
                 }
                 out
             };
-            (DataMovement, prod(xs), vec![out])
+            (DataMovement, 0, vec![out])
         }
         "Resize" | "Upsample" => {
             let xs = x()?;

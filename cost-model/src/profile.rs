@@ -20,6 +20,7 @@ pub struct ClassThroughput {
     pub resize: f64,
     pub reduce: f64,
     pub softmax: f64,
+    pub local_response_norm: f64,
 }
 
 impl ClassThroughput {
@@ -35,6 +36,7 @@ impl ClassThroughput {
             OpClass::Resize => self.resize,
             OpClass::Reduce => self.reduce,
             OpClass::Softmax => self.softmax,
+            OpClass::LocalResponseNorm => self.local_response_norm,
         }
     }
     pub fn set(&mut self, c: OpClass, v: f64) {
@@ -49,6 +51,7 @@ impl ClassThroughput {
             OpClass::Resize => &mut self.resize,
             OpClass::Reduce => &mut self.reduce,
             OpClass::Softmax => &mut self.softmax,
+            OpClass::LocalResponseNorm => &mut self.local_response_norm,
         } = v;
     }
 }
@@ -59,11 +62,18 @@ pub struct ComputeProfile {
     pub macs_per_second: ClassThroughput,
     /// Fixed cost of launching one node (kernel dispatch), seconds.
     pub per_node_overhead_seconds: f64,
+    /// Fixed cost of one inference call on this side (runtime entry, I/O binding), seconds.
+    #[serde(default)]
+    pub per_run_overhead_seconds: f64,
     /// Memory for activations and resident weights, bytes (sensor SRAM; ignored on the aggregator).
     pub memory_bytes: u64,
     /// Energy per MAC, joules (0 if unknown).
     #[serde(default)]
     pub energy_per_mac_joules: f64,
+    /// Whether this processor's runtime folds convolution epilogues (BatchNorm, activations,
+    /// constant Mul/Add right after a Conv) into the Conv, making them free.
+    #[serde(default)]
+    pub fuses_conv_epilogues: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -120,6 +130,7 @@ impl HardwareProfile {
             }
             for (f, v) in [
                 ("per_node_overhead_seconds", c.per_node_overhead_seconds),
+                ("per_run_overhead_seconds", c.per_run_overhead_seconds),
                 ("energy_per_mac_joules", c.energy_per_mac_joules),
             ] {
                 if !(v.is_finite() && v >= 0.0) {

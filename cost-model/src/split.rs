@@ -18,21 +18,46 @@ pub struct SideWork {
     pub macs_by_class: [u64; CLASSES],
     pub nodes: u32,
     pub param_bytes: u64,
+    /// Work of convolution epilogues on this side (free where the runtime fuses them).
+    pub epilogue_macs_by_class: [u64; CLASSES],
+    pub epilogue_nodes: u32,
 }
 
 impl SideWork {
     pub fn macs(&self) -> u64 {
-        self.macs_by_class.iter().sum()
+        self.macs_by_class.iter().sum::<u64>() + self.epilogue_macs_by_class.iter().sum::<u64>()
     }
-    fn seconds(&self, c: &ComputeProfile) -> f64 {
-        let mut t = self.nodes as f64 * c.per_node_overhead_seconds;
+    /// Time of this side's work on a processor.
+    pub fn seconds(&self, c: &ComputeProfile) -> f64 {
+        let fused = c.fuses_conv_epilogues;
+        let nodes = self.nodes + if fused { 0 } else { self.epilogue_nodes };
+        if nodes == 0 {
+            return 0.0;
+        }
+        let mut t = c.per_run_overhead_seconds + nodes as f64 * c.per_node_overhead_seconds;
         for class in OpClass::ALL {
-            let m = self.macs_by_class[class.index()];
+            let m = self.macs_by_class[class.index()]
+                + if fused {
+                    0
+                } else {
+                    self.epilogue_macs_by_class[class.index()]
+                };
             if m > 0 {
                 t += m as f64 / c.macs_per_second.get(class);
             }
         }
         t
+    }
+    /// Adds one node of `g` to this side; `fusable` when its producing Conv is on the same side.
+    pub fn add(&mut self, n: &crate::graph::NodeCost, fusable: bool) {
+        if fusable {
+            self.epilogue_macs_by_class[n.class.index()] += n.macs;
+            self.epilogue_nodes += 1;
+        } else {
+            self.macs_by_class[n.class.index()] += n.macs;
+            self.nodes += 1;
+        }
+        self.param_bytes += n.param_bytes;
     }
 }
 
@@ -130,10 +155,10 @@ pub fn summarize(g: &AnalyzedGraph, on_sensor: &[bool]) -> Result<CutSummary, Cu
     let mut s = SideWork::default();
     let mut a = SideWork::default();
     for (i, n) in g.nodes.iter().enumerate() {
+        let producer = n.inputs.first().and_then(|&t| g.tensors[t].producer);
+        let fusable = n.conv_epilogue && producer.is_some_and(|p| on_sensor[p] == on_sensor[i]);
         let side = if on_sensor[i] { &mut s } else { &mut a };
-        side.macs_by_class[n.class.index()] += n.macs;
-        side.nodes += 1;
-        side.param_bytes += n.param_bytes;
+        side.add(n, fusable);
     }
     let raw_frame = on_sensor.iter().all(|&x| !x);
     Ok(CutSummary {

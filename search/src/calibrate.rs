@@ -92,6 +92,40 @@ fn one_op(
     onnx::model(graph, "calibration micro-model")
 }
 
+/// A chain of `k` Relu nodes on a tiny tensor: its time is the runtime's per-run overhead plus
+/// `k` per-node overheads, with next to no work.
+pub fn relu_chain(k: usize) -> ModelProto {
+    let names: Vec<String> = (0..=k)
+        .map(|i| {
+            if i == 0 {
+                "x".into()
+            } else if i == k {
+                "y".into()
+            } else {
+                format!("t{i}")
+            }
+        })
+        .collect();
+    let graph = GraphProto {
+        name: Some(format!("calib_chain_{k}")),
+        node: (0..k)
+            .map(|i| {
+                onnx::node(
+                    "Relu",
+                    &format!("r{i}"),
+                    &[&names[i]],
+                    &[&names[i + 1]],
+                    vec![],
+                )
+            })
+            .collect(),
+        input: vec![onnx::float_value_info("x", &[Dim::Fixed(1), Dim::Fixed(8)])],
+        output: vec![onnx::float_value_info("y", &[Dim::Fixed(1), Dim::Fixed(8)])],
+        ..Default::default()
+    };
+    onnx::model(graph, "calibration chain")
+}
+
 /// The micro-models: (class, model) at several sizes.
 pub fn micro_models() -> Vec<(OpClass, ModelProto)> {
     let mut v = Vec::new();
@@ -104,6 +138,10 @@ pub fn micro_models() -> Vec<(OpClass, ModelProto)> {
         (64, 28, 64, 1),
         (3, 112, 16, 3),
         (128, 14, 128, 3),
+        (192, 28, 64, 1),
+        (480, 14, 192, 1),
+        (16, 28, 32, 5),
+        (32, 14, 96, 5),
     ] {
         let p = k / 2;
         v.push((
@@ -218,6 +256,31 @@ pub fn micro_models() -> Vec<(OpClass, ModelProto)> {
             ),
         ));
         v.push((
+            OpClass::LocalResponseNorm,
+            one_op(
+                "LRN",
+                &[1, c, hw, hw],
+                vec![onnx::attr_int("size", 5)],
+                &[],
+                &[1, c, hw, hw],
+                &[],
+            ),
+        ));
+        v.push((
+            OpClass::Pool,
+            one_op(
+                "MaxPool",
+                &[1, c, hw, hw],
+                vec![
+                    onnx::attr_ints("kernel_shape", &[3, 3]),
+                    onnx::attr_ints("pads", &[1, 1, 1, 1]),
+                ],
+                &[],
+                &[1, c, hw, hw],
+                &[],
+            ),
+        ));
+        v.push((
             OpClass::DataMovement,
             one_op(
                 "Transpose",
@@ -260,6 +323,7 @@ fn fit_line(points: &[(f64, f64)]) -> (f64, f64) {
 pub struct Calibration {
     pub throughput: Vec<(String, f64)>,
     pub per_node_overhead_seconds: f64,
+    pub per_run_overhead_seconds: f64,
     pub samples: usize,
 }
 
@@ -291,22 +355,27 @@ pub fn calibrate(
         resize: 0.0,
         reduce: 0.0,
         softmax: 0.0,
+        local_response_norm: 0.0,
     };
-    let mut overheads = Vec::new();
     for (class, pts) in &by_class {
-        let (a, b) = fit_line(pts);
+        let (_, b) = fit_line(pts);
         thr.set(*class, 1.0 / b);
-        overheads.push(a);
     }
     thr.resize = thr.elementwise;
-    overheads.sort_by(f64::total_cmp);
-    let overhead = overheads[overheads.len() / 2];
+    // Overheads from Relu chains of 1..16 nodes: slope per node, intercept per run.
+    let mut chain = Vec::new();
+    for k in [1usize, 2, 4, 8, 16] {
+        chain.push((k as f64, time_model(&relu_chain(k), repeats)?));
+    }
+    let (per_run, per_node) = fit_line(&chain);
+    let overhead = per_node;
     let report = Calibration {
         throughput: OpClass::ALL
             .iter()
             .map(|c| (c.name().to_string(), thr.get(*c)))
             .collect(),
         per_node_overhead_seconds: overhead,
+        per_run_overhead_seconds: per_run,
         samples: models.len(),
     };
     Ok((thr, overhead, report))

@@ -155,9 +155,7 @@ pub fn plan(
     let all_sensor = {
         let mut s = SideWork::default();
         for n in &g.nodes {
-            s.macs_by_class[n.class.index()] += n.macs;
-            s.nodes += 1;
-            s.param_bytes += n.param_bytes;
+            s.add(n, n.conv_epilogue);
         }
         let on: Vec<bool> = vec![true; g.nodes.len()];
         let crossing =

@@ -575,8 +575,11 @@ fn run_calibrate(a: CalibrateArgs) -> anyhow::Result<()> {
     let compute = ComputeProfile {
         macs_per_second: thr.clone(),
         per_node_overhead_seconds: overhead,
+        per_run_overhead_seconds: report.per_run_overhead_seconds,
         memory_bytes: 24_000_000_000,
         energy_per_mac_joules: 0.0,
+        // ONNX Runtime folds Conv epilogues at the optimization level the daemons use.
+        fuses_conv_epilogues: true,
     };
     let host = HardwareProfile {
         name: "host-calibrated".into(),
@@ -601,7 +604,11 @@ fn run_calibrate(a: CalibrateArgs) -> anyhow::Result<()> {
             toml::to_string_pretty(&host)?
         ),
     )?;
-    println!("per-node overhead {:.2} us", overhead * 1e6);
+    println!(
+        "per-node overhead {:.2} us, per-run overhead {:.2} us",
+        overhead * 1e6,
+        report.per_run_overhead_seconds * 1e6
+    );
     for (c, t) in &report.throughput {
         println!("  {c:<15} {:>10.3} G/s", t / 1e9);
     }
