@@ -12,15 +12,23 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 /// How a bundle encodes its split feature.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "encoding")]
 pub enum CodecSpec {
     Float32,
     Float16,
+    /// Parameters from each tensor's own range, sent with every frame.
     Affine {
         bits: u8,
         #[serde(default)]
         per_channel: bool,
+    },
+    /// One fixed per-tensor range calibrated offline on sample inputs; values outside it are
+    /// clamped. The parameters still travel with each frame, so decoders need no configuration.
+    AffineCalibrated {
+        bits: u8,
+        min: f32,
+        max: f32,
     },
 }
 
@@ -30,15 +38,26 @@ impl CodecSpec {
         match self {
             CodecSpec::Float32 => 32,
             CodecSpec::Float16 => 16,
-            CodecSpec::Affine { bits, .. } => u32::from(*bits),
+            CodecSpec::Affine { bits, .. } | CodecSpec::AffineCalibrated { bits, .. } => {
+                u32::from(*bits)
+            }
         }
     }
 
     /// Rejects unsupported bit widths.
     pub fn validate(&self) -> Result<(), CodecError> {
         match self {
-            CodecSpec::Affine { bits, .. } if !SUPPORTED_BITS.contains(bits) => {
+            CodecSpec::Affine { bits, .. } | CodecSpec::AffineCalibrated { bits, .. }
+                if !SUPPORTED_BITS.contains(bits) =>
+            {
                 Err(CodecError::UnsupportedBits(u32::from(*bits)))
+            }
+            CodecSpec::AffineCalibrated { min, max, .. }
+                if !(min.is_finite() && max.is_finite() && min <= max) =>
+            {
+                Err(CodecError::Parameter(format!(
+                    "calibrated range [{min}, {max}] is not a finite interval"
+                )))
             }
             _ => Ok(()),
         }
@@ -55,7 +74,7 @@ impl CodecSpec {
             CodecSpec::Affine {
                 per_channel: true, ..
             } if shape.len() >= 2 => shape[1],
-            CodecSpec::Affine { .. } => 1,
+            CodecSpec::Affine { .. } | CodecSpec::AffineCalibrated { .. } => 1,
             _ => 0,
         }
     }
@@ -75,6 +94,9 @@ impl std::fmt::Display for CodecSpec {
                     "per tensor"
                 }
             ),
+            CodecSpec::AffineCalibrated { bits, min, max } => {
+                write!(f, "affine uint{bits} calibrated [{min:.4}, {max:.4}]")
+            }
         }
     }
 }
@@ -173,18 +195,27 @@ pub fn encode(
             }
             Ok(passthrough(shape, Encoding::Float16, 16, out))
         }
-        CodecSpec::Affine { bits, per_channel } => {
+        CodecSpec::Affine { .. } | CodecSpec::AffineCalibrated { .. } => {
             if let Some(i) = values.iter().position(|v| !v.is_finite()) {
                 return Err(CodecError::NonFinite(i));
             }
+            let (bits, per_channel, fixed) = match spec {
+                CodecSpec::Affine { bits, per_channel } => (bits, per_channel, None),
+                CodecSpec::AffineCalibrated { bits, min, max } => (bits, false, Some((min, max))),
+                _ => unreachable!("affine variants only"),
+            };
             let bits = u32::from(bits);
             let groups = ChannelGroups::new(shape, per_channel);
             let mut lo = vec![0.0f32; groups.count];
             let mut hi = vec![0.0f32; groups.count];
-            for (i, v) in values.iter().enumerate() {
-                let g = groups.group_of(i);
-                lo[g] = lo[g].min(*v);
-                hi[g] = hi[g].max(*v);
+            if let Some((min, max)) = fixed {
+                (lo[0], hi[0]) = (min, max);
+            } else {
+                for (i, v) in values.iter().enumerate() {
+                    let g = groups.group_of(i);
+                    lo[g] = lo[g].min(*v);
+                    hi[g] = hi[g].max(*v);
+                }
             }
             let (scale, zero_point): (Vec<f32>, Vec<i32>) = lo
                 .iter()
@@ -240,8 +271,9 @@ fn affine_parameters(lo: f32, hi: f32, bits: u32) -> (f32, i32) {
     (scale, zero_point)
 }
 
-/// The largest error [`decode`] can make on an element, given the tensor's parameters:
-/// half a quantization step (zero for float32; float16's rounding is relative, not bounded here).
+/// The largest error [`decode`] can make on an element inside the quantization range, given the
+/// tensor's parameters: half a quantization step (zero for float32; float16's rounding is
+/// relative, not bounded here). A calibrated range clamps values outside it.
 pub fn max_abs_error(t: &EncodedTensor) -> f32 {
     match t.encoding {
         Encoding::AffineUint => t.scale.iter().cloned().fold(0.0, f32::max) * 0.5,

@@ -44,6 +44,27 @@ proptest! {
     }
 
     #[test]
+    fn calibrated_range_clamps_outside_and_is_within_half_a_step_inside(
+        b in bits(),
+        lo in -10.0f32..0.0, width in 0.5f32..20.0,
+        values in proptest::collection::vec(-40.0f32..40.0, 1..200),
+    ) {
+        let hi = lo + width;
+        let spec = CodecSpec::AffineCalibrated { bits: b, min: lo, max: hi };
+        let shape = [1, values.len(), 1, 1];
+        let t = codec::encode(spec, &shape, &values).unwrap();
+        prop_assert_eq!(t.scale.len(), 1);
+        let half_step = t.scale[0] * 0.5;
+        let y = codec::decode(&t).unwrap();
+        // The grid covers [min(lo, 0), max(hi, 0)] (zero always exact).
+        let (glo, ghi) = (lo.min(0.0), hi.max(0.0));
+        for (a, r) in values.iter().zip(&y) {
+            let target = a.clamp(glo, ghi);
+            prop_assert!((target - r).abs() <= half_step * (1.0 + 1e-4) + 1e-5, "{} -> {} (half step {})", a, r, half_step);
+        }
+    }
+
+    #[test]
     fn float_passthrough(values in proptest::collection::vec(-1e6f32..1e6, 1..64)) {
         let shape = [1, values.len(), 1, 1];
         let t = codec::encode(CodecSpec::Float32, &shape, &values).unwrap();

@@ -63,10 +63,45 @@ pub struct Rebundled {
 }
 
 /// Writes a bundle that sends `tensor` across the link with `codec`.
+/// How the new bundle encodes its feature.
+#[derive(Debug, Clone)]
+pub enum CodecChoice {
+    Fixed(CodecSpec),
+    /// Affine at `bits` with one range measured on these camera frames (the new head's output
+    /// over all of them), recorded in the bundle.
+    Calibrated {
+        bits: u8,
+        frames: Vec<Vec<u8>>,
+    },
+}
+
+/// The new head's output range over `frames`.
+fn feature_range(
+    head: &[u8],
+    input: &splitnets_proto::bundle::InputSpec,
+    frames: &[Vec<u8>],
+) -> anyhow::Result<(f32, f32)> {
+    let mut m =
+        splitnets_proto::runtime::OnnxModel::from_bytes("new head", head, Default::default())?;
+    let (mut lo, mut hi) = (f32::INFINITY, f32::NEG_INFINITY);
+    let mut x = Vec::new();
+    for f in frames {
+        input.preprocess(f, &mut x);
+        let (_, y) = m.run(&input.head_input_shape(), &x)?;
+        for v in y {
+            lo = lo.min(v);
+            hi = hi.max(v);
+        }
+    }
+    anyhow::ensure!(lo <= hi, "no calibration frames");
+    Ok((lo, hi))
+}
+
+/// Writes a bundle that sends `tensor` across the link, encoded as `choice` says.
 pub fn rebundle(
     src: &Bundle,
     tensor: &str,
-    codec: CodecSpec,
+    choice: CodecChoice,
     profile: &HardwareProfile,
     out: &Path,
 ) -> anyhow::Result<Rebundled> {
@@ -98,6 +133,14 @@ pub fn rebundle(
         bail!("{tensor:?} has shape {shape:?}; the runtime sends [1, C, H, W] features");
     }
     let (head, mut tail) = split_model(&whole, &g, &cut);
+    let codec = match choice {
+        CodecChoice::Fixed(c) => c,
+        CodecChoice::Calibrated { bits, frames } => {
+            let (min, max) = feature_range(&head.encode_to_vec(), &src.manifest.input, &frames)?;
+            CodecSpec::AffineCalibrated { bits, min, max }
+        }
+    };
+    codec.validate()?;
     // The tail takes the views present stacked on axis 0.
     if let Some(type_proto::Value::TensorType(t)) = tail
         .graph

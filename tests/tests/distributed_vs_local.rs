@@ -82,9 +82,15 @@ fn check_against_local(bundle_dir: &std::path::Path, preds: &BTreeMap<u64, Predi
             let enc = local.encode(&float).unwrap();
             let bound = codec::max_abs_error(&enc);
             let dec = codec::decode(&enc).unwrap();
+            // A calibrated range clamps what lies outside it (the grid always includes 0).
+            let (lo, hi) = match m.codec {
+                CodecSpec::AffineCalibrated { min, max, .. } => (min.min(0.0), max.max(0.0)),
+                _ => (f32::NEG_INFINITY, f32::INFINITY),
+            };
             for (a, b) in float.iter().zip(&dec) {
+                let a = a.clamp(lo, hi);
                 assert!(
-                    (a - b).abs() <= bound * (1.0 + 1e-4) + 1e-7,
+                    (a - b).abs() <= bound * (1.0 + 1e-4) + 1e-6,
                     "frame {seq}: |{a} - {b}| > {bound}"
                 );
             }
@@ -164,7 +170,15 @@ async fn a_planner_made_bundle_runs_unchanged_and_equals_one_process() {
             .arg("split-bundle")
             .arg("--from")
             .arg(demo_bundle())
-            .args(["--cut", "pool2_out", "--bits", "4", "--out"])
+            .args([
+                "--cut",
+                "pool2_out",
+                "--bits",
+                "4",
+                "--calibrate-frames",
+                "64",
+                "--out",
+            ])
             .arg(&bundle)
             .output()
             .unwrap();
@@ -176,6 +190,14 @@ async fn a_planner_made_bundle_runs_unchanged_and_equals_one_process() {
     let b = Bundle::load(&bundle).unwrap();
     assert_eq!(b.manifest.split.feature_shape, vec![1, 32, 7, 7]);
     assert!(b.manifest.predicted.is_some());
+    assert!(
+        matches!(
+            b.manifest.codec,
+            CodecSpec::AffineCalibrated { bits: 4, .. }
+        ),
+        "{:?}",
+        b.manifest.codec
+    );
     let preds = distributed_run(&bundle, tmp.path()).await;
     check_against_local(&bundle, &preds);
 }

@@ -53,6 +53,12 @@ struct SplitBundleArgs {
     bits: u8,
     #[arg(long)]
     per_channel: bool,
+    /// Calibrate one fixed quantization range on this many training-split frames (seen by every
+    /// camera of the bundle) instead of sending each frame's own range; 0 = off.
+    #[arg(long, default_value_t = 0)]
+    calibrate_frames: usize,
+    #[arg(long, env = "SPLITNETS_DATA_DIR", default_value = dataset::DEFAULT_DIR)]
+    data_dir: PathBuf,
     /// Hardware profile for the predicted costs recorded in the manifest (`headset` or a TOML file).
     #[arg(long, default_value = "headset")]
     profile: String,
@@ -670,7 +676,29 @@ fn run_split_bundle(a: SplitBundleArgs) -> anyhow::Result<()> {
     let codec = codec_from_bits(a.bits, a.per_channel)?;
     let profile = load_profile(&a.profile)?;
     let src = splitnets_proto::bundle::Bundle::load(&a.from)?;
-    let r = splitnets_search::rebundle::rebundle(&src, &a.cut, codec, &profile, &a.out)?;
+    let choice = if a.calibrate_frames > 0 {
+        anyhow::ensure!(
+            a.bits <= 8 && !a.per_channel,
+            "--calibrate-frames needs --bits 2, 4, 6 or 8, per tensor"
+        );
+        // Training-split frames: the range is never fitted on the frames the demo replays.
+        let set = dataset::load(&a.data_dir, Split::Train)?;
+        let rig = &src.manifest.cameras;
+        let frames = (0..a.calibrate_frames as u64)
+            .flat_map(|i| (0..rig.views).map(move |v| (v, i)))
+            .map(|(v, i)| splitnets_proto::camera::replay_frame(rig, &set, v, i))
+            .collect();
+        splitnets_search::rebundle::CodecChoice::Calibrated {
+            bits: a.bits,
+            frames,
+        }
+    } else {
+        splitnets_search::rebundle::CodecChoice::Fixed(codec)
+    };
+    let r = splitnets_search::rebundle::rebundle(&src, &a.cut, choice, &profile, &a.out)?;
+    let codec = splitnets_proto::bundle::Bundle::load(&a.out)?
+        .manifest
+        .codec;
     println!(
         "bundle {} (digest {}): feature {:?} as {codec}, {} B per view per frame; predicted on {}: sensor {:.3} ms, link {:.3} ms, aggregator {:.3} ms, end to end {:.3} ms, sensor memory {} B",
         a.out.display(),
