@@ -29,6 +29,8 @@ pub struct ConstTensor {
     pub dims: Vec<usize>,
     pub elem_bytes: usize,
     pub int_values: Option<Vec<i64>>,
+    /// Values of small float tensors (scales, ...).
+    pub float_values: Option<Vec<f32>>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -490,6 +492,7 @@ fn fold_constant(c: &Ctx<'_>, ins: &[Option<&Value>]) -> Result<Vec<ConstTensor>
         dims,
         elem_bytes: 4,
         int_values: vals,
+        float_values: None,
     };
     Ok(match op {
         "Constant" => match c.node.attrs.get("value") {
@@ -502,11 +505,13 @@ fn fold_constant(c: &Ctx<'_>, ins: &[Option<&Value>]) -> Result<Vec<ConstTensor>
                     dims: vec![v.len()],
                     elem_bytes: 8,
                     int_values: Some(v.clone()),
+                    float_values: None,
                 }],
                 (_, Some(Attr::Int(v))) => vec![ConstTensor {
                     dims: vec![],
                     elem_bytes: 8,
                     int_values: Some(vec![*v]),
+                    float_values: None,
                 }],
                 _ => vec![ct(vec![], None)],
             },
@@ -522,6 +527,7 @@ fn fold_constant(c: &Ctx<'_>, ins: &[Option<&Value>]) -> Result<Vec<ConstTensor>
                 dims: vec![s.len()],
                 elem_bytes: 8,
                 int_values: Some(s.iter().map(|&d| d as i64).collect()),
+                float_values: None,
             }]
         }
         _ => {
@@ -823,7 +829,7 @@ fn infer(
                 let scales = c
                     .floats("scales")
                     .or_else(|| match ins.get(if op == "Upsample" { 1 } else { 2 }).copied().flatten() {
-                        Some(Value::Const(t)) => t.int_values.as_ref().map(|v| v.iter().map(|&x| x as f32).collect()),
+                        Some(Value::Const(t)) => t.float_values.clone().filter(|v| !v.is_empty()),
                         _ => None,
                     })
                     .ok_or_else(|| c.err("scales/sizes are not known constants (float constant values are not tracked; give sizes)"))?;

@@ -32,6 +32,7 @@ fn weight(dims: &[usize]) -> ConstTensor {
         dims: dims.to_vec(),
         elem_bytes: 4,
         int_values: None,
+        float_values: None,
     }
 }
 
@@ -144,4 +145,61 @@ fn inconsistent_profiles_are_refused() {
     let missing = presets::HEADSET.replace("depthwise_conv = 4.0e9\n", "");
     let e = toml::from_str::<HardwareProfile>(&missing).unwrap_err();
     assert!(e.to_string().contains("depthwise_conv"), "{e}");
+}
+
+#[test]
+fn resize_with_float_scales_and_more_ops_infer_shapes() {
+    let g = GraphSpec {
+        inputs: vec![("x".into(), vec![Some(1), Some(8), Some(10), Some(10)])],
+        input_elem_bytes: vec![4],
+        outputs: vec!["z".into()],
+        constants: HashMap::from([
+            (
+                "scales".to_string(),
+                ConstTensor {
+                    dims: vec![4],
+                    elem_bytes: 4,
+                    int_values: None,
+                    float_values: Some(vec![1.0, 1.0, 2.0, 2.0]),
+                },
+            ),
+            ("w".to_string(), weight(&[8, 1, 3, 3])),
+        ]),
+        nodes: vec![
+            node("Resize", "up", &["x", "", "scales"], &["a"], &[]),
+            // Depthwise, dilated, SAME_UPPER: shape kept.
+            node(
+                "Conv",
+                "dw",
+                &["a", "w"],
+                &["b"],
+                &[
+                    ("group", Attr::Int(8)),
+                    ("dilations", Attr::Ints(vec![2, 2])),
+                    ("auto_pad", Attr::Str("SAME_UPPER".into())),
+                ],
+            ),
+            node(
+                "ReduceMean",
+                "rm",
+                &["b"],
+                &["c"],
+                &[("axes", Attr::Ints(vec![2, 3])), ("keepdims", Attr::Int(0))],
+            ),
+            node("Softmax", "sm", &["c"], &["z"], &[]),
+        ],
+    };
+    let a = analyze(&g, &HashMap::new()).unwrap();
+    assert_eq!(
+        a.tensors[a.tensor_id("a").unwrap()].shape,
+        vec![1, 8, 20, 20]
+    );
+    assert_eq!(a.nodes[0].class, OpClass::Resize);
+    assert_eq!(
+        a.tensors[a.tensor_id("b").unwrap()].shape,
+        vec![1, 8, 20, 20]
+    );
+    assert_eq!(a.nodes[1].class, OpClass::DepthwiseConv);
+    assert_eq!(a.nodes[1].macs, 8 * 20 * 20 * 9);
+    assert_eq!(a.tensors[a.tensor_id("z").unwrap()].shape, vec![1, 8]);
 }

@@ -284,7 +284,24 @@ fn const_tensor(t: &TensorProto) -> splitnets_cost_model::graph::ConstTensor {
         dims: t.dims.iter().map(|&d| d.max(0) as usize).collect(),
         elem_bytes: elem_bytes(t.data_type()).max(1),
         int_values: int_values(t),
+        float_values: float_values(t),
     }
+}
+
+/// Values of a small float32 tensor (at most 64 elements: scales, not weights).
+pub fn float_values(t: &TensorProto) -> Option<Vec<f32>> {
+    if t.data_type() != FLOAT || t.dims.iter().product::<i64>() > 64 {
+        return None;
+    }
+    if !t.float_data.is_empty() {
+        return Some(t.float_data.clone());
+    }
+    let raw = t.raw_data.as_ref()?;
+    Some(
+        raw.chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
+            .collect(),
+    )
 }
 
 /// The model's graph in the cost model's neutral form.
