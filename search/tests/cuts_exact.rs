@@ -191,18 +191,21 @@ fn every_cut_of_the_projects_own_models_is_exact() {
 }
 
 #[test]
-fn every_cut_of_squeezenet_is_exact() {
-    check_model(&light_dir().join("light_squeezenet.onnx"), &[], None);
+fn every_cut_of_squeezenet_shufflenet_and_resnet50_is_exact() {
+    for m in [
+        "light_squeezenet.onnx",
+        "light_shufflenet.onnx",
+        "light_resnet50.onnx",
+    ] {
+        check_model(&light_dir().join(m), &[], None);
+    }
 }
 
+/// Inception v1 (700 cuts with up to 3 crossing tensors) and DenseNet-121 (667) are checked on a
+/// spread of their cuts, multi-tensor ones included, to keep CI time bounded.
 #[test]
-fn cuts_of_resnet_inception_shufflenet_densenet_are_exact() {
-    for m in [
-        "light_resnet50.onnx",
-        "light_inception_v1.onnx",
-        "light_shufflenet.onnx",
-        "light_densenet121.onnx",
-    ] {
-        check_model(&light_dir().join(m), &[], Some(12));
+fn cuts_of_inception_and_densenet_are_exact() {
+    for m in ["light_inception_v1.onnx", "light_densenet121.onnx"] {
+        check_model(&light_dir().join(m), &[], Some(24));
     }
 }

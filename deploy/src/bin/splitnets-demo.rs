@@ -436,7 +436,7 @@ fn print_report(r: &Report, bundle: &Bundle, late: f64, rejected: f64) {
         100.0 * r.payload_bytes_per_view / r.raw_frame_bytes_per_view as f64
     );
     println!(
-        "  gRPC message            {:>8.1} B per view mean, {} max (budget bound {})",
+        "  gRPC message            {:>8.1} B per view mean, {} max (bundle link budget {})",
         r.message_bytes_per_view_mean, r.message_bytes_per_view_max, r.link_budget_bytes_per_view
     );
     println!(
