@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 use serde::Serialize;
 use splitnets_cost_model::graph::AnalyzedGraph;
 use splitnets_cost_model::profile::HardwareProfile;
-use splitnets_cost_model::split::{CutSummary, SideWork, SplitCost, evaluate, summarize};
+use splitnets_cost_model::split::{CutSummary, SplitCost, evaluate, summarize};
 
 use crate::cuts::Cut;
 
@@ -152,25 +152,7 @@ pub fn plan(
     });
 
     // Extremes.
-    let all_sensor = {
-        let mut s = SideWork::default();
-        for n in &g.nodes {
-            s.add(n, n.conv_epilogue);
-        }
-        let on: Vec<bool> = vec![true; g.nodes.len()];
-        let crossing =
-            splitnets_cost_model::split::crossing_tensors(g, &on).expect("all-sensor separates");
-        CutSummary {
-            sensor_peak_activation_bytes: splitnets_cost_model::split::sensor_peak_bytes(
-                g, &on, &crossing,
-            ),
-            crossing_elements: crossing.iter().map(|&t| g.tensors[t].elements()).collect(),
-            crossing_ranks: crossing.iter().map(|&t| g.tensors[t].shape.len()).collect(),
-            sensor: s,
-            aggregator: SideWork::default(),
-            raw_frame: false,
-        }
-    };
+    let all_sensor = summarize(g, &vec![true; g.nodes.len()]).expect("all-sensor separates");
     let all_agg = summarize(g, &vec![false; g.nodes.len()]).expect("all-aggregator separates");
     let mut baselines = vec![
         Baseline {
