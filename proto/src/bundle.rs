@@ -131,11 +131,11 @@ pub struct TrainingSummary {
 
 #[derive(Debug, thiserror::Error)]
 pub enum BundleError {
-    #[error("bundle {dir}: cannot read {file}: {source}")]
+    #[error("bundle {dir}: cannot read {file}: {cause}")]
     Io {
         dir: String,
         file: String,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("bundle {dir}: {file} is not a valid manifest: {reason}")]
     Manifest {
@@ -172,10 +172,10 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 }
 
 fn read(dir: &Path, file: &str) -> Result<Vec<u8>, BundleError> {
-    std::fs::read(dir.join(file)).map_err(|source| BundleError::Io {
+    std::fs::read(dir.join(file)).map_err(|cause| BundleError::Io {
         dir: dir.display().to_string(),
         file: file.to_string(),
-        source,
+        cause,
     })
 }
 
@@ -234,10 +234,10 @@ impl Bundle {
         let io = |file: &str| {
             let file = file.to_string();
             let d = d.clone();
-            move |source| BundleError::Io {
+            move |cause| BundleError::Io {
                 dir: d,
                 file,
-                source,
+                cause,
             }
         };
         std::fs::create_dir_all(dir).map_err(io("."))?;

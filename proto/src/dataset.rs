@@ -29,12 +29,9 @@ pub enum Split {
 #[derive(Debug, thiserror::Error)]
 pub enum DatasetError {
     #[error(
-        "cannot read {path}: {source} (install Debian's dataset-fashion-mnist: scripts/setup.sh)"
+        "cannot read {path}: {cause} (install Debian's dataset-fashion-mnist: scripts/setup.sh)"
     )]
-    Io {
-        path: String,
-        source: std::io::Error,
-    },
+    Io { path: String, cause: std::io::Error },
     #[error("{path} is not a valid IDX file: {reason}")]
     Format { path: String, reason: String },
 }
@@ -65,9 +62,9 @@ impl ImageSet {
 }
 
 fn read_gz(path: &Path) -> Result<Vec<u8>, DatasetError> {
-    let io = |source| DatasetError::Io {
+    let io = |cause| DatasetError::Io {
         path: path.display().to_string(),
-        source,
+        cause,
     };
     let file = std::fs::File::open(path).map_err(io)?;
     let mut out = Vec::new();

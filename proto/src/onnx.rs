@@ -19,20 +19,14 @@ pub const WRITE_OPSET: i64 = 17;
 /// An ONNX file could not be read, parsed or written.
 #[derive(Debug, thiserror::Error)]
 pub enum OnnxError {
-    #[error("cannot read ONNX model {path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
-    #[error("cannot write ONNX model {path}: {source}")]
-    Write {
-        path: String,
-        source: std::io::Error,
-    },
-    #[error("{path} is not an ONNX model (protobuf decode failed: {source})")]
+    #[error("cannot read ONNX model {path}: {cause}")]
+    Read { path: String, cause: std::io::Error },
+    #[error("cannot write ONNX model {path}: {cause}")]
+    Write { path: String, cause: std::io::Error },
+    #[error("{path} is not an ONNX model (protobuf decode failed: {cause})")]
     Decode {
         path: String,
-        source: prost::DecodeError,
+        cause: prost::DecodeError,
     },
     #[error("ONNX model {0}")]
     Invalid(String),
@@ -40,26 +34,26 @@ pub enum OnnxError {
 
 /// Decodes a model from bytes.
 pub fn decode_model(bytes: &[u8], origin: &str) -> Result<ModelProto, OnnxError> {
-    ModelProto::decode(bytes).map_err(|source| OnnxError::Decode {
+    ModelProto::decode(bytes).map_err(|cause| OnnxError::Decode {
         path: origin.to_string(),
-        source,
+        cause,
     })
 }
 
 /// Reads and decodes a model file.
 pub fn read_model(path: &Path) -> Result<ModelProto, OnnxError> {
-    let bytes = std::fs::read(path).map_err(|source| OnnxError::Read {
+    let bytes = std::fs::read(path).map_err(|cause| OnnxError::Read {
         path: path.display().to_string(),
-        source,
+        cause,
     })?;
     decode_model(&bytes, &path.display().to_string())
 }
 
 /// Encodes and writes a model file.
 pub fn write_model(model: &ModelProto, path: &Path) -> Result<(), OnnxError> {
-    std::fs::write(path, model.encode_to_vec()).map_err(|source| OnnxError::Write {
+    std::fs::write(path, model.encode_to_vec()).map_err(|cause| OnnxError::Write {
         path: path.display().to_string(),
-        source,
+        cause,
     })
 }
 

@@ -98,6 +98,33 @@ impl Default for SessionOptions {
     }
 }
 
+/// One session configuration for every model this project runs.
+fn build_session(
+    name: &str,
+    bytes: &[u8],
+    opts: SessionOptions,
+    level: GraphOptimizationLevel,
+) -> Result<Session, RuntimeError> {
+    let env = environment()?;
+    let model_err = |e: &dyn std::fmt::Display| RuntimeError::Model {
+        model: name.to_string(),
+        message: e.to_string(),
+    };
+    Session::builder(&env)
+        .map_err(ort_err)?
+        .with_optimization_level(level)
+        .map_err(|e| model_err(&e))?
+        .with_intra_threads(opts.intra_op_threads)
+        .map_err(|e| model_err(&e))?
+        .with_inter_threads(1)
+        .map_err(|e| model_err(&e))?
+        // Spinning burns a core between frames; frames arrive at camera rate, not back to back.
+        .with_intra_op_spinning(false)
+        .map_err(|e| model_err(&e))?
+        .commit_from_memory(bytes)
+        .map_err(|e| model_err(&e))
+}
+
 /// A loaded single-input, single-output float model.
 pub struct OnnxModel {
     session: Session,
@@ -123,24 +150,7 @@ impl OnnxModel {
         bytes: &[u8],
         opts: SessionOptions,
     ) -> Result<Self, RuntimeError> {
-        let env = environment()?;
-        let model_err = |e: &dyn std::fmt::Display| RuntimeError::Model {
-            model: name.to_string(),
-            message: e.to_string(),
-        };
-        let session = Session::builder(&env)
-            .map_err(ort_err)?
-            .with_optimization_level(GraphOptimizationLevel::Level3)
-            .map_err(|e| model_err(&e))?
-            .with_intra_threads(opts.intra_op_threads)
-            .map_err(|e| model_err(&e))?
-            .with_inter_threads(1)
-            .map_err(|e| model_err(&e))?
-            // Spinning burns a core between frames; frames arrive at camera rate, not back to back.
-            .with_intra_op_spinning(false)
-            .map_err(|e| model_err(&e))?
-            .commit_from_memory(bytes)
-            .map_err(|e| model_err(&e))?;
+        let session = build_session(name, bytes, opts, GraphOptimizationLevel::Level3)?;
         if session.inputs().len() != 1 || session.outputs().len() != 1 {
             return Err(RuntimeError::Model {
                 model: name.into(),
@@ -226,26 +236,12 @@ impl MultiIoModel {
         opts: SessionOptions,
         optimize: bool,
     ) -> Result<Self, RuntimeError> {
-        let env = environment()?;
-        let model_err = |e: &dyn std::fmt::Display| RuntimeError::Model {
-            model: name.to_string(),
-            message: e.to_string(),
-        };
         let level = if optimize {
             GraphOptimizationLevel::Level3
         } else {
             GraphOptimizationLevel::Disable
         };
-        let session = Session::builder(&env)
-            .map_err(ort_err)?
-            .with_optimization_level(level)
-            .map_err(|e| model_err(&e))?
-            .with_intra_threads(opts.intra_op_threads)
-            .map_err(|e| model_err(&e))?
-            .with_intra_op_spinning(false)
-            .map_err(|e| model_err(&e))?
-            .commit_from_memory(bytes)
-            .map_err(|e| model_err(&e))?;
+        let session = build_session(name, bytes, opts, level)?;
         Ok(Self {
             session,
             name: name.to_string(),

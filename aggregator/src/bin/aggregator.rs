@@ -4,17 +4,9 @@ use clap::Parser;
 
 fn main() -> std::process::ExitCode {
     let args = aggregator::Args::parse();
-    match start(args) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            // One line, for people and for launchers that show the last line of stderr.
-            eprintln!("aggregator: error: {e:#}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    splitnets_ops::daemon_main("aggregator", start(args))
 }
 
-#[tokio::main]
 async fn start(args: aggregator::Args) -> anyhow::Result<()> {
     let settings = aggregator::Settings::resolve(args)?;
     splitnets_ops::init_logging(settings.log_format, "info");

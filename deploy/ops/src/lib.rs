@@ -156,3 +156,23 @@ impl LogFormat {
         })
     }
 }
+
+/// The shell of a daemon's `main`: runs `start` on a multi-threaded tokio runtime and turns an
+/// error into one line on stderr (`NAME: error: ...`) and a non-zero exit.
+pub fn daemon_main<F>(name: &str, start: F) -> std::process::ExitCode
+where
+    F: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let result = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(anyhow::Error::from)
+        .and_then(|rt| rt.block_on(start));
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{name}: error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

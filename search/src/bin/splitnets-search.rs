@@ -371,25 +371,11 @@ fn run_train(a: TrainArgs) -> anyhow::Result<()> {
 
 fn run_plan(a: PlanArgs) -> anyhow::Result<()> {
     use splitnets_cost_model::graph::analyze;
-    use splitnets_cost_model::profile::{HardwareProfile, presets};
     use splitnets_search::{cuts, plan};
     use std::collections::HashMap;
     use std::time::Instant;
 
-    let profile_text = if a.profile == "headset" {
-        presets::HEADSET.to_string()
-    } else {
-        std::fs::read_to_string(&a.profile)
-            .with_context(|| format!("reading profile {}", a.profile))?
-    };
-    let profile: HardwareProfile = toml::from_str(&profile_text).map_err(|e| {
-        anyhow::anyhow!(
-            "profile {}: {}",
-            a.profile,
-            e.to_string().trim().replace('\n', " ")
-        )
-    })?;
-    profile.validate()?;
+    let profile = load_profile(&a.profile)?;
     anyhow::ensure!(
         matches!(a.bits, 2 | 4 | 6 | 8 | 16 | 32),
         "--bits {} is not 2, 4, 6, 8, 16 or 32",

@@ -4,16 +4,9 @@ use clap::Parser;
 
 fn main() -> std::process::ExitCode {
     let args = sensor_node::Args::parse();
-    match start(args) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("sensor-node: error: {e:#}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    splitnets_ops::daemon_main("sensor-node", start(args))
 }
 
-#[tokio::main]
 async fn start(args: sensor_node::Args) -> anyhow::Result<()> {
     let settings = sensor_node::Settings::resolve(args)?;
     splitnets_ops::init_logging(settings.log_format, "info");
