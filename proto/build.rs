@@ -4,10 +4,7 @@ use std::path::PathBuf;
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?);
     let wire = root.join("splitnets/v1/splitnets.proto");
-    let onnx = root.join("onnx/onnx.proto");
-    for p in [&wire, &onnx] {
-        println!("cargo:rerun-if-changed={}", p.display());
-    }
+    println!("cargo:rerun-if-changed={}", wire.display());
 
     let wire_fds = protox::compile([&wire], [&root])?;
     // Served by the aggregator's reflection service (grpcurl-style discovery).
@@ -23,12 +20,5 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_server(true)
         .compile_fds(wire_fds)?;
 
-    let onnx_fds = protox::compile([&onnx], [&root])?;
-    tonic_prost_build::configure()
-        // Initializer bytes are large; keep them as `Bytes` to slice without copying.
-        .bytes(".onnx.TensorProto.raw_data")
-        .build_client(false)
-        .build_server(false)
-        .compile_fds(onnx_fds)?;
     Ok(())
 }

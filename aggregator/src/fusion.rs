@@ -7,20 +7,24 @@
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
+use splitnets_ops::{Phase, PhaseWatch};
+use splitnets_proto::codec::EncodedTensor;
 use splitnets_proto::wire::SensorTimings;
 use tokio::sync::mpsc;
 
-/// One view's decoded feature, as the link handed it over.
+use crate::metrics::{AggregatorMetrics, ViewMetrics};
+
+/// One view's validated, still encoded feature, as the link handed it over (the payload is a
+/// slice of the receive buffer; the tail thread decodes it straight into the tail's input).
 #[derive(Debug)]
 pub struct ViewArrival {
     pub sequence: u64,
     pub view: u32,
     pub capture_time_unix_ns: u64,
     pub sensor: Option<SensorTimings>,
-    pub features: Vec<f32>,
+    pub tensor: EncodedTensor,
     pub arrived: Instant,
     pub link_ns: u64,
-    pub decode_ns: u64,
     pub payload_bytes: u64,
     pub message_bytes: u64,
 }
@@ -68,14 +72,51 @@ pub struct Fusion {
     max_pending: usize,
     pending: HashMap<u64, Pending>,
     fused: RecentlyFused,
+    view_metrics: Vec<ViewMetrics>,
+    evicted: ::metrics::Counter,
 }
 
 impl Fusion {
+    /// Fusion without metrics (unit tests).
     pub fn new(views: u32, deadline: Duration, max_pending: usize) -> Self {
+        Self::with_metrics(
+            views,
+            deadline,
+            max_pending,
+            (0..views).map(|_| ViewMetrics::detached()).collect(),
+            ::metrics::Counter::noop(),
+        )
+    }
+
+    /// Fusion recording late, duplicate and evicted views on the aggregator's metrics.
+    pub fn for_aggregator(
+        views: u32,
+        deadline: Duration,
+        max_pending: usize,
+        m: &AggregatorMetrics,
+    ) -> Self {
+        Self::with_metrics(
+            views,
+            deadline,
+            max_pending,
+            m.views.clone(),
+            m.frames_evicted.clone(),
+        )
+    }
+
+    fn with_metrics(
+        views: u32,
+        deadline: Duration,
+        max_pending: usize,
+        view_metrics: Vec<ViewMetrics>,
+        evicted: ::metrics::Counter,
+    ) -> Self {
         Self {
             views,
             deadline,
             max_pending,
+            view_metrics,
+            evicted,
             pending: HashMap::new(),
             fused: RecentlyFused {
                 order: VecDeque::new(),
@@ -89,8 +130,7 @@ impl Fusion {
     pub fn add(&mut self, a: ViewArrival) -> Vec<FusionJob> {
         let mut ready = Vec::new();
         if self.fused.set.contains(&a.sequence) {
-            metrics::counter!("aggregator_late_views_total", "view" => a.view.to_string())
-                .increment(1);
+            self.view_metrics[a.view as usize].late_views.increment(1);
             tracing::debug!(
                 sequence = a.sequence,
                 view = a.view,
@@ -104,7 +144,8 @@ impl Fusion {
             views: BTreeMap::new(),
         });
         if p.views.contains_key(&a.view) {
-            metrics::counter!("aggregator_duplicate_views_total", "view" => a.view.to_string())
+            self.view_metrics[a.view as usize]
+                .duplicate_views
                 .increment(1);
             return ready;
         }
@@ -119,7 +160,7 @@ impl Fusion {
                 .min_by_key(|(s, p)| (p.first_arrival, **s))
                 .map(|(s, _)| *s)
                 .expect("non-empty");
-            metrics::counter!("aggregator_frames_evicted_total").increment(1);
+            self.evicted.increment(1);
             ready.push(self.take(oldest, true));
         }
         ready
@@ -172,11 +213,13 @@ impl Fusion {
     }
 }
 
-/// Runs the fusion loop until `arrivals` closes or `flush` turns true, then fuses what is pending.
+/// Runs the fusion loop until `arrivals` closes or the aggregator reaches [`Phase::Flushing`],
+/// then fuses what is pending.
 pub async fn run_fusion(
     mut fusion: Fusion,
     mut arrivals: mpsc::Receiver<ViewArrival>,
-    mut flush: tokio::sync::watch::Receiver<bool>,
+    mut phase: PhaseWatch,
+    pending_gauge: ::metrics::Gauge,
     jobs: mpsc::Sender<FusionJob>,
 ) {
     loop {
@@ -192,14 +235,14 @@ pub async fn run_fusion(
                     None => std::future::pending().await,
                 }
             } => fusion.expire(Instant::now()),
-            _ = flush.wait_for(|f| *f) => break,
+            () = phase.wait_for(Phase::Flushing) => break,
         };
         for job in ready {
             if jobs.send(job).await.is_err() {
                 return;
             }
         }
-        metrics::gauge!("aggregator_pending_frames").set(fusion.pending.len() as f64);
+        pending_gauge.set(fusion.pending.len() as f64);
     }
     for job in fusion.flush() {
         let _ = jobs.send(job).await;
@@ -216,10 +259,9 @@ mod tests {
             view,
             capture_time_unix_ns: 0,
             sensor: None,
-            features: vec![view as f32],
+            tensor: EncodedTensor::empty(),
             arrived: Instant::now(),
             link_ns: 0,
-            decode_ns: 0,
             payload_bytes: 0,
             message_bytes: 0,
         }

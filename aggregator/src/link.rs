@@ -6,16 +6,18 @@ use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use futures::Stream;
+use splitnets_ops::{Phase, PhaseWatch};
 use splitnets_proto::codec::{self, CodecSpec};
 use splitnets_proto::wire::{
     self, AggregatorMessage, Control, Drain, FrameAck, HelloReply, RejectReason, SensorMessage,
     aggregator_message, control, feature_link_server::FeatureLink, sensor_message,
 };
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::fusion::ViewArrival;
+use crate::metrics::AggregatorMetrics;
 
 /// gRPC status codes used in frame acknowledgements.
 const CODE_OK: i32 = tonic::Code::Ok as i32;
@@ -38,8 +40,9 @@ pub struct LinkState {
     pub codec: CodecSpec,
     pub connected: Mutex<HashSet<u32>>,
     pub arrivals: mpsc::Sender<ViewArrival>,
-    /// Flips to true when the aggregator starts draining.
-    pub draining: watch::Receiver<bool>,
+    /// The aggregator's lifecycle: streams send `Drain` once it reaches [`Phase::Draining`].
+    pub phase: PhaseWatch,
+    pub metrics: AggregatorMetrics,
 }
 
 #[derive(Debug, Clone)]
@@ -60,7 +63,7 @@ impl Drop for ViewSlot {
             .lock()
             .expect("connected set lock")
             .remove(&self.view);
-        metrics::gauge!("aggregator_connected_sensors").decrement(1.0);
+        self.state.metrics.connected_sensors.decrement(1.0);
         tracing::info!(view = self.view, "sensor disconnected");
     }
 }
@@ -71,9 +74,9 @@ fn msg(kind: aggregator_message::Kind) -> Result<AggregatorMessage, Status> {
     Ok(AggregatorMessage { kind: Some(kind) })
 }
 
-fn rejection(reason: RejectReason, detail: String, views: u32, id: &str) -> OutStream {
-    metrics::counter!("aggregator_sensors_rejected_total", "reason" => reason.as_str_name())
-        .increment(1);
+fn rejection(st: &LinkState, reason: RejectReason, detail: String) -> OutStream {
+    let (views, id) = (st.views, &st.aggregator_id);
+    st.metrics.sensor_rejected(reason.as_str_name());
     tracing::warn!(reason = reason.as_str_name(), %detail, "sensor rejected");
     let reply = msg(aggregator_message::Kind::HelloReply(HelloReply {
         accepted: false,
@@ -103,22 +106,14 @@ impl FeatureLink for FeatureLinkService {
             Some(sensor_message::Kind::Hello(h)) => h,
             _ => {
                 return Ok(Response::new(rejection(
+                    &st,
                     RejectReason::ExpectedHello,
                     "the first message of a stream must be a Hello".into(),
-                    st.views,
-                    &st.aggregator_id,
                 )));
             }
         };
-        let reject = |reason, detail| {
-            Ok(Response::new(rejection(
-                reason,
-                detail,
-                st.views,
-                &st.aggregator_id,
-            )))
-        };
-        if *st.draining.borrow() {
+        let reject = |reason, detail| Ok(Response::new(rejection(&st, reason, detail)));
+        if st.phase.reached(Phase::Draining) {
             return reject(
                 RejectReason::Draining,
                 "the aggregator is shutting down".into(),
@@ -168,7 +163,7 @@ impl FeatureLink for FeatureLinkService {
             state: st.clone(),
             view,
         };
-        metrics::gauge!("aggregator_connected_sensors").increment(1.0);
+        st.metrics.connected_sensors.increment(1.0);
         tracing::info!(view, sensor = %hello.sensor_id, "sensor connected");
 
         let (tx, rx) = mpsc::channel::<Result<AggregatorMessage, Status>>(64);
@@ -184,14 +179,13 @@ impl FeatureLink for FeatureLinkService {
 
         tokio::spawn(async move {
             let _slot = slot;
-            let mut draining = st.draining.clone();
+            let mut phase = st.phase.clone();
             let mut drain_sent = false;
-            let mut scratch = Vec::new();
             loop {
                 tokio::select! {
                     m = inbound.message() => match m {
                         Ok(Some(m)) => {
-                            let ack = handle_message(&st, view, m, &mut scratch).await;
+                            let ack = handle_message(&st, view, m).await;
                             if tx.send(msg(aggregator_message::Kind::Ack(ack))).await.is_err() {
                                 break;
                             }
@@ -202,13 +196,11 @@ impl FeatureLink for FeatureLinkService {
                             break;
                         }
                     },
-                    changed = draining.changed(), if !drain_sent => {
-                        if changed.is_err() || *draining.borrow() {
-                            drain_sent = true;
-                            let _ = tx.send(msg(aggregator_message::Kind::Control(Control {
-                                kind: Some(control::Kind::Drain(Drain { reason: "aggregator shutting down".into() })),
-                            }))).await;
-                        }
+                    () = phase.wait_for(Phase::Draining), if !drain_sent => {
+                        drain_sent = true;
+                        let _ = tx.send(msg(aggregator_message::Kind::Control(Control {
+                            kind: Some(control::Kind::Drain(Drain { reason: "aggregator shutting down".into() })),
+                        }))).await;
                     }
                 }
             }
@@ -217,25 +209,29 @@ impl FeatureLink for FeatureLinkService {
     }
 }
 
-/// Validates and decodes one message; returns its acknowledgement.
-async fn handle_message(
-    st: &LinkState,
-    view: u32,
-    m: SensorMessage,
-    scratch: &mut Vec<f32>,
-) -> FrameAck {
+/// Validates one message (structure only: decoding happens on the tail thread, straight into
+/// the tail's input) and hands it to fusion; returns its acknowledgement.
+async fn handle_message(st: &LinkState, view: u32, m: SensorMessage) -> FrameAck {
     let arrived = Instant::now();
     let received_unix_ns = unix_ns();
     let message_bytes = wire::sensor_message_wire_bytes(&m) as u64;
+    let vm = &st.metrics.views[view as usize];
     let frame = match m.kind {
         Some(sensor_message::Kind::Frame(f)) => f,
         Some(sensor_message::Kind::Hello(_)) => {
-            return reject_frame(view, 0, "hello", "a second Hello on an open stream".into());
+            return reject_frame(
+                st,
+                view,
+                0,
+                "hello",
+                "a second Hello on an open stream".into(),
+            );
         }
-        None => return reject_frame(view, 0, "empty", "message without content".into()),
+        None => return reject_frame(st, view, 0, "empty", "message without content".into()),
     };
     let Some(seq) = frame.sequence else {
         return reject_frame(
+            st,
             view,
             0,
             "no_sequence",
@@ -243,45 +239,48 @@ async fn handle_message(
         );
     };
     let Some(tensor) = frame.tensor.as_ref() else {
-        return reject_frame(view, seq, "no_tensor", "frame has no tensor".into());
+        return reject_frame(st, view, seq, "no_tensor", "frame has no tensor".into());
     };
-    let shape: Vec<usize> = tensor.shape.iter().map(|&d| d as usize).collect();
-    if shape != st.feature_shape {
+    if tensor.shape.len() != st.feature_shape.len()
+        || tensor
+            .shape
+            .iter()
+            .zip(&st.feature_shape)
+            .any(|(&a, &b)| a as usize != b)
+    {
         return reject_frame(
+            st,
             view,
             seq,
             "shape",
             format!(
-                "tensor shape {shape:?} does not match the bundle's split feature {:?}",
-                st.feature_shape
+                "tensor shape {:?} does not match the bundle's split feature {:?}",
+                tensor.shape, st.feature_shape
             ),
         );
     }
-    let decode_started = Instant::now();
-    let decoded = wire::tensor_from_wire(tensor).and_then(|t| codec::decode_into(&t, scratch));
-    if let Err(e) = decoded {
-        return reject_frame(view, seq, "payload", e.to_string());
-    }
-    let decode_ns = decode_started.elapsed().as_nanos() as u64;
+    let encoded = match wire::tensor_from_wire(tensor).and_then(|t| codec::validate(&t).map(|()| t))
+    {
+        Ok(t) => t,
+        Err(e) => return reject_frame(st, view, seq, "payload", e.to_string()),
+    };
     let sensor = frame.timings;
     let link_ns = sensor
         .as_ref()
         .and_then(|t| t.send_time_unix_ns)
         .map(|sent| received_unix_ns.saturating_sub(sent))
         .unwrap_or(0);
-    metrics::counter!("aggregator_frames_received_total", "view" => view.to_string()).increment(1);
-    metrics::counter!("aggregator_link_received_bytes_total", "view" => view.to_string())
-        .increment(message_bytes);
+    vm.frames_received.increment(1);
+    vm.link_received_bytes.increment(message_bytes);
     let arrival = ViewArrival {
         sequence: seq,
         view,
         capture_time_unix_ns: frame.capture_time_unix_ns.unwrap_or(0),
         sensor,
-        features: std::mem::take(scratch),
+        payload_bytes: encoded.payload.len() as u64,
+        tensor: encoded,
         arrived,
         link_ns,
-        decode_ns,
-        payload_bytes: tensor.payload.len() as u64,
         message_bytes,
     };
     if st.arrivals.send(arrival).await.is_err() {
@@ -298,8 +297,16 @@ async fn handle_message(
     }
 }
 
-fn reject_frame(view: u32, sequence: u64, reason: &'static str, message: String) -> FrameAck {
-    metrics::counter!("aggregator_frames_rejected_total", "view" => view.to_string(), "reason" => reason).increment(1);
+fn reject_frame(
+    st: &LinkState,
+    view: u32,
+    sequence: u64,
+    reason: &'static str,
+    message: String,
+) -> FrameAck {
+    st.metrics.views[view as usize]
+        .rejected(reason)
+        .increment(1);
     tracing::warn!(view, sequence, reason, %message, "frame rejected");
     FrameAck {
         sequence,

@@ -2,7 +2,7 @@
 //! accumulates, parameter bytes, output bytes and op class.
 //!
 //! The graph arrives in a small neutral form ([`GraphSpec`]) so this crate needs neither protobuf
-//! nor files; `splitnets_proto::onnx::cost_graph` converts an ONNX model into it.
+//! nor files; `splitnets_onnx::cost_graph` converts an ONNX model into it.
 //!
 //! Nodes whose inputs are all constant (weights made by `ConstantOfShape`, `Unsqueeze` of a
 //! weight, `Shape` of a known shape, ...) are folded: their outputs are constants, they are not

@@ -10,8 +10,36 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use splitnets_cost_model::LinkBudget;
 
-use crate::camera::CameraRig;
 use crate::codec::CodecSpec;
+
+/// The simulated camera rig, as recorded in a bundle (the simulation itself is
+/// `splitnets_camera::rig`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CameraRig {
+    /// Number of cameras (views).
+    pub views: u32,
+    /// Side of the square occluder, pixels. Camera `k` puts it in quadrant `k mod 4`
+    /// (top-left, top-right, bottom-left, bottom-right), jittered per frame.
+    pub occluder_px: u32,
+    /// Jitter of the occluder's position per frame, ± pixels.
+    pub occluder_jitter_px: u32,
+    /// Standard deviation of additive Gaussian sensor noise, in units of full scale (0..1).
+    pub noise_std: f32,
+    /// Seed of the rig; frames differ across seeds.
+    pub seed: u64,
+}
+
+impl Default for CameraRig {
+    fn default() -> Self {
+        Self {
+            views: 4,
+            occluder_px: 14,
+            occluder_jitter_px: 3,
+            noise_std: 0.1,
+            seed: 0x5117,
+        }
+    }
+}
 
 pub const MANIFEST_FILE: &str = "bundle.toml";
 pub const FORMAT_VERSION: u32 = 1;

@@ -8,7 +8,7 @@
 //! parameters are chosen from the tensor itself on every frame (dynamic range), and travel with it.
 //! Pure arithmetic: no I/O.
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
 
 /// How a bundle encodes its split feature.
@@ -165,12 +165,27 @@ fn element_count(shape: &[usize]) -> usize {
     shape.iter().product()
 }
 
-/// Encodes `values` (row-major, of `shape`) with `spec`.
+/// Encodes `values` (row-major, of `shape`) with `spec` into a new tensor.
 pub fn encode(
     spec: CodecSpec,
     shape: &[usize],
     values: &[f32],
 ) -> Result<EncodedTensor, CodecError> {
+    let mut out = EncodedTensor::empty();
+    encode_into(spec, shape, values, &mut out, &mut BytesMut::new())?;
+    Ok(out)
+}
+
+/// Encodes `values` (row-major, of `shape`) with `spec` into `out`, reusing its vectors, and
+/// packs the payload into `arena`: the payload becomes a frozen slice of it, so once earlier
+/// payloads are dropped the arena's memory is reused and a steady stream allocates nothing.
+pub fn encode_into(
+    spec: CodecSpec,
+    shape: &[usize],
+    values: &[f32],
+    out: &mut EncodedTensor,
+    arena: &mut BytesMut,
+) -> Result<(), CodecError> {
     spec.validate()?;
     let n = element_count(shape);
     if n != values.len() {
@@ -180,20 +195,25 @@ pub fn encode(
             actual: values.len(),
         });
     }
+    out.shape.clear();
+    out.shape.extend_from_slice(shape);
+    out.scale.clear();
+    out.zero_point.clear();
+    out.channel_axis = -1;
+    arena.clear();
+    arena.reserve(spec.payload_bytes(n));
     match spec {
         CodecSpec::Float32 => {
-            let mut out = Vec::with_capacity(n * 4);
+            (out.encoding, out.bits) = (Encoding::Float32, 32);
             for v in values {
-                out.extend_from_slice(&v.to_le_bytes());
+                arena.extend_from_slice(&v.to_le_bytes());
             }
-            Ok(passthrough(shape, Encoding::Float32, 32, out))
         }
         CodecSpec::Float16 => {
-            let mut out = Vec::with_capacity(n * 2);
+            (out.encoding, out.bits) = (Encoding::Float16, 16);
             for v in values {
-                out.extend_from_slice(&half::f16::from_f32(*v).to_le_bytes());
+                arena.extend_from_slice(&half::f16::from_f32(*v).to_le_bytes());
             }
-            Ok(passthrough(shape, Encoding::Float16, 16, out))
         }
         CodecSpec::Affine { .. } | CodecSpec::AffineCalibrated { .. } => {
             if let Some(i) = values.iter().position(|v| !v.is_finite()) {
@@ -205,9 +225,20 @@ pub fn encode(
                 _ => unreachable!("affine variants only"),
             };
             let bits = u32::from(bits);
+            (out.encoding, out.bits) = (Encoding::AffineUint, bits);
             let groups = ChannelGroups::new(shape, per_channel);
-            let mut lo = vec![0.0f32; groups.count];
-            let mut hi = vec![0.0f32; groups.count];
+            // `scale` first holds each group's minimum, then its scale. Per-channel ranges need
+            // one small vector for the maxima (the per-tensor path allocates nothing).
+            out.scale.resize(groups.count, 0.0);
+            let lo = &mut out.scale;
+            let mut hi_acc = [0.0f32; 1];
+            let mut hi_many = Vec::new();
+            let hi: &mut [f32] = if groups.count == 1 {
+                &mut hi_acc
+            } else {
+                hi_many.resize(groups.count, 0.0);
+                &mut hi_many
+            };
             if let Some((min, max)) = fixed {
                 (lo[0], hi[0]) = (min, max);
             } else {
@@ -217,44 +248,48 @@ pub fn encode(
                     hi[g] = hi[g].max(*v);
                 }
             }
-            let (scale, zero_point): (Vec<f32>, Vec<i32>) = lo
-                .iter()
-                .zip(&hi)
-                .map(|(l, h)| affine_parameters(*l, *h, bits))
-                .unzip();
+            for g in 0..groups.count {
+                let (scale, zp) = affine_parameters(lo[g], hi[g], bits);
+                lo[g] = scale;
+                out.zero_point.push(zp);
+            }
             let qmax = (1u32 << bits) - 1;
-            let mut packer = BitPacker::new(n, bits);
+            let (mut acc, mut filled) = (0u64, 0u32);
             for (i, v) in values.iter().enumerate() {
                 let g = groups.group_of(i);
-                let q = (v / scale[g]).round() + zero_point[g] as f32;
-                packer.push(q.clamp(0.0, qmax as f32) as u32);
+                let q = (v / out.scale[g]).round() + out.zero_point[g] as f32;
+                acc |= u64::from(q.clamp(0.0, qmax as f32) as u32) << filled;
+                filled += bits;
+                while filled >= 8 {
+                    arena.extend_from_slice(&[acc as u8]);
+                    acc >>= 8;
+                    filled -= 8;
+                }
             }
-            Ok(EncodedTensor {
-                shape: shape.to_vec(),
-                encoding: Encoding::AffineUint,
-                bits,
-                scale,
-                zero_point,
-                channel_axis: if per_channel && shape.len() >= 2 {
-                    1
-                } else {
-                    -1
-                },
-                payload: packer.finish().into(),
-            })
+            if filled > 0 {
+                arena.extend_from_slice(&[acc as u8]);
+            }
+            if per_channel && shape.len() >= 2 {
+                out.channel_axis = 1;
+            }
         }
     }
+    out.payload = arena.split().freeze();
+    Ok(())
 }
 
-fn passthrough(shape: &[usize], encoding: Encoding, bits: u32, payload: Vec<u8>) -> EncodedTensor {
-    EncodedTensor {
-        shape: shape.to_vec(),
-        encoding,
-        bits,
-        scale: vec![],
-        zero_point: vec![],
-        channel_axis: -1,
-        payload: payload.into(),
+impl EncodedTensor {
+    /// An empty tensor to encode into.
+    pub fn empty() -> Self {
+        Self {
+            shape: Vec::new(),
+            encoding: Encoding::Float32,
+            bits: 32,
+            scale: Vec::new(),
+            zero_point: Vec::new(),
+            channel_axis: -1,
+            payload: Bytes::new(),
+        }
     }
 }
 
@@ -371,9 +406,10 @@ pub fn unpack_codes(payload: &[u8], bits: u32, count: usize) -> Vec<u32> {
     out
 }
 
-/// Decodes into `out` (cleared first), validating everything a malformed frame could get wrong.
-pub fn decode_into(t: &EncodedTensor, out: &mut Vec<f32>) -> Result<(), CodecError> {
-    out.clear();
+/// Checks everything a malformed frame could get wrong without decoding it: payload length for
+/// the shape and bit width, the parameter count, finite positive scales, zero points in range.
+/// A tensor that passes decodes without error ([`decode_to_slice`]).
+pub fn validate(t: &EncodedTensor) -> Result<(), CodecError> {
     let n = element_count(&t.shape);
     let expect_len = |bits: u32| -> Result<(), CodecError> {
         let expected = (n * bits as usize).div_ceil(8);
@@ -388,37 +424,14 @@ pub fn decode_into(t: &EncodedTensor, out: &mut Vec<f32>) -> Result<(), CodecErr
         Ok(())
     };
     match t.encoding {
-        Encoding::Float32 => {
-            expect_len(32)?;
-            out.extend(
-                t.payload
-                    .chunks_exact(4)
-                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
-            );
-        }
-        Encoding::Float16 => {
-            expect_len(16)?;
-            out.extend(
-                t.payload
-                    .chunks_exact(2)
-                    .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()),
-            );
-        }
+        Encoding::Float32 => expect_len(32),
+        Encoding::Float16 => expect_len(16),
         Encoding::AffineUint => {
             if !SUPPORTED_BITS.contains(&(t.bits.min(255) as u8)) {
                 return Err(CodecError::UnsupportedBits(t.bits));
             }
             expect_len(t.bits)?;
-            let groups = match t.channel_axis {
-                -1 => ChannelGroups::new(&t.shape, false),
-                1 if t.shape.len() >= 2 => ChannelGroups::new(&t.shape, true),
-                a => {
-                    return Err(CodecError::Parameter(format!(
-                        "channel axis {a} is not supported for shape {:?} (use -1 or 1)",
-                        t.shape
-                    )));
-                }
-            };
+            let groups = affine_groups(t)?;
             if t.scale.len() != groups.count || t.zero_point.len() != groups.count {
                 return Err(CodecError::ParameterCount {
                     expected: groups.count,
@@ -440,14 +453,72 @@ pub fn decode_into(t: &EncodedTensor, out: &mut Vec<f32>) -> Result<(), CodecErr
                     )));
                 }
             }
-            let codes = unpack_codes(&t.payload, t.bits, n);
-            out.extend(codes.iter().enumerate().map(|(i, &q)| {
+            Ok(())
+        }
+    }
+}
+
+fn affine_groups(t: &EncodedTensor) -> Result<ChannelGroups, CodecError> {
+    match t.channel_axis {
+        -1 => Ok(ChannelGroups::new(&t.shape, false)),
+        1 if t.shape.len() >= 2 => Ok(ChannelGroups::new(&t.shape, true)),
+        a => Err(CodecError::Parameter(format!(
+            "channel axis {a} is not supported for shape {:?} (use -1 or 1)",
+            t.shape
+        ))),
+    }
+}
+
+/// Decodes straight into `out`, which must hold exactly the tensor's element count (e.g. one
+/// view's slot of a stacked tail input). Validates first; allocates nothing.
+pub fn decode_to_slice(t: &EncodedTensor, out: &mut [f32]) -> Result<(), CodecError> {
+    validate(t)?;
+    let n = element_count(&t.shape);
+    if out.len() != n {
+        return Err(CodecError::ElementCount {
+            shape: t.shape.clone(),
+            expected: n,
+            actual: out.len(),
+        });
+    }
+    match t.encoding {
+        Encoding::Float32 => {
+            for (o, c) in out.iter_mut().zip(t.payload.chunks_exact(4)) {
+                *o = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+            }
+        }
+        Encoding::Float16 => {
+            for (o, c) in out.iter_mut().zip(t.payload.chunks_exact(2)) {
+                *o = half::f16::from_le_bytes([c[0], c[1]]).to_f32();
+            }
+        }
+        Encoding::AffineUint => {
+            let groups = affine_groups(t)?;
+            let mask = (1u64 << t.bits) - 1;
+            let (mut acc, mut filled, mut bytes) = (0u64, 0u32, t.payload.iter());
+            for (i, o) in out.iter_mut().enumerate() {
+                while filled < t.bits {
+                    acc |= u64::from(*bytes.next().unwrap_or(&0)) << filled;
+                    filled += 8;
+                }
+                let q = (acc & mask) as i32;
+                acc >>= t.bits;
+                filled -= t.bits;
                 let g = groups.group_of(i);
-                (q as i32 - t.zero_point[g]) as f32 * t.scale[g]
-            }));
+                *o = (q - t.zero_point[g]) as f32 * t.scale[g];
+            }
         }
     }
     Ok(())
+}
+
+/// Decodes into `out` (cleared, then resized to the element count), validating everything a
+/// malformed frame could get wrong.
+pub fn decode_into(t: &EncodedTensor, out: &mut Vec<f32>) -> Result<(), CodecError> {
+    out.clear();
+    validate(t)?;
+    out.resize(element_count(&t.shape), 0.0);
+    decode_to_slice(t, out)
 }
 
 /// Decodes into a new vector.

@@ -15,8 +15,8 @@ pub const FILE_DESCRIPTOR_SET: &[u8] =
 /// ~600 KiB; 16 MiB leaves room for large uncompressed splits while bounding memory per stream.
 pub const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
 
-/// Converts an encoded tensor to its wire message.
-pub fn tensor_to_wire(t: crate::codec::EncodedTensor) -> QuantizedTensor {
+/// Converts an encoded tensor to its wire message (the payload is shared, not copied).
+pub fn tensor_to_wire(t: &crate::codec::EncodedTensor) -> QuantizedTensor {
     use crate::codec::Encoding;
     QuantizedTensor {
         shape: t.shape.iter().map(|&d| d as u32).collect(),
@@ -26,10 +26,10 @@ pub fn tensor_to_wire(t: crate::codec::EncodedTensor) -> QuantizedTensor {
             Encoding::AffineUint => ElementEncoding::AffineUint,
         } as i32,
         bits: Some(t.bits),
-        scale: t.scale,
-        zero_point: t.zero_point,
+        scale: t.scale.clone(),
+        zero_point: t.zero_point.clone(),
         channel_axis: Some(t.channel_axis),
-        payload: t.payload,
+        payload: t.payload.clone(),
     }
 }
 
@@ -123,7 +123,7 @@ mod tests {
                                 encode_ns: Some(v),
                                 send_time_unix_ns: Some(v),
                             }),
-                            tensor: Some(tensor_to_wire(t.clone())),
+                            tensor: Some(tensor_to_wire(&t)),
                         })),
                     };
                     assert_eq!(

@@ -8,11 +8,11 @@
 use std::time::Instant;
 
 use prost::Message;
+use splitnets_camera::rig::SplitMix64;
 use splitnets_cost_model::graph::{OpClass, analyze};
 use splitnets_cost_model::profile::ClassThroughput;
-use splitnets_proto::camera::SplitMix64;
-use splitnets_proto::onnx::{self, Dim, GraphProto, ModelProto};
-use splitnets_proto::runtime::{MultiIoModel, NamedTensor, SessionOptions};
+use splitnets_onnx::{self as onnx, Dim, GraphProto, ModelProto};
+use splitnets_runtime::onnx_runtime::{MultiIoModel, NamedTensor, SessionOptions};
 
 /// Median seconds of one run of `model` on random inputs.
 pub fn time_model(model: &ModelProto, repeats: usize) -> anyhow::Result<f64> {

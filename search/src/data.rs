@@ -1,8 +1,8 @@
 //! Multi-view training batches: each sample is one Fashion-MNIST item seen by every camera.
 
+use splitnets_camera::dataset::ImageSet;
+use splitnets_camera::rig::{CameraRig, SplitMix64};
 use splitnets_proto::bundle::InputSpec;
-use splitnets_proto::camera::{CameraRig, SplitMix64};
-use splitnets_proto::dataset::ImageSet;
 
 /// Seed salt for training captures, so training noise never equals the test replay's.
 const TRAIN_SALT: u64 = 0x7EA1_7EA1;
@@ -72,7 +72,8 @@ impl<'a> BatchSampler<'a> {
             self.cursor += 1;
             let frame = self.epoch * self.set.len() as u64 + idx as u64;
             for v in 0..views {
-                let img = self.rig.capture(
+                let img = splitnets_camera::rig::capture(
+                    &self.rig,
                     v as u32,
                     frame,
                     self.set.image(idx),

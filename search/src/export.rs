@@ -1,7 +1,7 @@
 //! Trained weights to ONNX: the head (one view's image → split feature) and the tail (the present
 //! views' features → fused logits), written with the project's own ONNX types.
 
-use splitnets_proto::onnx::{self, Dim, GraphProto, ModelProto, NodeProto, TensorProto};
+use splitnets_onnx::{self as onnx, Dim, GraphProto, ModelProto, NodeProto, TensorProto};
 
 use crate::model::{ConvWeights, SplitCnnWeights};
 

@@ -5,15 +5,15 @@
 use std::path::PathBuf;
 
 use prost::Message;
+use splitnets_camera::dataset::{CLASSES, ImageSet};
+use splitnets_camera::rig::{CameraRig, replay_frame};
 use splitnets_proto::bundle::{
     Bundle, FORMAT_VERSION, FileRef, Files, InputSpec, Manifest, SplitSpec, TrainingSummary,
     link_budget_for,
 };
-use splitnets_proto::camera::{CameraRig, replay_frame};
-use splitnets_proto::codec::{self, CodecSpec};
-use splitnets_proto::dataset::{CLASSES, ImageSet};
-use splitnets_proto::pipeline::argmax;
-use splitnets_proto::runtime::{OnnxModel, SessionOptions};
+use splitnets_proto::codec::CodecSpec;
+use splitnets_runtime::argmax;
+use splitnets_runtime::{HeadStage, SessionOptions, TailStage};
 
 use crate::export;
 use crate::train::{TrainConfig, Trained};
@@ -137,45 +137,44 @@ fn evaluate(
     feature_shape: &[usize],
 ) -> anyhow::Result<Evaluation> {
     let opts = SessionOptions::default();
-    let mut head_m = OnnxModel::from_bytes("head", head, opts)?;
-    let mut tail_m = OnnxModel::from_bytes("tail", tail, opts)?;
     let views = job.rig.views as usize;
+    // The same stages the daemons run.
+    let mut head_stage =
+        HeadStage::from_parts("head", head, &job.input, feature_shape, job.codec, opts)?;
+    let mut tail_stage = TailStage::from_parts("tail", tail, feature_shape, views, opts)?;
     let n = job.eval_samples.min(job.test_set.len());
     let fe: usize = feature_shape.iter().product();
-    let (c, fh, fw) = (feature_shape[1], feature_shape[2], feature_shape[3]);
-    let in_shape = job.input.head_input_shape();
     let (mut fused_ok, mut codec_ok) = (0usize, 0usize);
     let mut view_ok = vec![0usize; views];
     let check = job.check_samples.min(n);
     let mut check_inputs = Vec::new();
     let mut ort_logits = Vec::new();
     let mut pre = Vec::new();
-    let mut decoded = Vec::new();
+    let mut stacked = Vec::with_capacity(views * fe);
+    let mut encoded = Vec::with_capacity(views);
     for i in 0..n {
         let label = job.test_set.labels[i] as usize;
-        let mut stacked = Vec::with_capacity(views * fe);
-        let mut stacked_codec = Vec::with_capacity(views * fe);
+        stacked.clear();
+        encoded.clear();
         for (v, ok) in view_ok.iter_mut().enumerate() {
             let px = replay_frame(&job.rig, job.test_set, v as u32, i as u64);
-            job.input.preprocess(&px, &mut pre);
             if i < check {
+                job.input.preprocess(&px, &mut pre);
                 check_inputs.extend_from_slice(&pre);
             }
-            let (_, f) = head_m.run(&in_shape, &pre)?;
-            let (_, one) = tail_m.run(&[1, c, fh, fw], &f)?;
-            *ok += usize::from(argmax(&one) == label);
-            let enc = codec::encode(job.codec, feature_shape, &f)?;
-            codec::decode_into(&enc, &mut decoded)?;
-            stacked_codec.extend_from_slice(&decoded);
-            stacked.extend_from_slice(&f);
+            let f = head_stage.features(&px)?;
+            stacked.extend_from_slice(f);
+            let one = tail_stage.run_floats(f, 1)?;
+            *ok += usize::from(argmax(one) == label);
+            encoded.push(head_stage.encode_features()?.clone());
         }
-        let (_, logits) = tail_m.run(&[views, c, fh, fw], &stacked)?;
-        fused_ok += usize::from(argmax(&logits) == label);
-        let (_, logits_q) = tail_m.run(&[views, c, fh, fw], &stacked_codec)?;
-        codec_ok += usize::from(argmax(&logits_q) == label);
+        let logits = tail_stage.run_floats(&stacked, views)?;
+        fused_ok += usize::from(argmax(logits) == label);
         if i < check {
-            ort_logits.extend_from_slice(&logits);
+            ort_logits.extend_from_slice(logits);
         }
+        let (logits_q, _) = tail_stage.run_encoded(encoded.iter())?;
+        codec_ok += usize::from(argmax(logits_q) == label);
     }
     // The training framework on the same inputs, all views present.
     let mut max_diff = 0.0f64;

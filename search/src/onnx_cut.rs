@@ -7,7 +7,7 @@
 use std::collections::HashSet;
 
 use splitnets_cost_model::graph::AnalyzedGraph;
-use splitnets_proto::onnx::{self, Dim, GraphProto, ModelProto, ValueInfoProto};
+use splitnets_onnx::{self as onnx, Dim, GraphProto, ModelProto, ValueInfoProto};
 
 use crate::cuts::Cut;
 

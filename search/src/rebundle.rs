@@ -13,9 +13,9 @@ use prost::Message;
 use splitnets_cost_model::graph::analyze;
 use splitnets_cost_model::profile::HardwareProfile;
 use splitnets_cost_model::split::{evaluate, summarize};
+use splitnets_onnx::{self as onnx, ModelProto, tensor_shape_proto, type_proto};
 use splitnets_proto::bundle::{Bundle, PredictedCost, link_budget_for};
 use splitnets_proto::codec::CodecSpec;
-use splitnets_proto::onnx::{self, ModelProto, tensor_shape_proto, type_proto};
 
 use crate::cuts;
 use crate::onnx_cut::split_model;
@@ -81,8 +81,11 @@ fn feature_range(
     input: &splitnets_proto::bundle::InputSpec,
     frames: &[Vec<u8>],
 ) -> anyhow::Result<(f32, f32)> {
-    let mut m =
-        splitnets_proto::runtime::OnnxModel::from_bytes("new head", head, Default::default())?;
+    let mut m = splitnets_runtime::onnx_runtime::OnnxModel::from_bytes(
+        "new head",
+        head,
+        Default::default(),
+    )?;
     let (mut lo, mut hi) = (f32::INFINITY, f32::NEG_INFINITY);
     let mut x = Vec::new();
     for f in frames {

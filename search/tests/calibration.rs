@@ -17,11 +17,7 @@ fn micro_models_cover_every_class_but_resize_and_fit_positive_rates() {
         }
     }
     for (class, m) in &models {
-        let g = analyze(
-            &splitnets_proto::onnx::cost_graph(m).unwrap(),
-            &Default::default(),
-        )
-        .unwrap();
+        let g = analyze(&splitnets_onnx::cost_graph(m).unwrap(), &Default::default()).unwrap();
         assert_eq!(g.nodes.len(), 1);
         assert_eq!(g.nodes[0].class, *class);
     }

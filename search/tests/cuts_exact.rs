@@ -11,10 +11,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use prost::Message;
+use splitnets_camera::rig::SplitMix64;
 use splitnets_cost_model::graph::analyze;
-use splitnets_proto::camera::SplitMix64;
-use splitnets_proto::onnx;
-use splitnets_proto::runtime::{MultiIoModel, NamedTensor, SessionOptions};
+use splitnets_onnx as onnx;
+use splitnets_runtime::onnx_runtime::{MultiIoModel, NamedTensor, SessionOptions};
 use splitnets_search::cuts::{self, Cut};
 use splitnets_search::onnx_cut::{runnable_original, split_model};
 

@@ -13,9 +13,9 @@ fn plan_of_squeezenet_has_a_front_baselines_and_a_plot() {
         .output()
         .unwrap();
     let path = String::from_utf8(out.stdout).unwrap();
-    let model = splitnets_proto::onnx::read_model(std::path::Path::new(path.trim())).unwrap();
+    let model = splitnets_onnx::read_model(std::path::Path::new(path.trim())).unwrap();
     let g = analyze(
-        &splitnets_proto::onnx::cost_graph(&model).unwrap(),
+        &splitnets_onnx::cost_graph(&model).unwrap(),
         &Default::default(),
     )
     .unwrap();

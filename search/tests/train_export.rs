@@ -3,10 +3,10 @@
 
 use std::process::Command;
 
+use splitnets_camera::dataset::{self, Split};
+use splitnets_camera::rig::CameraRig;
 use splitnets_proto::bundle::{Bundle, InputSpec};
-use splitnets_proto::camera::CameraRig;
 use splitnets_proto::codec::CodecSpec;
-use splitnets_proto::dataset::{self, Split};
 use splitnets_search::data::BatchSampler;
 use splitnets_search::make_bundle::{BundleJob, tail_mean, write_bundle};
 use splitnets_search::train::{TrainConfig, train};

@@ -131,7 +131,7 @@ impl Settings {
         let data_dir = args
             .data_dir
             .or(file.data_dir)
-            .unwrap_or_else(|| splitnets_proto::dataset::DEFAULT_DIR.into());
+            .unwrap_or_else(|| splitnets_camera::dataset::DEFAULT_DIR.into());
         let source = match args.source.or(file.source).as_deref() {
             None | Some("replay") => SourceKind::Replay { data_dir },
             Some(s) if s.starts_with("folder:") => {

@@ -2,8 +2,8 @@
 
 use std::path::Path;
 
-use splitnets_proto::camera::{CameraRig, replay_frame};
-use splitnets_proto::dataset::{self, ImageSet, Split};
+use splitnets_camera::dataset::{self, ImageSet, Split};
+use splitnets_camera::rig::{CameraRig, replay_frame_into};
 
 #[derive(Debug)]
 pub enum FrameSource {
@@ -53,11 +53,14 @@ impl FrameSource {
         Ok(Self::Folder { frames })
     }
 
-    /// Pixels of frame `n`.
-    pub fn frame(&self, n: u64) -> Vec<u8> {
+    /// Pixels of frame `n`, written into `out` (its allocation is reused).
+    pub fn frame_into(&self, n: u64, out: &mut Vec<u8>) {
         match self {
-            Self::Replay { set, rig, view } => replay_frame(rig, set, *view, n),
-            Self::Folder { frames } => frames[(n % frames.len() as u64) as usize].clone(),
+            Self::Replay { set, rig, view } => replay_frame_into(rig, set, *view, n, out),
+            Self::Folder { frames } => {
+                out.clear();
+                out.extend_from_slice(&frames[(n % frames.len() as u64) as usize]);
+            }
         }
     }
 

@@ -18,7 +18,7 @@ fn valid_frame(sequence: u64, bundle: &Bundle) -> FeatureFrame {
         capture_time_unix_ns: Some(1),
         timings: None,
         tensor: Some(wire::tensor_to_wire(
-            codec::encode(bundle.manifest.codec, shape, &values).unwrap(),
+            &codec::encode(bundle.manifest.codec, shape, &values).unwrap(),
         )),
     }
 }

@@ -4,13 +4,13 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use splitnets_camera::dataset::{self, Split};
+use splitnets_camera::rig::replay_frame;
 use splitnets_proto::bundle::Bundle;
-use splitnets_proto::camera::replay_frame;
 use splitnets_proto::codec::{self, CodecSpec};
-use splitnets_proto::dataset::{self, Split};
-use splitnets_proto::pipeline::LocalPipeline;
-use splitnets_proto::runtime::SessionOptions;
 use splitnets_proto::wire::Prediction;
+use splitnets_runtime::onnx_runtime::SessionOptions;
+use splitnets_runtime::{HeadStage, LocalPipeline};
 use splitnets_tests::{bundle_with_codec, cluster, demo_bundle, sensor_args};
 
 const FRAMES: u64 = 40;
@@ -50,14 +50,15 @@ fn check_against_local(bundle_dir: &std::path::Path, preds: &BTreeMap<u64, Predi
     let set = dataset::load(std::path::Path::new(dataset::DEFAULT_DIR), Split::Test).unwrap();
     // The cost model's prediction of one view's bytes per frame, from the head alone: the whole
     // head on the sensor, its output crossing.
-    let head = splitnets_proto::onnx::decode_model(&bundle.head_onnx, "head").unwrap();
+    let head = splitnets_onnx::decode_model(&bundle.head_onnx, "head").unwrap();
     let g = splitnets_cost_model::graph::analyze(
-        &splitnets_proto::onnx::cost_graph(&head).unwrap(),
+        &splitnets_onnx::cost_graph(&head).unwrap(),
         &Default::default(),
     )
     .unwrap();
     let s = splitnets_cost_model::split::summarize(&g, &vec![true; g.nodes.len()]).unwrap();
     let predicted = splitnets_cost_model::split::link_bytes(&s, m.codec.bits_per_element(), 0);
+    let mut head = HeadStage::new(&bundle, SessionOptions::default()).unwrap();
     let mut local = LocalPipeline::new(bundle, SessionOptions::default()).unwrap();
     assert_eq!(preds.len() as u64, FRAMES);
     let mut all_views = 0;
@@ -78,8 +79,8 @@ fn check_against_local(bundle_dir: &std::path::Path, preds: &BTreeMap<u64, Predi
         // Each view's feature crossed the link within the codec's error bound, and the bytes on
         // the link stay within the bundle's link budget.
         for (v, px) in p.views.iter().zip(&pixels) {
-            let float = local.head(px).unwrap();
-            let enc = local.encode(&float).unwrap();
+            let float = head.features(px).unwrap().to_vec();
+            let enc = head.encode_features().unwrap().clone();
             let bound = codec::max_abs_error(&enc);
             let dec = codec::decode(&enc).unwrap();
             // A calibrated range clamps what lies outside it (the grid always includes 0).

@@ -14,7 +14,7 @@ async fn start(args: aggregator::Args) -> anyhow::Result<()> {
     let bundle =
         tokio::task::spawn_blocking(move || splitnets_proto::bundle::Bundle::load(&bundle_dir))
             .await??;
-    splitnets_proto::runtime::environment()?;
+    splitnets_runtime::onnx_runtime::environment()?;
     let grpc = splitnets_ops::bind(settings.listen, "gRPC").await?;
     let admin = splitnets_ops::bind(settings.admin_listen, "admin HTTP").await?;
     aggregator::run(
@@ -22,6 +22,7 @@ async fn start(args: aggregator::Args) -> anyhow::Result<()> {
         bundle,
         grpc,
         admin,
+        splitnets_ops::Metrics::new(),
         splitnets_ops::shutdown_signal(),
     )
     .await

@@ -1,6 +1,7 @@
-//! What every SplitNets daemon needs around its real work: structured logs, an admin HTTP
-//! endpoint (`/live`, `/ready`, `/metrics` in Prometheus text format), and shutdown on
-//! SIGTERM/SIGINT.
+//! What every SplitNets daemon needs around its real work: structured logs, per-daemon metrics
+//! ([`Metrics`]), an admin HTTP endpoint (`/live`, `/ready`, `/metrics` in Prometheus text
+//! format), one lifecycle signal ([`Lifecycle`]), shutdown on SIGTERM/SIGINT, TOML config files,
+//! and the shell of `main` ([`daemon_main`]).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -9,7 +10,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use axum::Router;
 use axum::http::StatusCode;
 use axum::routing::get;
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics::{Counter, Gauge, Histogram, Recorder};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
 use tokio::net::TcpListener;
 
 /// Log line format.
@@ -35,16 +37,169 @@ pub fn init_logging(format: LogFormat, default_filter: &str) {
     };
 }
 
-/// Installs the Prometheus recorder for the `metrics` facade (once per process).
-pub fn install_metrics() -> anyhow::Result<PrometheusHandle> {
-    static HANDLE: std::sync::OnceLock<PrometheusHandle> = std::sync::OnceLock::new();
-    if let Some(h) = HANDLE.get() {
-        return Ok(h.clone());
+/// Latency histogram buckets, seconds: 50 µs to 100 ms (then +Inf), so sub-millisecond stages
+/// and a 50 ms fusion deadline both resolve.
+pub const LATENCY_BUCKETS_SECONDS: [f64; 16] = [
+    50e-6, 100e-6, 200e-6, 350e-6, 500e-6, 750e-6, 1e-3, 1.5e-3, 2.5e-3, 5e-3, 7.5e-3, 10e-3,
+    20e-3, 35e-3, 50e-3, 100e-3,
+];
+
+/// One daemon's metrics: a Prometheus recorder owned by the daemon (not a process-global), so
+/// several daemons can live in one process (tests) and each renders only its own `/metrics`.
+/// Handles are registered once (per view, per reason) and updated without further lookups.
+#[derive(Clone)]
+pub struct Metrics {
+    recorder: Arc<PrometheusRecorder>,
+    handle: PrometheusHandle,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
     }
-    let handle = PrometheusBuilder::new()
-        .install_recorder()
-        .map_err(|e| anyhow::anyhow!("installing the Prometheus recorder: {e}"))?;
-    Ok(HANDLE.get_or_init(|| handle).clone())
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn metadata() -> metrics::Metadata<'static> {
+    metrics::Metadata::new(module_path!(), metrics::Level::INFO, None)
+}
+
+fn key(name: &'static str, labels: &[(&'static str, String)]) -> metrics::Key {
+    let labels: Vec<metrics::Label> = labels
+        .iter()
+        .map(|(k, v)| metrics::Label::new(*k, v.clone()))
+        .collect();
+    metrics::Key::from_parts(name, labels)
+}
+
+impl Metrics {
+    /// A fresh recorder; every histogram gets [`LATENCY_BUCKETS_SECONDS`].
+    pub fn new() -> Self {
+        let recorder = PrometheusBuilder::new()
+            .set_buckets(&LATENCY_BUCKETS_SECONDS)
+            .expect("non-empty bucket list")
+            .build_recorder();
+        let handle = recorder.handle();
+        Self {
+            recorder: Arc::new(recorder),
+            handle,
+        }
+    }
+
+    pub fn counter(&self, name: &'static str, labels: &[(&'static str, String)]) -> Counter {
+        self.recorder
+            .register_counter(&key(name, labels), &metadata())
+    }
+
+    pub fn gauge(&self, name: &'static str, labels: &[(&'static str, String)]) -> Gauge {
+        self.recorder
+            .register_gauge(&key(name, labels), &metadata())
+    }
+
+    pub fn histogram(&self, name: &'static str, labels: &[(&'static str, String)]) -> Histogram {
+        self.recorder
+            .register_histogram(&key(name, labels), &metadata())
+    }
+
+    /// HELP text for a metric (Prometheus tooling expects one for every metric).
+    pub fn describe(&self, kind: MetricKind, name: &'static str, help: &'static str) {
+        let unit = name.ends_with("_seconds").then_some(metrics::Unit::Seconds);
+        let (name, help) = (
+            metrics::KeyName::from(name),
+            metrics::SharedString::from(help),
+        );
+        match kind {
+            MetricKind::Counter => self.recorder.describe_counter(name, unit, help),
+            MetricKind::Gauge => self.recorder.describe_gauge(name, unit, help),
+            MetricKind::Histogram => self.recorder.describe_histogram(name, unit, help),
+        }
+    }
+
+    /// The Prometheus text exposition of everything recorded so far.
+    pub fn render(&self) -> String {
+        self.handle.run_upkeep();
+        self.handle.render()
+    }
+}
+
+/// The kind of a metric, for [`Metrics::describe`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricKind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+/// The phases of a daemon's life, in order. One `watch` channel carries them, so every task
+/// waits on the same signal ("has the daemon reached phase X?") instead of on a channel of its
+/// own; a phase is never left for an earlier one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Phase {
+    /// Accepting sensors and frames.
+    Serving,
+    /// Shutdown requested: tell peers to stop, accept nothing new.
+    Draining,
+    /// Peers are gone (or the drain timed out): finish what is pending.
+    Flushing,
+    /// Everything is published: servers stop.
+    Stopped,
+}
+
+/// Moves a daemon through its [`Phase`]s.
+#[derive(Debug)]
+pub struct Lifecycle(tokio::sync::watch::Sender<Phase>);
+
+/// Observes a daemon's [`Phase`]; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct PhaseWatch(tokio::sync::watch::Receiver<Phase>);
+
+impl Default for Lifecycle {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Lifecycle {
+    pub fn new() -> Self {
+        Self(tokio::sync::watch::Sender::new(Phase::Serving))
+    }
+
+    /// Advances to `phase` (never backwards).
+    pub fn advance(&self, phase: Phase) {
+        self.0.send_if_modified(|p| {
+            let later = phase > *p;
+            if later {
+                *p = phase;
+            }
+            later
+        });
+    }
+
+    pub fn watch(&self) -> PhaseWatch {
+        PhaseWatch(self.0.subscribe())
+    }
+}
+
+impl PhaseWatch {
+    /// Whether the daemon has reached `phase` (non-blocking; fine on any thread).
+    pub fn reached(&self, phase: Phase) -> bool {
+        *self.0.borrow() >= phase
+    }
+
+    /// Resolves once the daemon reaches `phase` (or its lifecycle is dropped).
+    pub async fn wait_for(&mut self, phase: Phase) {
+        let _ = self.0.wait_for(|p| *p >= phase).await;
+    }
+
+    /// [`PhaseWatch::wait_for`] as an owned future (for graceful-shutdown hooks).
+    pub fn until(mut self, phase: Phase) -> impl std::future::Future<Output = ()> + Send + 'static {
+        async move { self.wait_for(phase).await }
+    }
 }
 
 /// Readiness flag shared between a daemon and its admin endpoint.
@@ -64,7 +219,7 @@ impl Readiness {
 pub async fn serve_admin(
     listener: TcpListener,
     readiness: Readiness,
-    metrics: PrometheusHandle,
+    metrics: Metrics,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let app = Router::new()

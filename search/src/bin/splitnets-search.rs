@@ -7,10 +7,10 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
+use splitnets_camera::dataset::{self, Split};
+use splitnets_camera::rig::CameraRig;
 use splitnets_proto::bundle::InputSpec;
-use splitnets_proto::camera::CameraRig;
 use splitnets_proto::codec::CodecSpec;
-use splitnets_proto::dataset::{self, Split};
 use splitnets_search::data::BatchSampler;
 use splitnets_search::make_bundle::{BundleJob, tail_mean, write_bundle};
 use splitnets_search::model::SplitCnnSpec;
@@ -248,7 +248,7 @@ fn run_train(a: TrainArgs) -> anyhow::Result<()> {
         dataset::load(&a.data_dir, Split::Train).context("loading the training split")?;
     let test_set = dataset::load(&a.data_dir, Split::Test).context("loading the test split")?;
     // Fail before training, not after, when ONNX Runtime is missing.
-    splitnets_proto::runtime::environment()?;
+    splitnets_runtime::onnx_runtime::environment()?;
     let rig = CameraRig::default();
     let input = InputSpec {
         height: train_set.rows,
@@ -394,8 +394,8 @@ fn run_plan(a: PlanArgs) -> anyhow::Result<()> {
         shapes.insert(name.to_string(), dims);
     }
     let started = Instant::now();
-    let model = splitnets_proto::onnx::read_model(&a.model)?;
-    let spec = splitnets_proto::onnx::cost_graph(&model)?;
+    let model = splitnets_onnx::read_model(&a.model)?;
+    let spec = splitnets_onnx::cost_graph(&model)?;
     let g = analyze(&spec, &shapes).with_context(|| format!("analysing {}", a.model.display()))?;
     eprintln!(
         "[plan] {}: {} compute nodes ({} constant nodes folded), {:.2} GMAC",
@@ -497,11 +497,8 @@ fn run_bench(a: BenchArgs) -> anyhow::Result<()> {
         let mut last = None;
         for _ in 0..a.repeats.max(1) {
             let t = Instant::now();
-            let model = splitnets_proto::onnx::read_model(m)?;
-            let g = analyze(
-                &splitnets_proto::onnx::cost_graph(&model)?,
-                &Default::default(),
-            )?;
+            let model = splitnets_onnx::read_model(m)?;
+            let g = analyze(&splitnets_onnx::cost_graph(&model)?, &Default::default())?;
             let cs = cuts::enumerate(&g, a.max_crossing, 2_000_000)?;
             let sums = plan::summaries(&g, &cs);
             let p = plan::plan(
@@ -558,7 +555,7 @@ fn run_calibrate(a: CalibrateArgs) -> anyhow::Result<()> {
     use splitnets_cost_model::profile::{ComputeProfile, HardwareProfile, presets};
     use splitnets_search::calibrate::{calibrate, time_model};
 
-    splitnets_proto::runtime::environment()?;
+    splitnets_runtime::onnx_runtime::environment()?;
     let (thr, overhead, report) = calibrate(a.repeats, |i, n| {
         eprint!("\r[calibrate] micro-model {}/{}", i + 1, n)
     })?;
@@ -606,12 +603,9 @@ fn run_calibrate(a: CalibrateArgs) -> anyhow::Result<()> {
     }
     let mut errors = Vec::new();
     for m in &a.validate {
-        let model = splitnets_proto::onnx::read_model(m)?;
-        let g = analyze(
-            &splitnets_proto::onnx::cost_graph(&model)?,
-            &Default::default(),
-        )
-        .with_context(|| format!("analysing {}", m.display()))?;
+        let model = splitnets_onnx::read_model(m)?;
+        let g = analyze(&splitnets_onnx::cost_graph(&model)?, &Default::default())
+            .with_context(|| format!("analysing {}", m.display()))?;
         let predicted: f64 = g
             .nodes
             .iter()
@@ -672,7 +666,7 @@ fn run_split_bundle(a: SplitBundleArgs) -> anyhow::Result<()> {
         let rig = &src.manifest.cameras;
         let frames = (0..a.calibrate_frames as u64)
             .flat_map(|i| (0..rig.views).map(move |v| (v, i)))
-            .map(|(v, i)| splitnets_proto::camera::replay_frame(rig, &set, v, i))
+            .map(|(v, i)| splitnets_camera::rig::replay_frame(rig, &set, v, i))
             .collect();
         splitnets_search::rebundle::CodecChoice::Calibrated {
             bits: a.bits,

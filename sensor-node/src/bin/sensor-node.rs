@@ -14,10 +14,17 @@ async fn start(args: sensor_node::Args) -> anyhow::Result<()> {
     let bundle =
         tokio::task::spawn_blocking(move || splitnets_proto::bundle::Bundle::load(&bundle_dir))
             .await??;
-    splitnets_proto::runtime::environment()?;
+    splitnets_runtime::onnx_runtime::environment()?;
     let admin = splitnets_ops::bind(settings.admin_listen, "admin HTTP").await?;
-    let report =
-        sensor_node::run(settings, bundle, admin, splitnets_ops::shutdown_signal()).await?;
+    let metrics = splitnets_ops::Metrics::new();
+    let report = sensor_node::run(
+        settings,
+        bundle,
+        admin,
+        metrics,
+        splitnets_ops::shutdown_signal(),
+    )
+    .await?;
     println!("{}", serde_json::to_string(&report)?);
     Ok(())
 }

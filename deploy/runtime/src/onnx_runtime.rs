@@ -1,5 +1,6 @@
 //! ONNX Runtime, loaded dynamically from the library `scripts/setup.sh` unpacks from the PyPI
-//! wheel, and a small wrapper for single-input, single-output float models.
+//! wheel, and small wrappers for single-I/O (the stages) and multi-I/O (graph cutting,
+//! calibration) float models.
 //!
 //! `run` blocks: callers keep it off async worker threads (a dedicated thread or
 //! `spawn_blocking`).
@@ -181,27 +182,38 @@ impl OnnxModel {
         shape: &[usize],
         data: &[f32],
     ) -> Result<(Vec<usize>, Vec<f32>), RuntimeError> {
+        let (mut out_shape, mut out) = (Vec::new(), Vec::new());
+        self.run_into(shape, data, &mut out_shape, &mut out)?;
+        Ok((out_shape, out))
+    }
+
+    /// Runs the model on one float tensor, writing the output's shape and values into reused
+    /// vectors (cleared first): once they have grown, this side allocates nothing per call.
+    pub fn run_into(
+        &mut self,
+        shape: &[usize],
+        data: &[f32],
+        out_shape: &mut Vec<usize>,
+        out: &mut Vec<f32>,
+    ) -> Result<(), RuntimeError> {
+        let name = &self.name;
         let model_err = |e: &dyn std::fmt::Display| RuntimeError::Model {
-            model: self.name.clone(),
+            model: name.clone(),
             message: e.to_string(),
         };
-        let dims: Vec<i64> = shape.iter().map(|&d| d as i64).collect();
-        let input = TensorRef::from_array_view((dims, data)).map_err(|e| model_err(&e))?;
+        let input = TensorRef::from_array_view((shape, data)).map_err(|e| model_err(&e))?;
         let outputs = self
             .session
             .run(ort::inputs![self.input.as_str() => input])
-            .map_err(|e| RuntimeError::Model {
-                model: self.name.clone(),
-                message: e.to_string(),
-            })?;
-        let (out_shape, values) = outputs[self.output.as_str()]
+            .map_err(|e| model_err(&e))?;
+        let (shape, values) = outputs[self.output.as_str()]
             .try_extract_tensor::<f32>()
-            .map_err(|e| RuntimeError::Model {
-                model: self.name.clone(),
-                message: e.to_string(),
-            })?;
-        let out_shape = out_shape.iter().map(|&d| d as usize).collect();
-        Ok((out_shape, values.to_vec()))
+            .map_err(|e| model_err(&e))?;
+        out_shape.clear();
+        out_shape.extend(shape.iter().map(|&d| d as usize));
+        out.clear();
+        out.extend_from_slice(values);
+        Ok(())
     }
 }
 

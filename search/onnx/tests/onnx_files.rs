@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use prost::Message;
-use splitnets_proto::onnx;
+use splitnets_onnx as onnx;
 
 fn onnx_light_models() -> Vec<PathBuf> {
     let out = Command::new("python3")
@@ -38,7 +38,7 @@ fn onnx_light_models() -> Vec<PathBuf> {
 fn real_models_round_trip_without_loss() {
     let mut files = onnx_light_models();
     let bundle =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/bundles/fashion-mnist-4view");
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../deploy/bundles/fashion-mnist-4view");
     files.push(bundle.join("head.onnx"));
     files.push(bundle.join("tail.onnx"));
     for f in files {

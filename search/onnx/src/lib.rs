@@ -1,4 +1,4 @@
-//! ONNX models: the IR types (generated from the project's `proto/onnx/onnx.proto`), file I/O,
+//! ONNX models: the IR types (generated from this crate's `onnx.proto`), file I/O,
 //! and small builders for writing models that ONNX Runtime 1.31 loads.
 
 use std::path::Path;

@@ -11,14 +11,14 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use clap::Parser;
+use splitnets_camera::dataset::{self, Split};
+use splitnets_camera::rig::replay_frame;
 use splitnets_deploy::stats::summary;
 use splitnets_deploy::{ClusterOptions, LocalCluster, default_bin_dir, metric_sum};
 use splitnets_proto::bundle::Bundle;
-use splitnets_proto::camera::replay_frame;
-use splitnets_proto::dataset::{self, Split};
-use splitnets_proto::pipeline::{LocalPipeline, argmax};
-use splitnets_proto::runtime::SessionOptions;
 use splitnets_proto::wire::Prediction;
+use splitnets_runtime::onnx_runtime::SessionOptions;
+use splitnets_runtime::{LocalPipeline, argmax};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -80,7 +80,7 @@ fn main() -> std::process::ExitCode {
 
 async fn run(args: Args) -> anyhow::Result<()> {
     let bundle = Bundle::load(&args.bundle)?;
-    splitnets_proto::runtime::environment()?;
+    splitnets_runtime::onnx_runtime::environment()?;
     let test_set = dataset::load(&args.data_dir, Split::Test)?;
     let m = &bundle.manifest;
     let views = m.cameras.views;

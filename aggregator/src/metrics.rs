@@ -1,0 +1,193 @@
+//! The aggregator's metrics, registered once per view (and per rejection reason) on the
+//! daemon's own recorder: the frame path only increments handles.
+
+use metrics::{Counter, Gauge, Histogram};
+use splitnets_ops::{MetricKind, Metrics};
+
+/// Why a frame was rejected: the `reason` label of `aggregator_frames_rejected_total`.
+pub const REJECT_REASONS: [&str; 6] = [
+    "hello",
+    "empty",
+    "no_sequence",
+    "no_tensor",
+    "shape",
+    "payload",
+];
+
+/// Handles of one view.
+#[derive(Debug, Clone)]
+pub struct ViewMetrics {
+    pub frames_received: Counter,
+    pub link_received_bytes: Counter,
+    pub late_views: Counter,
+    pub duplicate_views: Counter,
+    /// Indexed like [`REJECT_REASONS`].
+    pub frames_rejected: Vec<Counter>,
+}
+
+impl ViewMetrics {
+    pub fn rejected(&self, reason: &str) -> &Counter {
+        let i = REJECT_REASONS
+            .iter()
+            .position(|r| *r == reason)
+            .unwrap_or(REJECT_REASONS.len() - 1);
+        &self.frames_rejected[i]
+    }
+
+    /// Handles that record nothing (unit tests of a single component).
+    pub fn detached() -> Self {
+        Self {
+            frames_received: Counter::noop(),
+            link_received_bytes: Counter::noop(),
+            late_views: Counter::noop(),
+            duplicate_views: Counter::noop(),
+            frames_rejected: REJECT_REASONS.iter().map(|_| Counter::noop()).collect(),
+        }
+    }
+}
+
+/// Every handle the aggregator records.
+#[derive(Debug, Clone)]
+pub struct AggregatorMetrics {
+    pub views: Vec<ViewMetrics>,
+    pub connected_sensors: Gauge,
+    pub pending_frames: Gauge,
+    pub frames_evicted: Counter,
+    pub partial_frames: Counter,
+    pub tail_errors: Counter,
+    /// Indexed by views used - 1.
+    pub predictions: Vec<Counter>,
+    pub tail_seconds: Histogram,
+    pub end_to_end_seconds: Histogram,
+    metrics: Metrics,
+}
+
+impl AggregatorMetrics {
+    pub fn register(m: &Metrics, views: u32) -> Self {
+        use MetricKind::{Counter as C, Gauge as G, Histogram as H};
+        let described = [
+            (
+                C,
+                "aggregator_frames_received_total",
+                "Feature frames accepted from a sensor, per view.",
+            ),
+            (
+                C,
+                "aggregator_link_received_bytes_total",
+                "Bytes of accepted feature frames on the stream (gRPC prefix included), per view.",
+            ),
+            (
+                C,
+                "aggregator_late_views_total",
+                "Views that arrived after their frame was fused; dropped.",
+            ),
+            (
+                C,
+                "aggregator_duplicate_views_total",
+                "Second copies of a view for a pending frame; dropped.",
+            ),
+            (
+                C,
+                "aggregator_frames_rejected_total",
+                "Feature frames rejected with INVALID_ARGUMENT, per view and reason.",
+            ),
+            (
+                C,
+                "aggregator_sensors_rejected_total",
+                "Sensor handshakes refused, per reason.",
+            ),
+            (
+                G,
+                "aggregator_connected_sensors",
+                "Sensors with an open feature stream.",
+            ),
+            (
+                G,
+                "aggregator_pending_frames",
+                "Frames waiting for more views.",
+            ),
+            (
+                C,
+                "aggregator_frames_evicted_total",
+                "Frames fused early because too many were pending.",
+            ),
+            (
+                C,
+                "aggregator_partial_frames_total",
+                "Frames fused at their deadline with views missing.",
+            ),
+            (
+                C,
+                "aggregator_tail_errors_total",
+                "Frames the tail failed on.",
+            ),
+            (
+                C,
+                "aggregator_predictions_total",
+                "Predictions published, by number of views used.",
+            ),
+            (
+                H,
+                "aggregator_tail_seconds",
+                "Time in the tail model (ONNX Runtime) per fused frame.",
+            ),
+            (
+                H,
+                "aggregator_end_to_end_seconds",
+                "From the earliest view's capture to the prediction.",
+            ),
+        ];
+        for (kind, name, help) in described {
+            m.describe(kind, name, help);
+        }
+        let views_metrics = (0..views)
+            .map(|v| {
+                let view = [("view", v.to_string())];
+                ViewMetrics {
+                    frames_received: m.counter("aggregator_frames_received_total", &view),
+                    link_received_bytes: m.counter("aggregator_link_received_bytes_total", &view),
+                    late_views: m.counter("aggregator_late_views_total", &view),
+                    duplicate_views: m.counter("aggregator_duplicate_views_total", &view),
+                    frames_rejected: REJECT_REASONS
+                        .iter()
+                        .map(|r| {
+                            m.counter(
+                                "aggregator_frames_rejected_total",
+                                &[("view", v.to_string()), ("reason", (*r).to_string())],
+                            )
+                        })
+                        .collect(),
+                }
+            })
+            .collect();
+        Self {
+            views: views_metrics,
+            connected_sensors: m.gauge("aggregator_connected_sensors", &[]),
+            pending_frames: m.gauge("aggregator_pending_frames", &[]),
+            frames_evicted: m.counter("aggregator_frames_evicted_total", &[]),
+            partial_frames: m.counter("aggregator_partial_frames_total", &[]),
+            tail_errors: m.counter("aggregator_tail_errors_total", &[]),
+            predictions: (1..=views)
+                .map(|n| {
+                    m.counter(
+                        "aggregator_predictions_total",
+                        &[("views_used", n.to_string())],
+                    )
+                })
+                .collect(),
+            tail_seconds: m.histogram("aggregator_tail_seconds", &[]),
+            end_to_end_seconds: m.histogram("aggregator_end_to_end_seconds", &[]),
+            metrics: m.clone(),
+        }
+    }
+
+    /// Sensor handshakes refused (rare: registered when it happens).
+    pub fn sensor_rejected(&self, reason: &'static str) {
+        self.metrics
+            .counter(
+                "aggregator_sensors_rejected_total",
+                &[("reason", reason.to_string())],
+            )
+            .increment(1);
+    }
+}

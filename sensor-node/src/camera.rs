@@ -1,0 +1,173 @@
+//! The camera: paces frames on the trigger clock, captures, runs the head stage and hands feature
+//! frames to the link. Runs on its own thread (ONNX Runtime blocks) and never waits on the network:
+//! a full link queue drops the frame, as a camera would.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use splitnets_ops::{Phase, PhaseWatch};
+use splitnets_proto::bundle::Bundle;
+use splitnets_proto::wire::{self, FeatureFrame, SensorTimings};
+use splitnets_runtime::{HeadStage, SessionOptions};
+use tokio::sync::mpsc;
+
+use crate::config::{Settings, SourceKind};
+use crate::metrics::SensorMetrics;
+use crate::source::FrameSource;
+use crate::{Counters, unix_ns};
+
+/// One camera's frame source and head stage.
+pub(crate) struct Camera {
+    source: FrameSource,
+    head: HeadStage,
+    view: u32,
+    pixels: Vec<u8>,
+}
+
+impl Camera {
+    /// Opens the source and the head, and warms the head up (before the sensor reports ready).
+    pub(crate) fn open(settings: &Settings, bundle: &Bundle) -> anyhow::Result<Self> {
+        let m = &bundle.manifest;
+        if settings.view >= m.cameras.views {
+            anyhow::bail!(
+                "view {} does not exist: bundle {} has views 0..{}",
+                settings.view,
+                bundle.dir.display(),
+                m.cameras.views
+            );
+        }
+        let source = match &settings.source {
+            SourceKind::Replay { data_dir } => {
+                FrameSource::replay(data_dir, m.cameras.clone(), settings.view)?
+            }
+            SourceKind::Folder(dir) => FrameSource::folder(dir, m.input.height, m.input.width)?,
+        };
+        let mut head = HeadStage::new(
+            bundle,
+            SessionOptions {
+                intra_op_threads: settings.head_threads,
+            },
+        )?;
+        // The first runs allocate and pick kernels; do them before reporting ready.
+        head.warm_up(3).context("warming up the head")?;
+        Ok(Self {
+            source,
+            head,
+            view: settings.view,
+            pixels: Vec::new(),
+        })
+    }
+
+    /// Frame `n`: capture → head stage → a feature frame for the wire.
+    fn capture(&mut self, n: u64, metrics: &SensorMetrics) -> anyhow::Result<FeatureFrame> {
+        let capture_time_unix_ns = unix_ns();
+        let t0 = Instant::now();
+        self.source.frame_into(n, &mut self.pixels);
+        let capture_ns = t0.elapsed().as_nanos() as u64;
+        let (encoded, t) = self.head.encode(&self.pixels)?;
+        metrics.head_seconds.record(t.head_ns as f64 * 1e-9);
+        metrics.encode_seconds.record(t.encode_ns as f64 * 1e-9);
+        Ok(FeatureFrame {
+            sequence: Some(n),
+            capture_time_unix_ns: Some(capture_time_unix_ns),
+            timings: Some(SensorTimings {
+                capture_ns: Some(capture_ns),
+                preprocess_ns: Some(t.preprocess_ns),
+                head_ns: Some(t.head_ns),
+                encode_ns: Some(t.encode_ns),
+                // Stamped when the frame enters the stream.
+                send_time_unix_ns: Some(0),
+            }),
+            tensor: Some(wire::tensor_to_wire(encoded)),
+        })
+    }
+}
+
+/// The frame schedule: frame `start + k` is due at `epoch + k / fps`, with the epoch on the
+/// shared trigger's clock when there is one.
+fn trigger_epoch(start_at_unix_ms: Option<u64>) -> Instant {
+    let Some(ms) = start_at_unix_ms else {
+        return Instant::now();
+    };
+    let now_ms = unix_ns() / 1_000_000;
+    if ms >= now_ms {
+        Instant::now() + Duration::from_millis(ms - now_ms)
+    } else {
+        Instant::now()
+            .checked_sub(Duration::from_millis(now_ms - ms))
+            .unwrap_or_else(Instant::now)
+    }
+}
+
+/// What the camera thread shares with the rest of the sensor.
+pub(crate) struct CameraShared {
+    pub fps_bits: Arc<AtomicU64>,
+    pub phase: PhaseWatch,
+    pub counters: Arc<Counters>,
+    pub metrics: SensorMetrics,
+}
+
+/// The camera loop: frames go into `out` until `frames` are done or the sensor stops.
+pub(crate) fn camera_loop(
+    mut cam: Camera,
+    settings: Settings,
+    shared: CameraShared,
+    out: mpsc::Sender<FeatureFrame>,
+) {
+    let end = settings.frames.map(|f| settings.start_frame + f);
+    let epoch = trigger_epoch(settings.start_at_unix_ms);
+    let mut n = settings.start_frame;
+    while !shared.phase.reached(Phase::Draining) && end.is_none_or(|e| n < e) {
+        let fps = f64::from_bits(shared.fps_bits.load(Ordering::Relaxed));
+        if fps > 0.0 {
+            let slot =
+                |n: u64| epoch + Duration::from_secs_f64((n - settings.start_frame) as f64 / fps);
+            let now = Instant::now();
+            // Behind by more than a frame (late start, stall): a camera skips the frames it missed.
+            if now > slot(n) + Duration::from_secs_f64(1.0 / fps) {
+                let behind = (now - epoch).as_secs_f64() * fps;
+                n = settings.start_frame + behind.ceil() as u64;
+                if end.is_some_and(|e| n >= e) {
+                    break;
+                }
+            }
+            let due = slot(n);
+            let now = Instant::now();
+            if due > now {
+                std::thread::sleep(due - now);
+            }
+        }
+        let frame = match cam.capture(n, &shared.metrics) {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::error!(view = cam.view, frame = n, error = %e, "frame failed");
+                n += 1;
+                continue;
+            }
+        };
+        shared.counters.captured.fetch_add(1, Ordering::Relaxed);
+        shared.metrics.frames_captured.increment(1);
+        let sent = if fps > 0.0 {
+            out.try_send(frame)
+                .map_err(|e| matches!(e, mpsc::error::TrySendError::Closed(_)))
+        } else {
+            out.blocking_send(frame).map_err(|_| true)
+        };
+        match sent {
+            Ok(()) => {}
+            Err(true) => break,
+            Err(false) => {
+                shared.counters.dropped.fetch_add(1, Ordering::Relaxed);
+                shared.metrics.frames_dropped.increment(1);
+            }
+        }
+        n += 1;
+    }
+    tracing::info!(
+        view = cam.view,
+        frames = n - settings.start_frame,
+        "camera stopped"
+    );
+}

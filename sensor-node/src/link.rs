@@ -1,0 +1,226 @@
+//! The link to the aggregator: the handshake (hello → reply), the pump (frames out,
+//! acknowledgements and control messages in) and reconnection with exponential backoff.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use splitnets_ops::{Phase, PhaseWatch};
+use splitnets_proto::wire::{
+    self, FeatureFrame, Hello, SensorMessage, aggregator_message, control,
+    feature_link_client::FeatureLinkClient, sensor_message,
+};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Streaming;
+
+use crate::config::Settings;
+use crate::metrics::SensorMetrics;
+use crate::{Counters, unix_ns};
+
+/// Why one connection ended.
+enum LinkEnd {
+    /// The camera is done and every frame was sent (and acknowledged, within a timeout).
+    Finished,
+    /// The aggregator asked us to stop (draining); reconnect later.
+    Drained,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum LinkError {
+    #[error("aggregator rejected this sensor: {0}")]
+    Rejected(String),
+    #[error("{0}")]
+    Transient(String),
+}
+
+fn transient(e: &dyn std::fmt::Display) -> LinkError {
+    LinkError::Transient(e.to_string())
+}
+
+/// What the link shares with the rest of the sensor.
+pub(crate) struct LinkShared<'a> {
+    pub settings: &'a Settings,
+    pub digest: &'a str,
+    pub counters: &'a Counters,
+    pub metrics: &'a SensorMetrics,
+    pub fps_bits: &'a AtomicU64,
+}
+
+/// Connects, reconnecting with exponential backoff, until the camera's frames are all sent, the
+/// aggregator rejects this sensor for good, or the sensor is stopping and nothing is left.
+pub(crate) async fn run_link(
+    l: &LinkShared<'_>,
+    frames: &mut mpsc::Receiver<FeatureFrame>,
+    phase: &PhaseWatch,
+) -> anyhow::Result<()> {
+    let s = l.settings;
+    let mut backoff = s.reconnect_min;
+    loop {
+        match one_connection(l, frames).await {
+            Ok(LinkEnd::Finished) => return Ok(()),
+            Ok(LinkEnd::Drained) => {
+                if phase.reached(Phase::Draining) {
+                    return Ok(());
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = s.reconnect_min;
+            }
+            Err(LinkError::Rejected(reason)) => {
+                anyhow::bail!("aggregator rejected this sensor: {reason}");
+            }
+            Err(LinkError::Transient(reason)) => {
+                if phase.reached(Phase::Draining) && frames.is_closed() && frames.is_empty() {
+                    return Ok(());
+                }
+                l.metrics.reconnects.increment(1);
+                tracing::warn!(%reason, retry_in_ms = backoff.as_millis() as u64, "link down; reconnecting");
+                // Frames captured meanwhile queue up to `queue`, then the camera drops them.
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(s.reconnect_max);
+            }
+        }
+    }
+}
+
+/// Opens the stream and exchanges hello and reply.
+async fn handshake(
+    l: &LinkShared<'_>,
+) -> Result<
+    (
+        mpsc::Sender<SensorMessage>,
+        Streaming<wire::AggregatorMessage>,
+    ),
+    LinkError,
+> {
+    let s = l.settings;
+    let endpoint = tonic::transport::Endpoint::from_shared(s.aggregator.clone())
+        .map_err(|e| LinkError::Rejected(format!("aggregator address {:?}: {e}", s.aggregator)))?
+        .connect_timeout(Duration::from_secs(2))
+        .tcp_nodelay(true);
+    let channel = endpoint
+        .connect()
+        .await
+        .map_err(|e| transient(&format!("connect {}: {e}", s.aggregator)))?;
+    let mut client = FeatureLinkClient::new(channel)
+        .max_decoding_message_size(wire::MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(wire::MAX_MESSAGE_BYTES);
+    let (out_tx, out_rx) = mpsc::channel::<SensorMessage>(s.queue.max(4));
+    out_tx
+        .send(SensorMessage {
+            kind: Some(sensor_message::Kind::Hello(Hello {
+                sensor_id: s.id.clone(),
+                view_index: s.view,
+                bundle_digest: l.digest.to_string(),
+                protocol_version: wire::PROTOCOL_VERSION,
+            })),
+        })
+        .await
+        .map_err(|e| transient(&e))?;
+    let mut inbound = client
+        .stream_features(ReceiverStream::new(out_rx))
+        .await
+        .map_err(|st| transient(&format!("open stream: {st}")))?
+        .into_inner();
+    match inbound.message().await.map_err(|st| transient(&st))? {
+        Some(m) => match m.kind {
+            Some(aggregator_message::Kind::HelloReply(r)) if r.accepted => {
+                tracing::info!(view = s.view, aggregator = %r.aggregator_id, "connected");
+                Ok((out_tx, inbound))
+            }
+            Some(aggregator_message::Kind::HelloReply(r)) => {
+                let reason = wire::RejectReason::try_from(r.reason)
+                    .unwrap_or(wire::RejectReason::Unspecified);
+                // A draining aggregator or a view still held by our previous stream is transient.
+                Err(match reason {
+                    wire::RejectReason::Draining | wire::RejectReason::ViewAlreadyConnected => {
+                        LinkError::Transient(r.detail)
+                    }
+                    _ => LinkError::Rejected(format!("{} ({})", r.detail, reason.as_str_name())),
+                })
+            }
+            _ => Err(transient(&"first reply was not a HelloReply")),
+        },
+        None => Err(transient(&"aggregator closed the stream before replying")),
+    }
+}
+
+/// One connection: handshake, then pump frames out and acknowledgements in.
+async fn one_connection(
+    l: &LinkShared<'_>,
+    frames: &mut mpsc::Receiver<FeatureFrame>,
+) -> Result<LinkEnd, LinkError> {
+    let (out_tx, mut inbound) = handshake(l).await?;
+    l.counters.connections.fetch_add(1, Ordering::Relaxed);
+    let mut camera_done = false;
+    let mut in_flight = 0u64;
+    let mut out_tx = Some(out_tx);
+    loop {
+        tokio::select! {
+            f = frames.recv(), if !camera_done => match f {
+                Some(mut frame) => {
+                    if let Some(t) = frame.timings.as_mut() {
+                        t.send_time_unix_ns = Some(unix_ns());
+                    }
+                    let m = SensorMessage { kind: Some(sensor_message::Kind::Frame(frame)) };
+                    let bytes = wire::sensor_message_wire_bytes(&m) as u64;
+                    let Some(tx) = out_tx.as_ref() else { break };
+                    if tx.send(m).await.is_err() {
+                        l.counters.dropped.fetch_add(1, Ordering::Relaxed);
+                        return Err(transient(&"stream closed while sending"));
+                    }
+                    in_flight += 1;
+                    l.counters.sent.fetch_add(1, Ordering::Relaxed);
+                    l.counters.bytes.fetch_add(bytes, Ordering::Relaxed);
+                    l.metrics.frames_sent.increment(1);
+                    l.metrics.link_sent_bytes.increment(bytes);
+                }
+                None => {
+                    camera_done = true;
+                    // Half-close: the aggregator acknowledges what is in flight, then ends.
+                    out_tx = None;
+                    if in_flight == 0 {
+                        return Ok(LinkEnd::Finished);
+                    }
+                }
+            },
+            m = tokio::time::timeout(Duration::from_secs(10), inbound.message()), if camera_done || !frames.is_closed() || in_flight > 0 => {
+                let m = match m {
+                    Ok(m) => m.map_err(|st| transient(&st))?,
+                    Err(_) if camera_done => return Ok(LinkEnd::Finished),
+                    Err(_) => continue,
+                };
+                let Some(m) = m else {
+                    return if camera_done { Ok(LinkEnd::Finished) } else { Err(transient(&"aggregator ended the stream")) };
+                };
+                match m.kind {
+                    Some(aggregator_message::Kind::Ack(a)) => {
+                        in_flight = in_flight.saturating_sub(1);
+                        if a.code == 0 {
+                            l.counters.acked.fetch_add(1, Ordering::Relaxed);
+                        } else {
+                            l.counters.rejected.fetch_add(1, Ordering::Relaxed);
+                            l.metrics.frames_rejected.increment(1);
+                            tracing::warn!(sequence = a.sequence, code = a.code, message = %a.message, "frame rejected by the aggregator");
+                        }
+                        if camera_done && in_flight == 0 {
+                            return Ok(LinkEnd::Finished);
+                        }
+                    }
+                    Some(aggregator_message::Kind::Control(c)) => match c.kind {
+                        Some(control::Kind::Drain(d)) => {
+                            tracing::info!(reason = %d.reason, "aggregator is draining; disconnecting");
+                            return Ok(LinkEnd::Drained);
+                        }
+                        Some(control::Kind::SetFrameRate(r)) if r.frames_per_second >= 0.0 => {
+                            tracing::info!(fps = r.frames_per_second, "frame rate changed by the aggregator");
+                            l.fps_bits.store(r.frames_per_second.to_bits(), Ordering::Relaxed);
+                        }
+                        _ => {}
+                    },
+                    _ => {}
+                }
+            }
+        }
+    }
+    Ok(LinkEnd::Finished)
+}
