@@ -1,0 +1,51 @@
+//! Runs the split-aware search: `cargo run --release -p splitnets-nas --example nas -- DATA PRESET OUT`
+//! with DATA one of fashion-mnist, fashion-mnist-4view, shapes and PRESET quick or full.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use splitnets_cost_model::profile::{HardwareProfile, presets};
+use splitnets_nas::data::DataKind;
+use splitnets_nas::{NasConfig, Preset, Progress, report, run_nas};
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().collect();
+    let kind = match args.get(1).map(String::as_str) {
+        Some("fashion-mnist") => DataKind::FashionMnist,
+        Some("fashion-mnist-4view") | None => DataKind::FashionMnist4View,
+        Some("shapes") => DataKind::Shapes,
+        Some(o) => return Err(format!("unknown data set {o}").into()),
+    };
+    let preset = match args.get(2).map(String::as_str) {
+        Some("full") => Preset::Full,
+        Some("quick") | None => Preset::Quick,
+        Some(o) => return Err(format!("unknown preset {o}").into()),
+    };
+    let out = PathBuf::from(args.get(3).cloned().unwrap_or_else(|| "nas-out".into()));
+    let profile: HardwareProfile = toml::from_str(presets::HEADSET)?;
+    let mut cfg = NasConfig::preset(preset, kind, profile, Some(out.clone()));
+    if let Ok(s) = std::env::var("NAS_STEPS") {
+        cfg.train.steps = s.parse()?;
+    }
+    let outcome = run_nas(&cfg, &mut |p| match p {
+        Progress::Step(r) if r.step % 10 == 0 || r.step == r.steps => {
+            let eta = r.seconds / r.step.max(1) as f64 * (r.steps - r.step) as f64;
+            eprintln!(
+                "step {}/{} loss {:.3} {:.1}s (ETA {:.0}s)",
+                r.step, r.steps, r.loss_largest, r.seconds, eta
+            );
+        }
+        Progress::Step(_) => {}
+        other => eprintln!("{other:?}"),
+    })?;
+    std::fs::create_dir_all(&out)?;
+    std::fs::write(out.join("report.md"), report::markdown(&outcome))?;
+    std::fs::write(out.join("report.csv"), report::csv(&outcome))?;
+    std::fs::write(out.join("report.svg"), report::svg(&outcome))?;
+    std::fs::write(
+        out.join("outcome.json"),
+        serde_json::to_string_pretty(&outcome)?,
+    )?;
+    std::io::stdout().write_all(report::markdown(&outcome).as_bytes())?;
+    Ok(())
+}

@@ -1,0 +1,402 @@
+//! Predicted costs of a subnet under a hardware profile, by `splitnets-cost-model`.
+//!
+//! The subnet is laid out as the ONNX graph its bundle would hold (BatchNorm folded into the
+//! convolutions, every ReLU and residual Add its own node, float32 tensors and weights) and each
+//! node's multiply-accumulates are counted per op class exactly as `cost_model::graph` counts
+//! them. The sensor side becomes a [`CutSummary`] that `cost_model::split::evaluate` prices
+//! (sensor latency, SRAM: weights plus peak live activations, link bytes of the split feature at
+//! its bit width with the daemons' exact framing). The aggregator runs the recover module once per
+//! view and everything after the fusion once per frame, which the cost model's per-view tail does
+//! not express, so its time comes from [`SideWork::seconds`] on the summed work.
+
+use serde::{Deserialize, Serialize};
+use splitnets_cost_model::graph::OpClass;
+use splitnets_cost_model::profile::HardwareProfile;
+use splitnets_cost_model::split::{CutSummary, SideWork, evaluate};
+
+use crate::space::{Arch, Fusion, SearchSpace};
+
+/// Bytes of one tensor element / one weight in the exported float32 graph.
+const F32: u64 = 4;
+
+/// What a subnet costs per frame (all views), as the cost model predicts it.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct PredictedCost {
+    pub sensor_macs: u64,
+    pub aggregator_macs: u64,
+    pub sensor_seconds: f64,
+    /// Weights plus peak live activations on one sensor.
+    pub sensor_memory_bytes: u64,
+    pub sensor_memory_limit_bytes: u64,
+    pub fits_sensor_memory: bool,
+    /// One view's bytes on the wire per frame (framing included).
+    pub link_bytes_per_view: u64,
+    pub link_seconds: f64,
+    /// Link load at the target frame rate, bits per second per link.
+    pub link_bits_per_second: f64,
+    pub link_bandwidth_bits_per_second: f64,
+    pub aggregator_seconds: f64,
+    pub end_to_end_seconds: f64,
+    /// Frames per second the slowest stage sustains.
+    pub sustained_fps: f64,
+    pub parameters: u64,
+    /// Raw frame bytes of one view (8-bit grey), for the ratio.
+    pub raw_frame_bytes: u64,
+}
+
+/// Constraints the search respects.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Constraints {
+    /// End-to-end latency target, seconds.
+    pub latency_seconds: f64,
+    /// Frame rate every stage (and the link) must sustain.
+    pub target_fps: f64,
+}
+
+impl PredictedCost {
+    /// Whether the subnet fits the sensor, the link at the frame rate and the latency target.
+    pub fn satisfies(&self, c: &Constraints) -> bool {
+        self.fits_sensor_memory
+            && self.link_bits_per_second <= self.link_bandwidth_bits_per_second
+            && self.sustained_fps >= c.target_fps
+            && self.end_to_end_seconds <= c.latency_seconds
+    }
+}
+
+/// One node of the exported graph: class, MACs (elements for non-arithmetic classes), weights,
+/// input and output elements, and whether it is an epilogue of the convolution before it.
+#[derive(Debug, Clone, Copy)]
+struct Node {
+    class: OpClass,
+    macs: u64,
+    params: u64,
+    in_elems: u64,
+    out_elems: u64,
+    epilogue: bool,
+}
+
+#[derive(Debug, Default)]
+struct Side {
+    nodes: Vec<Node>,
+    /// Extra live elements during a node (a residual input held across its block).
+    held: Vec<u64>,
+}
+
+impl Side {
+    fn push(&mut self, n: Node, held: u64) {
+        self.nodes.push(n);
+        self.held.push(held);
+    }
+    #[allow(clippy::too_many_arguments)]
+    fn conv(
+        &mut self,
+        cin: usize,
+        cout: usize,
+        k: usize,
+        groups: usize,
+        side_in: usize,
+        side_out: usize,
+        held: u64,
+    ) {
+        let (cin, cout, k, g) = (cin as u64, cout as u64, k as u64, groups as u64);
+        let out = cout * (side_out * side_out) as u64;
+        self.push(
+            Node {
+                class: if g > 1 {
+                    OpClass::DepthwiseConv
+                } else {
+                    OpClass::Conv
+                },
+                macs: out * (cin / g) * k * k,
+                params: cout * (cin / g) * k * k + cout,
+                in_elems: cin * (side_in * side_in) as u64,
+                out_elems: out,
+                epilogue: false,
+            },
+            held,
+        );
+    }
+    fn relu(&mut self, elems: u64, held: u64) {
+        self.push(
+            Node {
+                class: OpClass::Elementwise,
+                macs: elems,
+                params: 0,
+                in_elems: elems,
+                out_elems: elems,
+                epilogue: true,
+            },
+            held,
+        );
+    }
+    fn add(&mut self, elems: u64) {
+        self.push(
+            Node {
+                class: OpClass::Elementwise,
+                macs: elems,
+                params: 0,
+                in_elems: 2 * elems,
+                out_elems: elems,
+                epilogue: false,
+            },
+            0,
+        );
+    }
+    fn work(&self) -> SideWork {
+        let mut w = SideWork::default();
+        for n in &self.nodes {
+            if n.epilogue {
+                w.epilogue_macs_by_class[n.class.index()] += n.macs;
+                w.epilogue_nodes += 1;
+            } else {
+                w.macs_by_class[n.class.index()] += n.macs;
+                w.nodes += 1;
+            }
+            w.param_bytes += n.params * F32;
+        }
+        w
+    }
+    /// Peak live activation bytes of a chain: a node's input and output plus any held tensor.
+    fn peak_bytes(&self, input_elems: u64) -> u64 {
+        let mut peak = input_elems * F32;
+        for (n, &h) in self.nodes.iter().zip(&self.held) {
+            peak = peak.max((n.in_elems + n.out_elems + h) * F32);
+        }
+        peak
+    }
+}
+
+/// Appends stage `s`'s blocks; `side` is the side before the stage, `cin` its input channels.
+fn stage(out: &mut Side, space: &SearchSpace, arch: &Arch, s: usize, cin: usize) -> usize {
+    let st = arch.stages[s];
+    let sides = space.sides();
+    let mut c = cin;
+    for b in 0..st.depth {
+        let (si, so) = if b == 0 {
+            (sides[s], sides[s + 1])
+        } else {
+            (sides[s + 1], sides[s + 1])
+        };
+        let residual = b > 0 && c == st.width;
+        let held = if residual { (c * si * si) as u64 } else { 0 };
+        let hidden = c * st.expansion;
+        out.conv(c, hidden, 1, 1, si, si, held);
+        out.relu((hidden * si * si) as u64, held);
+        out.conv(hidden, hidden, st.kernel, hidden, si, so, held);
+        out.relu((hidden * so * so) as u64, held);
+        out.conv(hidden, st.width, 1, 1, so, so, held);
+        if residual {
+            out.add((st.width * so * so) as u64);
+        }
+        c = st.width;
+    }
+    c
+}
+
+/// The sensor's graph (one view) and the aggregator's graph (all views), node by node.
+fn layout(space: &SearchSpace, arch: &Arch) -> (Side, Side) {
+    let sides = space.sides();
+    let mut head = Side::default();
+    head.conv(1, arch.stem_width, 3, 1, space.input_size, sides[0], 0);
+    head.relu((arch.stem_width * sides[0] * sides[0]) as u64, 0);
+    let mut c = arch.stem_width;
+    for s in 0..arch.split {
+        c = stage(&mut head, space, arch, s, c);
+    }
+    let hw = sides[arch.split];
+    head.conv(c, arch.c_red, 1, 1, hw, hw, 0);
+
+    let views = space.views;
+    let mut tail = Side::default();
+    for _ in 0..views {
+        tail.conv(arch.c_red, c, 1, 1, hw, hw, 0);
+    }
+    let fmap = (c * hw * hw) as u64;
+    let v = views as u64;
+    if views > 1 {
+        match arch.fusion {
+            Fusion::Max | Fusion::Mean => tail.push(
+                Node {
+                    class: OpClass::Elementwise,
+                    macs: v * fmap,
+                    params: 0,
+                    in_elems: v * fmap,
+                    out_elems: fmap,
+                    epilogue: false,
+                },
+                0,
+            ),
+            Fusion::Learned => {
+                // GlobalAveragePool per view, a score (Gemm), softmax over views, weighted sum.
+                tail.push(
+                    Node {
+                        class: OpClass::Reduce,
+                        macs: v * fmap,
+                        params: 0,
+                        in_elems: v * fmap,
+                        out_elems: v * c as u64,
+                        epilogue: false,
+                    },
+                    0,
+                );
+                tail.push(
+                    Node {
+                        class: OpClass::Gemm,
+                        macs: v * c as u64,
+                        params: c as u64 + 1,
+                        in_elems: v * c as u64,
+                        out_elems: v,
+                        epilogue: false,
+                    },
+                    0,
+                );
+                tail.push(
+                    Node {
+                        class: OpClass::Softmax,
+                        macs: v,
+                        params: 0,
+                        in_elems: v,
+                        out_elems: v,
+                        epilogue: false,
+                    },
+                    0,
+                );
+                tail.push(
+                    Node {
+                        class: OpClass::Elementwise,
+                        macs: 2 * v * fmap,
+                        params: 0,
+                        in_elems: v * fmap,
+                        out_elems: fmap,
+                        epilogue: false,
+                    },
+                    0,
+                );
+            }
+        }
+    }
+    for s in arch.split..arch.stages.len() {
+        c = stage(&mut tail, space, arch, s, c);
+    }
+    let last = *sides.last().unwrap_or(&1);
+    tail.push(
+        Node {
+            class: OpClass::Reduce,
+            macs: (c * last * last) as u64,
+            params: 0,
+            in_elems: (c * last * last) as u64,
+            out_elems: c as u64,
+            epilogue: false,
+        },
+        0,
+    );
+    tail.push(
+        Node {
+            class: OpClass::Gemm,
+            macs: (c * space.classes) as u64,
+            params: (c * space.classes + space.classes) as u64,
+            in_elems: c as u64,
+            out_elems: space.classes as u64,
+            epilogue: false,
+        },
+        0,
+    );
+    (head, tail)
+}
+
+/// Predicts the costs of `arch` under `profile` at `target_fps`.
+///
+/// The profile's sensor count must equal the space's views for the aggregator and link figures
+/// to mean what they say; the caller checks that.
+pub fn predict(
+    space: &SearchSpace,
+    arch: &Arch,
+    profile: &HardwareProfile,
+    target_fps: f64,
+) -> PredictedCost {
+    let (head, tail) = layout(space, arch);
+    let hw = space.sides()[arch.split];
+    let feature = (arch.c_red * hw * hw) as u64;
+    let input = (space.input_size * space.input_size) as u64;
+    let sensor = head.work();
+    let summary = CutSummary {
+        sensor_peak_activation_bytes: head.peak_bytes(input),
+        crossing_elements: vec![feature],
+        crossing_ranks: vec![4],
+        sensor: sensor.clone(),
+        aggregator: SideWork::default(),
+        raw_frame: false,
+    };
+    let split = evaluate(&summary, profile, arch.bits, None);
+    let agg = tail.work();
+    let aggregator_seconds = agg.seconds(&profile.aggregator);
+    let transfer = split.link_seconds - profile.link.latency_seconds;
+    let slowest = split
+        .sensor_seconds
+        .max(transfer)
+        .max(aggregator_seconds)
+        .max(1e-12);
+    let parameters = (sensor.param_bytes + agg.param_bytes) / F32;
+    PredictedCost {
+        sensor_macs: sensor.macs(),
+        aggregator_macs: agg.macs(),
+        sensor_seconds: split.sensor_seconds,
+        sensor_memory_bytes: split.sensor_memory_bytes,
+        sensor_memory_limit_bytes: profile.sensor.memory_bytes,
+        fits_sensor_memory: split.fits_sensor_memory,
+        link_bytes_per_view: split.link_bytes_per_view,
+        link_seconds: split.link_seconds,
+        link_bits_per_second: split.link_bytes_per_view as f64 * 8.0 * target_fps,
+        link_bandwidth_bits_per_second: profile.link.bandwidth_bits_per_second,
+        aggregator_seconds,
+        end_to_end_seconds: split.sensor_seconds + split.link_seconds + aggregator_seconds,
+        sustained_fps: 1.0 / slowest,
+        parameters,
+        raw_frame_bytes: input,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headset() -> HardwareProfile {
+        let mut p: HardwareProfile =
+            toml::from_str(splitnets_cost_model::profile::presets::HEADSET).unwrap();
+        p.validate().unwrap();
+        p.sensors = 4;
+        p
+    }
+
+    #[test]
+    fn bigger_subnets_cost_more_and_bits_shrink_the_link() {
+        let space = SearchSpace::standard(28, 4, 10);
+        let p = headset();
+        let big = predict(&space, &Arch::largest(&space, 2), &p, 30.0);
+        let small = predict(&space, &Arch::smallest(&space, 2), &p, 30.0);
+        assert!(big.sensor_macs > 3 * small.sensor_macs);
+        assert!(big.end_to_end_seconds > small.end_to_end_seconds);
+        assert!(big.parameters > small.parameters);
+        let mut a = Arch::largest(&space, 2);
+        a.bits = 2;
+        let low = predict(&space, &a, &p, 30.0);
+        assert!(low.link_bytes_per_view < big.link_bytes_per_view);
+        assert_eq!(low.sensor_macs, big.sensor_macs);
+        // Moving the split later moves work onto the sensor.
+        let late = predict(&space, &Arch::largest(&space, 3), &p, 30.0);
+        assert!(late.sensor_macs > big.sensor_macs);
+        assert!(late.aggregator_macs < big.aggregator_macs);
+    }
+
+    #[test]
+    fn stem_macs_are_counted_exactly() {
+        let space = SearchSpace::standard(28, 1, 10);
+        let a = Arch::smallest(&space, 1);
+        let (head, _) = layout(&space, &a);
+        assert_eq!(head.nodes[0].macs, (28 * 28 * a.stem_width * 9) as u64);
+        assert_eq!(
+            head.nodes[0].params,
+            (a.stem_width * 9 + a.stem_width) as u64
+        );
+    }
+}

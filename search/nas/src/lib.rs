@@ -1,0 +1,560 @@
+//! Split-aware neural architecture search (SA-NAS), after SplitNets (CVPR 2022).
+//!
+//! - [`space`]: the search space (stages of inverted-residual blocks with per-stage depth, width,
+//!   kernel and expansion; split position; reduce channels and bits; view fusion).
+//! - [`supernet`]: the weight-sharing supernet in burn, with the split module (reduce, quantize
+//!   with a straight-through estimator, recover, fuse) and its split-aware initialization.
+//! - [`train`]: sandwich-rule training with in-place distillation, split-aware sampling and view
+//!   dropout; BatchNorm recalibration and accuracy of a subnet with any subset of views.
+//! - [`cost`]: a subnet's predicted costs under a hardware profile, by `splitnets-cost-model`.
+//! - [`search`]: evolutionary search under the constraints, and the Pareto front.
+//! - [`data`]: the data sets (Fashion-MNIST one view, Fashion-MNIST through the 4-camera rig,
+//!   the rendered shapes), batches made off the training thread.
+//!
+//! [`run_nas`] does it all: train the supernet (resuming from a checkpoint), search at several
+//! latency targets on the validation split, measure the test split for the final front only,
+//! and return each front member's architecture, costs, accuracies and weights (BatchNorm folded).
+
+pub mod cost;
+pub mod data;
+pub mod reference;
+pub mod report;
+pub mod search;
+pub mod space;
+pub mod supernet;
+pub mod train;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use burn::prelude::*;
+use serde::{Deserialize, Serialize};
+use splitnets_cost_model::profile::HardwareProfile;
+
+pub use splitnets_camera::rig::SplitMix64 as Rng;
+
+use crate::cost::{Constraints, PredictedCost, predict};
+use crate::data::{BatchStream, DataConfig, DataKind};
+use crate::search::{Candidate, EvoSettings, evolve, pareto_front};
+use crate::space::{Arch, SearchSpace};
+use crate::supernet::{InitScheme, SubnetWeights, Supernet};
+use crate::train::{StepReport, TrainSettings, accuracy, calibrate, train_supernet};
+
+#[derive(Debug, thiserror::Error)]
+pub enum NasError {
+    #[error("configuration: {0}")]
+    Config(String),
+    #[error(transparent)]
+    Dataset(#[from] splitnets_camera::dataset::DatasetError),
+    #[error(transparent)]
+    Shapes(#[from] splitnets_camera::shapes::ShapeError),
+    #[error("checkpoint {path}: {reason}")]
+    Checkpoint { path: String, reason: String },
+    #[error("the batch producer stopped")]
+    Producer,
+}
+
+/// The size of a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Preset {
+    /// Under 5 minutes on a 2-core machine, well above chance.
+    Quick,
+    /// The full budget.
+    Full,
+}
+
+/// Everything a run needs.
+#[derive(Debug, Clone)]
+pub struct NasConfig {
+    pub data: DataConfig,
+    pub profile: HardwareProfile,
+    pub train: TrainSettings,
+    pub evo: EvoSettings,
+    /// Latency targets as fractions of the way (geometrically) from the cheapest to the dearest
+    /// subnet's predicted end-to-end latency.
+    pub latency_fractions: Vec<f64>,
+    pub target_fps: f64,
+    /// Batches used to recalibrate BatchNorm before a subnet is evaluated.
+    pub calibration_batches: usize,
+    /// Validation items used to score a subnet during the search.
+    pub val_items: usize,
+    pub eval_batch: usize,
+    /// Where checkpoints (and the shape cache, by default) go; `None`: no checkpoint.
+    pub out_dir: Option<PathBuf>,
+    pub checkpoint_every: u64,
+    /// Overrides the standard space (e.g. for tests).
+    pub space: Option<SearchSpace>,
+}
+
+impl NasConfig {
+    /// The preset for `kind`: data from the usual places, the headset `profile`.
+    pub fn preset(
+        preset: Preset,
+        kind: DataKind,
+        profile: HardwareProfile,
+        out_dir: Option<PathBuf>,
+    ) -> Self {
+        let cache = out_dir
+            .clone()
+            .unwrap_or_else(std::env::temp_dir)
+            .join("shape-cache");
+        let quick = preset == Preset::Quick;
+        let shapes = splitnets_camera::shapes::ShapeSetConfig {
+            size: if quick { 32 } else { 64 },
+            train: if quick { 3_000 } else { 12_000 },
+            val: if quick { 600 } else { 1_200 },
+            ..Default::default()
+        };
+        let multi = kind != DataKind::FashionMnist;
+        Self {
+            data: DataConfig {
+                kind,
+                fashion_mnist_dir: PathBuf::from(splitnets_camera::dataset::DEFAULT_DIR),
+                cache_dir: cache,
+                shapes,
+                fashion_val: 5_000,
+                test_limit: if quick { Some(2_000) } else { None },
+            },
+            profile,
+            train: TrainSettings {
+                steps: if quick { 220 } else { 6_000 },
+                batch: if quick { 32 } else { 64 },
+                learning_rate: 3e-3,
+                random_subnets: if quick { 1 } else { 2 },
+                view_keep_prob: if multi { 0.7 } else { 1.0 },
+                distill: true,
+                split_aware_sampling: true,
+                init: InitScheme::SplitAware,
+                label_smoothing: 0.1,
+                seed: 1,
+            },
+            evo: EvoSettings {
+                population: if quick { 6 } else { 16 },
+                generations: if quick { 1 } else { 4 },
+                parents: if quick { 3 } else { 6 },
+                mutation_prob: 0.15,
+                crossover_fraction: 0.5,
+                max_resample: 40,
+            },
+            latency_fractions: if quick {
+                vec![0.3, 0.6, 1.0]
+            } else {
+                vec![0.2, 0.4, 0.6, 0.8, 1.0]
+            },
+            target_fps: 30.0,
+            calibration_batches: if quick { 4 } else { 16 },
+            val_items: if quick { 500 } else { 2_000 },
+            eval_batch: 100,
+            out_dir,
+            checkpoint_every: if quick { 100 } else { 500 },
+            space: None,
+        }
+    }
+}
+
+/// What [`run_nas`] reports as it goes.
+#[derive(Debug, Clone)]
+pub enum Progress {
+    Loaded {
+        train_items: usize,
+        val_items: usize,
+        test_items: usize,
+        seconds: f64,
+    },
+    Resumed {
+        step: u64,
+    },
+    Step(StepReport),
+    Evaluated {
+        evaluations: usize,
+        arch: String,
+        val_accuracy: f64,
+        end_to_end_seconds: f64,
+    },
+    TargetDone {
+        index: usize,
+        targets: usize,
+        latency_seconds: f64,
+    },
+    Testing {
+        index: usize,
+        of: usize,
+    },
+}
+
+/// One subnet of the final front, measured on the test split.
+#[derive(Debug, Clone, Serialize)]
+pub struct FrontMember {
+    pub arch: Arch,
+    pub cost: PredictedCost,
+    pub val_accuracy: f64,
+    /// All views present.
+    pub test_accuracy: f64,
+    /// Each single view alone, averaged over the views (equals `test_accuracy` with one view).
+    pub test_accuracy_one_view: f64,
+    /// With one camera missing, the worst camera to lose (equals `test_accuracy` with one view).
+    pub test_accuracy_one_missing: f64,
+    #[serde(skip)]
+    pub weights: SubnetWeights,
+}
+
+/// The result of a search at one latency target.
+#[derive(Debug, Clone, Serialize)]
+pub struct TargetResult {
+    pub latency_seconds: f64,
+    pub best: Option<Candidate>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct NasOutcome {
+    pub data: DataKind,
+    pub space: SearchSpace,
+    pub train: TrainSettings,
+    pub steps_run: u64,
+    pub train_seconds: f64,
+    /// Mean wall time of a sandwich step (all its subnets, forward and backward).
+    pub step_seconds: f64,
+    pub search_seconds: f64,
+    pub total_seconds: f64,
+    /// Process CPU time over wall time for the whole run (≈ cores kept busy).
+    pub cores_used: f64,
+    pub cores_available: usize,
+    pub evaluations: usize,
+    pub targets: Vec<TargetResult>,
+    pub evaluated: Vec<Candidate>,
+    pub front: Vec<FrontMember>,
+    pub input_mean: f32,
+    pub input_std: f32,
+}
+
+fn cpu_seconds() -> Option<f64> {
+    // utime and stime (fields 14 and 15) in clock ticks of 1/100 s on Linux.
+    let s = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let rest = s.rsplit_once(')')?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let u: f64 = f.get(11)?.parse().ok()?;
+    let k: f64 = f.get(12)?.parse().ok()?;
+    Some((u + k) / 100.0)
+}
+
+const CKPT_MAGIC: &[u8; 8] = b"SNNASCK1";
+
+fn config_key(space: &SearchSpace, t: &TrainSettings, kind: DataKind) -> u64 {
+    let text = format!("{space:?}{t:?}{kind:?}");
+    let mut h: u64 = 0xCBF2_9CE4_8422_2325;
+    for b in text.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01B3);
+    }
+    h
+}
+
+fn save_checkpoint(path: &Path, key: u64, step: u64, params: &[Vec<f32>]) -> Result<(), NasError> {
+    let err = |e: std::io::Error| NasError::Checkpoint {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    };
+    let mut buf = Vec::new();
+    buf.extend_from_slice(CKPT_MAGIC);
+    buf.extend_from_slice(&key.to_le_bytes());
+    buf.extend_from_slice(&step.to_le_bytes());
+    buf.extend_from_slice(&(params.len() as u64).to_le_bytes());
+    for p in params {
+        buf.extend_from_slice(&(p.len() as u64).to_le_bytes());
+        for v in p {
+            buf.extend_from_slice(&v.to_le_bytes());
+        }
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(err)?;
+    }
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, &buf).map_err(err)?;
+    std::fs::rename(&tmp, path).map_err(err)
+}
+
+/// A checkpoint's step and parameters, if it exists and belongs to this configuration.
+fn load_checkpoint(path: &Path, key: u64) -> Option<(u64, Vec<Vec<f32>>)> {
+    let b = std::fs::read(path).ok()?;
+    let u64_at =
+        |i: usize| -> Option<u64> { Some(u64::from_le_bytes(b.get(i..i + 8)?.try_into().ok()?)) };
+    if b.get(..8)? != CKPT_MAGIC || u64_at(8)? != key {
+        return None;
+    }
+    let step = u64_at(16)?;
+    let n = u64_at(24)? as usize;
+    let mut at = 32;
+    let mut params = Vec::with_capacity(n.min(10_000));
+    for _ in 0..n {
+        let len = u64_at(at)? as usize;
+        at += 8;
+        let bytes = b.get(at..at.checked_add(len.checked_mul(4)?)?)?;
+        params.push(
+            bytes
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
+        );
+        at += len * 4;
+    }
+    Some((step, params))
+}
+
+/// Trains the supernet, searches, and measures the front. See the crate documentation.
+pub fn run_nas(
+    cfg: &NasConfig,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<NasOutcome, NasError> {
+    let progress = std::cell::RefCell::new(progress);
+    let progress = |p: Progress| (progress.borrow_mut())(p);
+    let t0 = Instant::now();
+    let cpu0 = cpu_seconds();
+    cfg.profile
+        .validate()
+        .map_err(|e| NasError::Config(e.to_string()))?;
+    let data = data::load(&cfg.data)?;
+    progress(Progress::Loaded {
+        train_items: data.train.len(),
+        val_items: data.val.len(),
+        test_items: data.test.len(),
+        seconds: t0.elapsed().as_secs_f64(),
+    });
+    let space = cfg
+        .space
+        .clone()
+        .unwrap_or_else(|| SearchSpace::standard(data.side, data.views, data.classes));
+    space.validate().map_err(NasError::Config)?;
+    if space.input_size != data.side || space.views != data.views || space.classes != data.classes {
+        return Err(NasError::Config(format!(
+            "space is for {}px × {} views × {} classes, data {}px × {} × {}",
+            space.input_size, space.views, space.classes, data.side, data.views, data.classes
+        )));
+    }
+    // The profile's sensor count is the rig's camera count.
+    let mut profile = cfg.profile.clone();
+    profile.sensors = data.views as u32;
+
+    // --- Supernet training (resumable).
+    let base = Device::flex();
+    base.seed(cfg.train.seed);
+    let device = base.clone().autodiff();
+    let key = config_key(&space, &cfg.train, data.kind);
+    let ckpt = cfg.out_dir.as_ref().map(|d| d.join("supernet.ckpt"));
+    let mut start = 0;
+    let mut net = Supernet::new(&space, cfg.train.init, cfg.train.seed, &device);
+    if let Some((step, params)) = ckpt.as_deref().and_then(|p| load_checkpoint(p, key)) {
+        net = Supernet::from_parameters(&space, params, &device).map_err(|reason| {
+            NasError::Checkpoint {
+                path: ckpt
+                    .as_deref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default(),
+                reason,
+            }
+        })?;
+        start = step;
+        progress(Progress::Resumed { step });
+    }
+    let stream = BatchStream::spawn(
+        data.train.clone(),
+        cfg.train.batch,
+        cfg.train.view_keep_prob,
+        cfg.train.seed ^ start.wrapping_mul(0x9E37_79B9),
+    );
+    let t_train = Instant::now();
+    let mut ckpt_err = None;
+    let mut steps_run = 0;
+    let mut save = |step: u64, n: &Supernet| {
+        if let Some(p) = ckpt.as_deref()
+            && let Err(e) = save_checkpoint(p, key, step, &n.parameters())
+        {
+            ckpt_err.get_or_insert(e);
+        }
+    };
+    let net = train_supernet(
+        net,
+        &space,
+        &cfg.train,
+        &stream,
+        &device,
+        start,
+        cfg.checkpoint_every,
+        &mut save,
+        &mut |r| {
+            steps_run += 1;
+            progress(Progress::Step(r));
+        },
+    );
+    if let Some(e) = ckpt_err {
+        return Err(e);
+    }
+    if start + steps_run < cfg.train.steps {
+        return Err(NasError::Producer);
+    }
+    let train_seconds = t_train.elapsed().as_secs_f64();
+    if let Some(p) = ckpt.as_deref() {
+        save_checkpoint(p, key, cfg.train.steps, &net.parameters())?;
+    }
+    let net = net.valid();
+
+    // --- Search on the validation split.
+    let t_search = Instant::now();
+    let calib: Vec<_> = (0..cfg.calibration_batches)
+        .map(|_| stream.next().ok_or(NasError::Producer))
+        .collect::<Result<_, _>>()?;
+    drop(stream);
+    let mut val = data.val.clone();
+    let nv = cfg.val_items.min(val.len());
+    val.frames.truncate(nv * val.views * val.side * val.side);
+    val.labels.truncate(nv);
+    let all_views = vec![true; space.views];
+    let mut cache: HashMap<Arch, f64> = HashMap::new();
+    let mut evaluated: Vec<Candidate> = Vec::new();
+    let mut cost_of = |a: &Arch| predict(&space, a, &profile, cfg.target_fps);
+    let mut evaluate = |a: &Arch| -> f64 {
+        if let Some(&acc) = cache.get(a) {
+            return acc;
+        }
+        let stats = calibrate(&net, &space, a, &calib, &base);
+        let acc = accuracy(
+            &net,
+            &space,
+            a,
+            &stats,
+            &val,
+            &all_views,
+            cfg.eval_batch,
+            &base,
+        );
+        cache.insert(a.clone(), acc);
+        let c = predict(&space, a, &profile, cfg.target_fps);
+        evaluated.push(Candidate {
+            arch: a.clone(),
+            cost: c,
+            val_accuracy: acc,
+        });
+        progress(Progress::Evaluated {
+            evaluations: evaluated.len(),
+            arch: a.short(),
+            val_accuracy: acc,
+            end_to_end_seconds: c.end_to_end_seconds,
+        });
+        acc
+    };
+    // Latency range: the cheapest and dearest corners of the space.
+    let mut lo = f64::INFINITY;
+    let mut hi: f64 = 0.0;
+    for split in 1..=space.stages.len() {
+        lo = lo.min(cost_of(&Arch::smallest(&space, split)).end_to_end_seconds);
+        hi = hi.max(cost_of(&Arch::largest(&space, split)).end_to_end_seconds);
+    }
+    let mut rng = Rng::new(cfg.train.seed ^ 0xE7_0001);
+    let mut targets = Vec::new();
+    for (i, f) in cfg.latency_fractions.iter().enumerate() {
+        let latency = lo * (hi / lo).powf(f.clamp(0.0, 1.0));
+        let limits = Constraints {
+            latency_seconds: latency,
+            target_fps: cfg.target_fps,
+        };
+        let best = evolve(
+            &space,
+            &cfg.evo,
+            &limits,
+            &mut rng,
+            &mut cost_of,
+            &mut evaluate,
+        );
+        targets.push(TargetResult {
+            latency_seconds: latency,
+            best,
+        });
+        progress(Progress::TargetDone {
+            index: i,
+            targets: cfg.latency_fractions.len(),
+            latency_seconds: latency,
+        });
+    }
+    let search_seconds = t_search.elapsed().as_secs_f64();
+    let evaluations = evaluated.len();
+    let feasible: Vec<Candidate> = evaluated
+        .iter()
+        .filter(|c| {
+            c.cost.satisfies(&Constraints {
+                latency_seconds: f64::INFINITY,
+                target_fps: cfg.target_fps,
+            })
+        })
+        .cloned()
+        .collect();
+    let front = pareto_front(&feasible);
+
+    // --- Test split, for the final front only.
+    let mut members = Vec::with_capacity(front.len());
+    for (i, c) in front.iter().enumerate() {
+        progress(Progress::Testing {
+            index: i,
+            of: front.len(),
+        });
+        let stats = calibrate(&net, &space, &c.arch, &calib, &base);
+        let acc = |present: &[bool]| {
+            accuracy(
+                &net,
+                &space,
+                &c.arch,
+                &stats,
+                &data.test,
+                present,
+                cfg.eval_batch,
+                &base,
+            )
+        };
+        let test_accuracy = acc(&all_views);
+        let (one, missing) = if space.views > 1 {
+            let mut one = 0.0;
+            let mut missing = f64::INFINITY;
+            for v in 0..space.views {
+                let only: Vec<bool> = (0..space.views).map(|k| k == v).collect();
+                let but: Vec<bool> = (0..space.views).map(|k| k != v).collect();
+                one += acc(&only);
+                missing = missing.min(acc(&but));
+            }
+            (one / space.views as f64, missing)
+        } else {
+            (test_accuracy, test_accuracy)
+        };
+        members.push(FrontMember {
+            arch: c.arch.clone(),
+            cost: c.cost,
+            val_accuracy: c.val_accuracy,
+            test_accuracy,
+            test_accuracy_one_view: one,
+            test_accuracy_one_missing: missing,
+            weights: net.export(&space, &c.arch, &stats),
+        });
+    }
+    let total_seconds = t0.elapsed().as_secs_f64();
+    let cores_used = match (cpu0, cpu_seconds()) {
+        (Some(a), Some(b)) if total_seconds > 0.0 => (b - a) / total_seconds,
+        _ => f64::NAN,
+    };
+    Ok(NasOutcome {
+        data: data.kind,
+        space,
+        train: cfg.train.clone(),
+        steps_run,
+        train_seconds,
+        step_seconds: train_seconds / steps_run.max(1) as f64,
+        search_seconds,
+        total_seconds,
+        cores_used,
+        cores_available: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        evaluations,
+        targets,
+        evaluated,
+        front: members,
+        input_mean: data::MEAN,
+        input_std: data::STD,
+    })
+}

@@ -1,0 +1,214 @@
+//! Supernet training (sandwich rule, in-place distillation, split-aware sampling) and subnet
+//! evaluation (BatchNorm recalibration, accuracy with any subset of views).
+
+use std::time::Instant;
+
+use burn::grad_clipping::GradientClippingConfig;
+use burn::nn::loss::CrossEntropyLossConfig;
+use burn::optim::{AdamConfig, GradientsParams};
+use burn::prelude::*;
+use burn::tensor::activation::{log_softmax, softmax};
+use serde::{Deserialize, Serialize};
+
+use crate::Rng;
+use crate::data::{Batch, BatchStream, ViewSet};
+use crate::space::{Arch, SearchSpace};
+use crate::supernet::{BnMode, BnStats, Ctx, InitScheme, Supernet};
+
+/// How the supernet is trained.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainSettings {
+    pub steps: u64,
+    pub batch: usize,
+    pub learning_rate: f64,
+    /// Random subnets per step besides the largest and the smallest.
+    pub random_subnets: usize,
+    /// Probability a view is kept in a training item (view dropout; 1 = off).
+    pub view_keep_prob: f64,
+    /// Smaller subnets learn from the largest's soft outputs (else from the labels).
+    pub distill: bool,
+    /// Split position, C_red and bits sampled with the architecture, and the split positions of
+    /// the largest and smallest cycled so every split module is trained (else the largest and
+    /// smallest always split after the last stage).
+    pub split_aware_sampling: bool,
+    pub init: InitScheme,
+    pub label_smoothing: f32,
+    pub seed: u64,
+}
+
+/// What the trainer reports after each step.
+#[derive(Debug, Clone, Copy)]
+pub struct StepReport {
+    pub step: u64,
+    pub steps: u64,
+    pub loss_largest: f64,
+    pub seconds: f64,
+}
+
+fn tensors(b: &Batch, views: usize, side: usize, device: &Device) -> (Tensor<5>, Tensor<2>) {
+    let x = Tensor::<5>::from_data(
+        TensorData::new(b.inputs.clone(), [b.batch, views, 1, side, side]),
+        device,
+    );
+    let m = Tensor::<2>::from_data(
+        TensorData::new(b.view_mask.clone(), [b.batch, views]),
+        device,
+    );
+    (x, m)
+}
+
+/// The subnets of one sandwich step.
+pub fn sandwich(space: &SearchSpace, s: &TrainSettings, step: u64, rng: &mut Rng) -> Vec<Arch> {
+    let n = space.stages.len() as u64;
+    let (big_split, small_split) = if s.split_aware_sampling {
+        ((step % n) as usize + 1, ((step + n / 2) % n) as usize + 1)
+    } else {
+        (n as usize, n as usize)
+    };
+    let mut v = vec![
+        Arch::largest(space, big_split),
+        Arch::smallest(space, small_split),
+    ];
+    for _ in 0..s.random_subnets {
+        let mut a = Arch::random(space, rng);
+        if !s.split_aware_sampling {
+            a.split = n as usize;
+            a.c_red = space.max_reduce();
+            a.bits = *space.bits.iter().max().unwrap_or(&8);
+        }
+        v.push(a);
+    }
+    v
+}
+
+/// Trains `net` (on an autodiff device) from `start_step` to `settings.steps`; `checkpoint` is
+/// called every `checkpoint_every` steps with the step and the parameters.
+pub fn train_supernet(
+    mut net: Supernet,
+    space: &SearchSpace,
+    s: &TrainSettings,
+    stream: &BatchStream,
+    device: &Device,
+    start_step: u64,
+    checkpoint_every: u64,
+    checkpoint: &mut dyn FnMut(u64, &Supernet),
+    on_step: &mut dyn FnMut(StepReport),
+) -> Supernet {
+    let mut optim = AdamConfig::new()
+        .with_grad_clipping(Some(GradientClippingConfig::Norm(1.0)))
+        .init();
+    let ce_smooth = CrossEntropyLossConfig::new()
+        .with_smoothing(Some(s.label_smoothing))
+        .init(device);
+    let ce = CrossEntropyLossConfig::new().init(device);
+    let mut rng = Rng::new(s.seed ^ 0x5A4D_0001 ^ start_step.wrapping_mul(0x9E37));
+    let started = Instant::now();
+    let warmup = (s.steps / 20).max(1);
+    for step in start_step + 1..=s.steps {
+        let Some(batch) = stream.next() else { break };
+        let (x, m) = tensors(&batch, space.views, space.input_size, device);
+        let y = Tensor::<1, Int>::from_data(
+            TensorData::new(batch.labels.clone(), [batch.batch]),
+            device,
+        );
+        let archs = sandwich(space, s, step, &mut rng);
+        let mut total: Option<Tensor<1>> = None;
+        let mut teacher: Option<Tensor<2>> = None;
+        let mut loss_largest = 0.0;
+        for (i, arch) in archs.iter().enumerate() {
+            let mut ctx = Ctx::new(BnMode::Batch);
+            let logits = net.forward(space, arch, x.clone(), m.clone(), &mut ctx);
+            let loss = if i == 0 {
+                teacher = Some(softmax(logits.clone().detach(), 1));
+                let l = ce_smooth.forward(logits, y.clone());
+                loss_largest = f64::from(l.clone().into_scalar::<f32>());
+                l
+            } else if let (true, Some(t)) = (s.distill, teacher.as_ref()) {
+                let lp = log_softmax(logits, 1);
+                (t.clone() * lp).sum_dim(1).mean().neg()
+            } else {
+                ce.forward(logits, y.clone())
+            };
+            total = Some(match total {
+                Some(t) => t + loss,
+                None => loss,
+            });
+        }
+        let Some(total) = total else { break };
+        let grads = GradientsParams::from_grads(total.backward(), &net);
+        let progress = step as f64 / s.steps as f64;
+        let lr = if step <= warmup {
+            s.learning_rate * step as f64 / warmup as f64
+        } else {
+            s.learning_rate * (0.02 + 0.98 * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos()))
+        };
+        net = optim.step(lr, net, grads);
+        on_step(StepReport {
+            step,
+            steps: s.steps,
+            loss_largest,
+            seconds: started.elapsed().as_secs_f64(),
+        });
+        if checkpoint_every > 0 && step % checkpoint_every == 0 && step < s.steps {
+            checkpoint(step, &net);
+        }
+    }
+    net
+}
+
+/// BatchNorm statistics of `arch`, recalibrated on `batches` (all views present).
+pub fn calibrate(
+    net: &Supernet,
+    space: &SearchSpace,
+    arch: &Arch,
+    batches: &[Batch],
+    device: &Device,
+) -> BnStats {
+    let mut stats = BnStats::default();
+    for b in batches {
+        let mut full = b.clone();
+        full.view_mask.iter_mut().for_each(|m| *m = 1.0);
+        let (x, m) = tensors(&full, space.views, space.input_size, device);
+        let mut ctx = Ctx::new(BnMode::Record(std::mem::take(&mut stats)));
+        let _ = net.forward(space, arch, x, m, &mut ctx);
+        if let BnMode::Record(s) = ctx.mode {
+            stats = s;
+        }
+        stats.batches += 1;
+    }
+    stats
+}
+
+/// Accuracy of `arch` with `stats` on `set`, with only the views whose flag is set present.
+#[allow(clippy::too_many_arguments)]
+pub fn accuracy(
+    net: &Supernet,
+    space: &SearchSpace,
+    arch: &Arch,
+    stats: &BnStats,
+    set: &ViewSet,
+    present: &[bool],
+    batch: usize,
+    device: &Device,
+) -> f64 {
+    let mut correct = 0usize;
+    let mut start = 0;
+    while start < set.len() {
+        let end = (start + batch).min(set.len());
+        let mut b = set.batch(start..end);
+        for (i, m) in b.view_mask.iter_mut().enumerate() {
+            *m = f32::from(u8::from(present[i % set.views]));
+        }
+        let (x, m) = tensors(&b, space.views, space.input_size, device);
+        let mut ctx = Ctx::new(BnMode::Use(stats.clone()));
+        let logits = net.forward(space, arch, x, m, &mut ctx);
+        let pred = logits
+            .argmax(1)
+            .into_data()
+            .try_to_vec::<i64>()
+            .unwrap_or_default();
+        correct += pred.iter().zip(&b.labels).filter(|(p, l)| p == l).count();
+        start = end;
+    }
+    correct as f64 / set.len().max(1) as f64
+}
