@@ -146,14 +146,21 @@ impl Settings {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::Parser;
+
+    /// Parses flags as the binary would, but ignoring the caller's `SPLITNETS_*` environment,
+    /// so the result depends on the arguments alone.
+    fn parse(argv: &[&str]) -> Result<Args, clap::Error> {
+        use clap::{CommandFactory, FromArgMatches};
+        let cmd = Args::command().mut_args(|a| a.env(None::<&'static str>));
+        Args::from_arg_matches(&cmd.try_get_matches_from(argv)?)
+    }
 
     #[test]
     fn flags_override_the_file_which_overrides_defaults() {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("agg.toml");
         std::fs::write(&f, "bundle = \"/b\"\nfusion_deadline_ms = 80\nmax_pending_frames = 9\nlog_format = \"json\"\n").unwrap();
-        let args = Args::try_parse_from([
+        let args = parse(&[
             "aggregator",
             "--config",
             f.to_str().unwrap(),
@@ -171,11 +178,9 @@ mod tests {
 
     #[test]
     fn missing_bundle_and_bad_values_are_named() {
-        let e = Settings::resolve(Args::try_parse_from(["aggregator"]).unwrap()).unwrap_err();
+        let e = Settings::resolve(parse(&["aggregator"]).unwrap()).unwrap_err();
         assert!(e.to_string().contains("--bundle"), "{e}");
-        let args =
-            Args::try_parse_from(["aggregator", "--bundle", "b", "--max-pending-frames", "0"])
-                .unwrap();
+        let args = parse(&["aggregator", "--bundle", "b", "--max-pending-frames", "0"]).unwrap();
         assert!(
             Settings::resolve(args)
                 .unwrap_err()

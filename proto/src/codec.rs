@@ -195,6 +195,8 @@ pub fn encode_into(
             actual: values.len(),
         });
     }
+    // Release this tensor's previous payload first, so the arena can reclaim its memory.
+    out.payload = Bytes::new();
     out.shape.clear();
     out.shape.extend_from_slice(shape);
     out.scale.clear();

@@ -70,10 +70,28 @@ proptest! {
         let t = codec::encode(CodecSpec::Float32, &shape, &values).unwrap();
         prop_assert_eq!(t.payload.len(), values.len() * 4);
         prop_assert_eq!(codec::decode(&t).unwrap(), values.clone());
+    }
+
+    #[test]
+    fn float16_rounds_to_nearest_and_overflows_to_infinity(
+        values in proptest::collection::vec(
+            prop_oneof![-65504.0f32..65504.0, -1.0f32..1.0, -1e-4f32..1e-4, -1e6f32..1e6],
+            1..64,
+        )
+    ) {
+        let shape = [1, values.len(), 1, 1];
         let h = codec::encode(CodecSpec::Float16, &shape, &values).unwrap();
         prop_assert_eq!(h.payload.len(), values.len() * 2);
         for (a, r) in values.iter().zip(codec::decode(&h).unwrap()) {
-            prop_assert!((a - r).abs() <= a.abs() * 1e-3 + 1e-3 || a.abs() > 65504.0);
+            if a.abs() >= 65520.0 {
+                // Beyond float16's largest finite value (65504) plus half a step: infinity.
+                prop_assert!(r.is_infinite() && r.signum() == a.signum(), "{} -> {}", a, r);
+            } else {
+                // Round to nearest: half a unit in the last place, 2^-11 relative for normal
+                // values, 2^-25 absolute below the smallest normal (2^-14).
+                let bound = (a.abs() * 2f32.powi(-11)).max(2f32.powi(-25));
+                prop_assert!((a - r).abs() <= bound, "{} -> {} (bound {})", a, r, bound);
+            }
         }
     }
 }

@@ -380,3 +380,29 @@ pub fn calibrate(
     };
     Ok((thr, overhead, report))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::fit_line;
+
+    #[test]
+    fn fit_line_recovers_an_exact_line() {
+        let pts: Vec<(f64, f64)> = [1.0, 2.0, 5.0, 9.0]
+            .iter()
+            .map(|&x| (x, 3e-6 + 2e-9 * x))
+            .collect();
+        let (a, b) = fit_line(&pts);
+        assert!((a - 3e-6).abs() < 1e-12, "intercept {a}");
+        assert!((b - 2e-9).abs() < 1e-15, "slope {b}");
+    }
+
+    #[test]
+    fn a_negative_intercept_falls_back_to_a_line_through_the_origin() {
+        // Least squares gives y = -1 + 2x here; time cannot be negative at zero work.
+        let pts = [(1.0, 1.0), (2.0, 3.0), (3.0, 5.0)];
+        let (a, b) = fit_line(&pts);
+        assert_eq!(a, 0.0);
+        // Through the origin: b = Σxy / Σx² = (1 + 6 + 15) / 14.
+        assert!((b - 22.0 / 14.0).abs() < 1e-12, "slope {b}");
+    }
+}

@@ -117,6 +117,30 @@ pub struct Settings {
 }
 
 impl Settings {
+    /// Settings for tests and embedding: camera `view` replaying the data set at 30 fps to
+    /// `aggregator`, admin on an OS-chosen loopback port, no shared trigger.
+    pub fn local(bundle: PathBuf, view: u32, aggregator: String) -> Self {
+        Self {
+            bundle,
+            view,
+            aggregator,
+            fps: 30.0,
+            frames: None,
+            start_frame: 0,
+            start_at_unix_ms: None,
+            source: SourceKind::Replay {
+                data_dir: splitnets_camera::dataset::DEFAULT_DIR.into(),
+            },
+            id: format!("sensor-{view}"),
+            admin_listen: "127.0.0.1:0".parse().expect("valid address"),
+            queue: 8,
+            reconnect_min: Duration::from_millis(100),
+            reconnect_max: Duration::from_millis(5000),
+            head_threads: 1,
+            log_format: LogFormat::Text,
+        }
+    }
+
     pub fn resolve(args: Args) -> anyhow::Result<Self> {
         let file: FileConfig = splitnets_ops::load_config_file(args.config.as_deref())?;
         let log_format = LogFormat::resolve(args.log_format, file.log_format.as_deref())?;
@@ -187,19 +211,24 @@ impl Settings {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::Parser;
+
+    /// Parses flags as the binary would, but ignoring the caller's `SPLITNETS_*` environment,
+    /// so the result depends on the arguments alone.
+    fn parse(argv: &[&str]) -> Result<Args, clap::Error> {
+        use clap::{CommandFactory, FromArgMatches};
+        let cmd = Args::command().mut_args(|a| a.env(None::<&'static str>));
+        Args::from_arg_matches(&cmd.try_get_matches_from(argv)?)
+    }
 
     #[test]
     fn sources_and_defaults() {
-        let s = Settings::resolve(
-            Args::try_parse_from(["sensor-node", "--bundle", "b", "--view", "2"]).unwrap(),
-        )
-        .unwrap();
+        let s = Settings::resolve(parse(&["sensor-node", "--bundle", "b", "--view", "2"]).unwrap())
+            .unwrap();
         assert_eq!(s.id, "sensor-2");
         assert_eq!(s.fps, 30.0);
         assert!(matches!(s.source, SourceKind::Replay { .. }));
         let s = Settings::resolve(
-            Args::try_parse_from([
+            parse(&[
                 "sensor-node",
                 "--bundle",
                 "b",
@@ -213,7 +242,7 @@ mod tests {
         .unwrap();
         assert_eq!(s.source, SourceKind::Folder("/x".into()));
         let e = Settings::resolve(
-            Args::try_parse_from([
+            parse(&[
                 "sensor-node",
                 "--bundle",
                 "b",
@@ -226,8 +255,7 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("webcam"), "{e}");
-        let e = Settings::resolve(Args::try_parse_from(["sensor-node", "--bundle", "b"]).unwrap())
-            .unwrap_err();
+        let e = Settings::resolve(parse(&["sensor-node", "--bundle", "b"]).unwrap()).unwrap_err();
         assert!(e.to_string().contains("--view"), "{e}");
     }
 }

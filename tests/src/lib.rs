@@ -40,10 +40,54 @@ pub fn unix_ms() -> u64 {
         .as_millis() as u64
 }
 
+/// The directory of the project's release executables (daemons, demo, search), rebuilt first (once per test process) so
+/// that an end-to-end test never runs a stale binary: `cargo build` is a no-op when they are
+/// current, and a test that cannot build them fails here with cargo's output.
+pub fn daemons_bin_dir() -> PathBuf {
+    static BUILT: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    let built = BUILT.get_or_init(|| {
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+        let out = std::process::Command::new(cargo)
+            .current_dir(&root)
+            .args([
+                "build",
+                "--release",
+                "--quiet",
+                "-p",
+                "aggregator",
+                "-p",
+                "sensor-node",
+                "-p",
+                "splitnets-deploy",
+                "-p",
+                "splitnets-search",
+                "--bins",
+            ])
+            .output()
+            .map_err(|e| format!("running cargo: {e}"))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    });
+    if let Err(e) = built {
+        panic!("building the daemons for an end-to-end test failed:\n{e}");
+    }
+    let dir = default_bin_dir();
+    assert!(
+        dir.ends_with("release"),
+        "end-to-end tests run the release daemons; run them with --release (found {})",
+        dir.display()
+    );
+    dir
+}
+
 /// Starts an aggregator on loopback (OS-chosen port) for `bundle`.
 pub async fn cluster(bundle: &Path, work: &Path, deadline_ms: u64) -> LocalCluster {
     LocalCluster::start(ClusterOptions {
-        bin_dir: default_bin_dir(),
+        bin_dir: daemons_bin_dir(),
         bundle: bundle.to_path_buf(),
         work_dir: work.to_path_buf(),
         fusion_deadline_ms: deadline_ms,

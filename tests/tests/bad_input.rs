@@ -3,10 +3,11 @@
 use std::process::Command;
 use std::time::Duration;
 
-use splitnets_deploy::{default_bin_dir, metric_sum};
+use splitnets_deploy::metric_sum;
 use splitnets_proto::bundle::Bundle;
 use splitnets_proto::codec::{self, CodecSpec};
 use splitnets_proto::wire::{self, FeatureFrame, RejectReason};
+use splitnets_tests::daemons_bin_dir;
 use splitnets_tests::{RawSensor, bundle_with_codec, cluster, demo_bundle, sensor_args};
 
 fn valid_frame(sequence: u64, bundle: &Bundle) -> FeatureFrame {
@@ -128,7 +129,7 @@ async fn a_sensor_with_another_bundle_is_refused_with_the_reason() {
     assert_eq!(raw.reply.reason, RejectReason::ViewIndex as i32);
 
     // The real sensor binary with the other bundle exits non-zero and says why.
-    let out = Command::new(default_bin_dir().join("sensor-node"))
+    let out = Command::new(daemons_bin_dir().join("sensor-node"))
         .arg("--bundle")
         .arg(&other)
         .args([
@@ -154,7 +155,7 @@ async fn a_sensor_reconnects_when_the_aggregator_comes_back() {
     let tmp = tempfile::tempdir().unwrap();
     let mut first = cluster(&demo_bundle(), &tmp.path().join("a"), 50).await;
     let port = first.grpc.port();
-    let mut sensor = tokio::process::Command::new(default_bin_dir().join("sensor-node"))
+    let mut sensor = tokio::process::Command::new(daemons_bin_dir().join("sensor-node"))
         .arg("--bundle")
         .arg(demo_bundle())
         .args([
@@ -181,7 +182,7 @@ async fn a_sensor_reconnects_when_the_aggregator_comes_back() {
 
     // A new aggregator on the same port: the sensor finds it again by itself.
     let second = splitnets_deploy::LocalCluster::start(splitnets_deploy::ClusterOptions {
-        bin_dir: default_bin_dir(),
+        bin_dir: daemons_bin_dir(),
         bundle: demo_bundle(),
         work_dir: tmp.path().join("b"),
         fusion_deadline_ms: 50,
@@ -214,7 +215,7 @@ async fn a_sensor_reconnects_when_the_aggregator_comes_back() {
 }
 
 fn run_aggregator(args: &[&str], envs: &[(&str, &str)]) -> (bool, String) {
-    let mut cmd = Command::new(default_bin_dir().join("aggregator"));
+    let mut cmd = Command::new(daemons_bin_dir().join("aggregator"));
     cmd.args(args)
         .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"]);
     for (k, v) in envs {
@@ -281,7 +282,7 @@ fn bad_bundles_configs_and_a_missing_runtime_stop_the_daemon_with_one_line() {
         &b.tail_onnx,
     )
     .unwrap();
-    let out = Command::new(default_bin_dir().join("sensor-node"))
+    let out = Command::new(daemons_bin_dir().join("sensor-node"))
         .arg("--bundle")
         .arg(&garbage)
         .args(["--view", "0", "--admin-listen", "127.0.0.1:0"])

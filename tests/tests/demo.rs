@@ -2,12 +2,12 @@
 
 use std::process::Command;
 
-use splitnets_deploy::default_bin_dir;
+use splitnets_tests::daemons_bin_dir;
 
 #[test]
 fn the_demo_runs_and_reports_accuracy_latency_and_bytes() {
     let report = tempfile::NamedTempFile::new().unwrap();
-    let out = Command::new(default_bin_dir().join("splitnets-demo"))
+    let out = Command::new(daemons_bin_dir().join("splitnets-demo"))
         .arg("--bundle")
         .arg(splitnets_tests::demo_bundle())
         .args([

@@ -167,7 +167,7 @@ async fn a_planner_made_bundle_runs_unchanged_and_equals_one_process() {
     let tmp = tempfile::tempdir().unwrap();
     let bundle = tmp.path().join("at-pool2");
     let out =
-        std::process::Command::new(splitnets_deploy::default_bin_dir().join("splitnets-search"))
+        std::process::Command::new(splitnets_tests::daemons_bin_dir().join("splitnets-search"))
             .arg("split-bundle")
             .arg("--from")
             .arg(demo_bundle())

@@ -57,7 +57,19 @@ pub struct HeadStage {
     out_shape: Vec<usize>,
     feature: Vec<f32>,
     encoded: EncodedTensor,
-    arena: BytesMut,
+    /// Payload arenas used in turn: a payload still in flight (queued for the link) keeps its
+    /// arena busy, so with enough arenas each one is free again when its turn comes and the
+    /// stream allocates nothing.
+    arenas: Vec<BytesMut>,
+    next_arena: usize,
+}
+
+/// Memory the head stage's payload arenas may hold together.
+const ARENA_BUDGET_BYTES: usize = 8 << 20;
+
+fn arena_count(codec: CodecSpec, feature_shape: &[usize]) -> usize {
+    let payload = codec.payload_bytes(feature_shape.iter().product()).max(1);
+    (ARENA_BUDGET_BYTES / payload).clamp(2, 32)
 }
 
 impl HeadStage {
@@ -95,7 +107,8 @@ impl HeadStage {
             out_shape: Vec::new(),
             feature: Vec::new(),
             encoded: EncodedTensor::empty(),
-            arena: BytesMut::new(),
+            arenas: vec![BytesMut::new(); arena_count(codec, feature_shape)],
+            next_arena: 0,
         })
     }
 
@@ -128,12 +141,15 @@ impl HeadStage {
 
     /// Encodes the features of the last frame [`HeadStage::features`] computed.
     pub fn encode_features(&mut self) -> Result<&EncodedTensor, StageError> {
+        let turn = self.next_arena;
+        self.next_arena = (turn + 1) % self.arenas.len();
+        let arena = &mut self.arenas[turn];
         codec::encode_into(
             self.codec,
             &self.feature_shape,
             &self.feature,
             &mut self.encoded,
-            &mut self.arena,
+            arena,
         )?;
         Ok(&self.encoded)
     }
