@@ -1,12 +1,20 @@
 #!/usr/bin/env bash
-# The test suite, as CI runs it: set up, build the daemons (the end-to-end tests spawn them),
-# lint, then every test with nextest (release profile: training and ONNX Runtime need it).
+# The test suite, as CI runs it: set up (including the cargo tools it needs), build the daemons
+# (the end-to-end tests spawn them), lint, check for unused dependencies, then every test with
+# nextest (release profile: training and ONNX Runtime need it).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 ./scripts/setup.sh
 source scripts/env.sh
+for tool in cargo-nextest cargo-machete; do
+  if ! command -v "$tool" >/dev/null 2>&1; then
+    echo "[test] cargo install --locked $tool" >&2
+    cargo install --locked --quiet "$tool"
+  fi
+done
 cargo fmt --all -- --check
+cargo machete
 cargo build --release --bins
 cargo clippy --release --workspace --all-targets -- -D warnings
 cargo nextest run --release --workspace --no-fail-fast "$@"

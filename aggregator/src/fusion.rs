@@ -41,12 +41,14 @@ pub struct FusionJob {
     pub deadline_expired: bool,
 }
 
+#[derive(Debug)]
 struct Pending {
     first_arrival: Instant,
     views: BTreeMap<u32, ViewArrival>,
 }
 
 /// Remembers recently fused sequences to recognise late views.
+#[derive(Debug)]
 struct RecentlyFused {
     order: VecDeque<u64>,
     set: HashSet<u64>,
@@ -66,6 +68,7 @@ impl RecentlyFused {
     }
 }
 
+#[derive(Debug)]
 pub struct Fusion {
     views: u32,
     deadline: Duration,

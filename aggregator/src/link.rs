@@ -102,15 +102,12 @@ impl FeatureLink for FeatureLinkService {
             .message()
             .await?
             .ok_or_else(|| Status::invalid_argument("stream ended before the hello"))?;
-        let hello = match first.kind {
-            Some(sensor_message::Kind::Hello(h)) => h,
-            _ => {
-                return Ok(Response::new(rejection(
-                    &st,
-                    RejectReason::ExpectedHello,
-                    "the first message of a stream must be a Hello".into(),
-                )));
-            }
+        let Some(sensor_message::Kind::Hello(hello)) = first.kind else {
+            return Ok(Response::new(rejection(
+                &st,
+                RejectReason::ExpectedHello,
+                "the first message of a stream must be a Hello".into(),
+            )));
         };
         let reject = |reason, detail| Ok(Response::new(rejection(&st, reason, detail)));
         if st.phase.reached(Phase::Draining) {

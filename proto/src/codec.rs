@@ -313,7 +313,7 @@ fn affine_parameters(lo: f32, hi: f32, bits: u32) -> (f32, i32) {
 /// relative, not bounded here). A calibrated range clamps values outside it.
 pub fn max_abs_error(t: &EncodedTensor) -> f32 {
     match t.encoding {
-        Encoding::AffineUint => t.scale.iter().cloned().fold(0.0, f32::max) * 0.5,
+        Encoding::AffineUint => t.scale.iter().copied().fold(0.0, f32::max) * 0.5,
         _ => 0.0,
     }
 }

@@ -1,6 +1,6 @@
 //! The gRPC wire contract, package `splitnets.v1`, generated from `proto/splitnets/v1/splitnets.proto`.
 
-#![allow(clippy::all, missing_docs, unreachable_pub)]
+#![allow(clippy::all, missing_docs, unreachable_pub, unused_qualifications)]
 
 tonic::include_proto!("splitnets.v1");
 

@@ -69,7 +69,7 @@ proptest! {
         let shape = [1, values.len(), 1, 1];
         let t = codec::encode(CodecSpec::Float32, &shape, &values).unwrap();
         prop_assert_eq!(t.payload.len(), values.len() * 4);
-        prop_assert_eq!(codec::decode(&t).unwrap(), values.clone());
+        prop_assert_eq!(codec::decode(&t).unwrap(), values);
     }
 
     #[test]

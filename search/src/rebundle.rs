@@ -26,12 +26,12 @@ pub fn compose_single_view(b: &Bundle) -> anyhow::Result<ModelProto> {
     let tail = onnx::decode_model(&b.tail_onnx, "tail.onnx")?;
     let (hg, tg) = (
         head.graph.clone().context("head graph")?,
-        tail.graph.clone().context("tail graph")?,
+        tail.graph.context("tail graph")?,
     );
     let (feature, tail_in) = (&b.manifest.split.head_output, &b.manifest.split.tail_input);
-    let mut g = hg.clone();
+    let mut g = hg;
     for mut n in tg.node {
-        for i in n.input.iter_mut() {
+        for i in &mut n.input {
             if i == tail_in {
                 *i = feature.clone();
             }

@@ -76,7 +76,7 @@ pub async fn run(
     bundle: Bundle,
     admin: TcpListener,
     metrics: Metrics,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<SensorReport> {
     let handles = SensorMetrics::register(&metrics);
     let lifecycle = Lifecycle::new();

@@ -114,6 +114,7 @@ pub fn sensor_args(frames: Option<u64>, fps: f64, lead_ms: u64) -> Vec<String> {
 }
 
 /// A sensor speaking the wire protocol by hand.
+#[derive(Debug)]
 pub struct RawSensor {
     tx: mpsc::Sender<SensorMessage>,
     inbound: tonic::Streaming<AggregatorMessage>,

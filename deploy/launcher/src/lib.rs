@@ -34,7 +34,7 @@ pub struct ClusterOptions {
     pub work_dir: PathBuf,
     pub fusion_deadline_ms: u64,
     /// The aggregator's gRPC address; port 0 lets the OS choose.
-    pub listen: std::net::SocketAddr,
+    pub listen: SocketAddr,
     /// Extra arguments for the aggregator and every sensor.
     pub aggregator_args: Vec<String>,
     pub sensor_args: Vec<String>,

@@ -197,8 +197,8 @@ impl PhaseWatch {
     }
 
     /// [`PhaseWatch::wait_for`] as an owned future (for graceful-shutdown hooks).
-    pub fn until(mut self, phase: Phase) -> impl std::future::Future<Output = ()> + Send + 'static {
-        async move { self.wait_for(phase).await }
+    pub async fn until(mut self, phase: Phase) {
+        self.wait_for(phase).await
     }
 }
 
@@ -220,7 +220,7 @@ pub async fn serve_admin(
     listener: TcpListener,
     readiness: Readiness,
     metrics: Metrics,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let app = Router::new()
         .route("/live", get(|| async { "live\n" }))
@@ -316,7 +316,7 @@ impl LogFormat {
 /// error into one line on stderr (`NAME: error: ...`) and a non-zero exit.
 pub fn daemon_main<F>(name: &str, start: F) -> std::process::ExitCode
 where
-    F: std::future::Future<Output = anyhow::Result<()>>,
+    F: Future<Output = anyhow::Result<()>>,
 {
     let result = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use prost::Message;
 
-#[allow(clippy::all, missing_docs, unreachable_pub)]
+#[allow(clippy::all, missing_docs, unreachable_pub, unused_qualifications)]
 mod generated {
     include!(concat!(env!("OUT_DIR"), "/onnx.rs"));
 }

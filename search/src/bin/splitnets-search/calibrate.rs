@@ -25,7 +25,7 @@ pub(crate) fn run_calibrate(a: CalibrateArgs) -> anyhow::Result<()> {
 
     splitnets_runtime::onnx_runtime::environment()?;
     let (thr, overhead, report) = calibrate(a.repeats, |i, n| {
-        eprint!("\r[calibrate] micro-model {}/{}", i + 1, n)
+        eprint!("\r[calibrate] micro-model {}/{}", i + 1, n);
     })?;
     eprintln!();
     let headset: HardwareProfile = toml::from_str(presets::HEADSET)?;
@@ -47,7 +47,7 @@ pub(crate) fn run_calibrate(a: CalibrateArgs) -> anyhow::Result<()> {
         sensors: headset.sensors,
         links: headset.links,
         sensor: compute.clone(),
-        link: headset.link.clone(),
+        link: headset.link,
         aggregator: compute,
     };
     host.validate()?;
