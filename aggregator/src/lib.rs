@@ -97,45 +97,21 @@ pub async fn run(
         phase: lifecycle.watch(),
         metrics: handles,
     });
-    let (health_reporter, health_service) = tonic_health::server::health_reporter();
-    health_reporter
-        .set_serving::<FeatureLinkServer<FeatureLinkService>>()
-        .await;
-    health_reporter
-        .set_serving::<PredictionsServer<PredictionsService>>()
-        .await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(wire::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .context("building the reflection service")?;
-
-    let link_svc = FeatureLinkServer::new(FeatureLinkService {
-        state: link_state.clone(),
-    })
-    .max_decoding_message_size(wire::MAX_MESSAGE_BYTES)
-    .max_encoding_message_size(wire::MAX_MESSAGE_BYTES);
-    let pred_svc = PredictionsServer::new(PredictionsService {
-        tx: pred_tx.clone(),
-        phase: lifecycle.watch(),
-    })
-    .max_encoding_message_size(wire::MAX_MESSAGE_BYTES);
-
+    let server_task = tokio::spawn(serve_grpc(
+        grpc,
+        link_state.clone(),
+        PredictionsService {
+            tx: pred_tx.clone(),
+            phase: lifecycle.watch(),
+        },
+        lifecycle.watch(),
+    ));
     let admin_task = tokio::spawn(splitnets_ops::serve_admin(
         admin,
         readiness.clone(),
         metrics,
         lifecycle.watch().until(Phase::Stopped),
     ));
-    let server = tonic::transport::Server::builder()
-        .add_service(health_service)
-        .add_service(reflection)
-        .add_service(link_svc)
-        .add_service(pred_svc)
-        .serve_with_incoming_shutdown(
-            TcpListenerStream::new(grpc),
-            lifecycle.watch().until(Phase::Stopped),
-        );
-    let server_task = tokio::spawn(server);
 
     readiness.set(true);
     if let Some(path) = &settings.ready_file {
@@ -157,15 +133,88 @@ pub async fn run(
     );
 
     shutdown.await;
+    drain(
+        &settings,
+        &lifecycle,
+        &readiness,
+        Running {
+            link_state,
+            fusion_task,
+            tail_thread,
+            pred_tx,
+            server_task,
+            admin_task,
+        },
+    )
+    .await;
+    tracing::info!("aggregator stopped");
+    Ok(())
+}
+
+/// The gRPC services (feature link, predictions, health, reflection) until [`Phase::Stopped`].
+/// Health reports the feature link as not serving from [`Phase::Draining`] on.
+async fn serve_grpc(
+    grpc: TcpListener,
+    link_state: Arc<LinkState>,
+    predictions: PredictionsService,
+    phase: splitnets_ops::PhaseWatch,
+) -> anyhow::Result<()> {
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<FeatureLinkServer<FeatureLinkService>>()
+        .await;
+    health_reporter
+        .set_serving::<PredictionsServer<PredictionsService>>()
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(wire::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .context("building the reflection service")?;
+    let link_svc = FeatureLinkServer::new(FeatureLinkService { state: link_state })
+        .max_decoding_message_size(wire::MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(wire::MAX_MESSAGE_BYTES);
+    let pred_svc =
+        PredictionsServer::new(predictions).max_encoding_message_size(wire::MAX_MESSAGE_BYTES);
+    {
+        let mut phase = phase.clone();
+        let reporter = health_reporter.clone();
+        tokio::spawn(async move {
+            phase.wait_for(Phase::Draining).await;
+            reporter
+                .set_not_serving::<FeatureLinkServer<FeatureLinkService>>()
+                .await;
+        });
+    }
+    tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(link_svc)
+        .add_service(pred_svc)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(grpc), phase.until(Phase::Stopped))
+        .await?;
+    Ok(())
+}
+
+/// What runs while the aggregator serves, handed to [`drain`] at shutdown.
+struct Running {
+    link_state: Arc<LinkState>,
+    fusion_task: tokio::task::JoinHandle<()>,
+    tail_thread: std::thread::JoinHandle<()>,
+    pred_tx: broadcast::Sender<Prediction>,
+    server_task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    admin_task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+/// The shutdown sequence: tell sensors to stop (`Draining`) and give them the drain timeout to
+/// close their streams; fuse and publish what is pending (`Flushing`); let watchers receive it
+/// all, then stop the servers (`Stopped`).
+async fn drain(settings: &Settings, lifecycle: &Lifecycle, readiness: &Readiness, r: Running) {
     tracing::info!("draining: telling sensors to stop");
     readiness.set(false);
-    health_reporter
-        .set_not_serving::<FeatureLinkServer<FeatureLinkService>>()
-        .await;
     lifecycle.advance(Phase::Draining);
-    // Give sensors the drain timeout to close their streams, then stop serving regardless.
     let deadline = Instant::now() + settings.drain_timeout;
-    while !link_state
+    while !r
+        .link_state
         .connected
         .lock()
         .expect("connected set lock")
@@ -174,16 +223,13 @@ pub async fn run(
     {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
-    // Pending frames are fused with the views they have and published; then the tail ends.
     lifecycle.advance(Phase::Flushing);
-    let _ = tokio::time::timeout(settings.drain_timeout, fusion_task).await;
+    let _ = tokio::time::timeout(settings.drain_timeout, r.fusion_task).await;
+    let tail_thread = r.tail_thread;
     let _ = tokio::task::spawn_blocking(move || tail_thread.join()).await;
-    drop(pred_tx);
-    // Watchers get everything published so far, then the servers stop.
+    drop(r.pred_tx);
     lifecycle.advance(Phase::Stopped);
-    let _ = tokio::time::timeout(settings.drain_timeout, server_task).await;
-    drop(link_state);
-    let _ = admin_task.await;
-    tracing::info!("aggregator stopped");
-    Ok(())
+    let _ = tokio::time::timeout(settings.drain_timeout, r.server_task).await;
+    drop(r.link_state);
+    let _ = r.admin_task.await;
 }

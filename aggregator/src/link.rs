@@ -9,8 +9,8 @@ use futures::Stream;
 use splitnets_ops::{Phase, PhaseWatch};
 use splitnets_proto::codec::{self, CodecSpec};
 use splitnets_proto::wire::{
-    self, AggregatorMessage, Control, Drain, FrameAck, HelloReply, RejectReason, SensorMessage,
-    aggregator_message, control, feature_link_server::FeatureLink, sensor_message,
+    self, AggregatorMessage, Control, Drain, FrameAck, Hello, HelloReply, RejectReason,
+    SensorMessage, aggregator_message, control, feature_link_server::FeatureLink, sensor_message,
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -88,6 +88,56 @@ fn rejection(st: &LinkState, reason: RejectReason, detail: String) -> OutStream 
     Box::pin(tokio_stream::iter([reply]))
 }
 
+/// Whether a sensor's hello is admitted; on success its view is marked connected.
+fn admit(st: &LinkState, hello: &Hello) -> Result<(), (RejectReason, String)> {
+    if st.phase.reached(Phase::Draining) {
+        return Err((
+            RejectReason::Draining,
+            "the aggregator is shutting down".into(),
+        ));
+    }
+    if hello.protocol_version != wire::PROTOCOL_VERSION {
+        return Err((
+            RejectReason::ProtocolVersion,
+            format!(
+                "sensor speaks protocol {}, aggregator speaks {}",
+                hello.protocol_version,
+                wire::PROTOCOL_VERSION
+            ),
+        ));
+    }
+    if hello.bundle_digest != st.bundle_digest {
+        return Err((
+            RejectReason::BundleDigest,
+            format!(
+                "bundle digest mismatch: sensor {} loaded {}, aggregator runs {}; deploy the same bundle to both",
+                hello.sensor_id, hello.bundle_digest, st.bundle_digest
+            ),
+        ));
+    }
+    if hello.view_index >= st.views {
+        return Err((
+            RejectReason::ViewIndex,
+            format!(
+                "view {} does not exist: the bundle has views 0..{}",
+                hello.view_index, st.views
+            ),
+        ));
+    }
+    if !st
+        .connected
+        .lock()
+        .expect("connected set lock")
+        .insert(hello.view_index)
+    {
+        return Err((
+            RejectReason::ViewAlreadyConnected,
+            format!("view {} is already connected", hello.view_index),
+        ));
+    }
+    Ok(())
+}
+
 #[tonic::async_trait]
 impl FeatureLink for FeatureLinkService {
     type StreamFeaturesStream = OutStream;
@@ -109,51 +159,8 @@ impl FeatureLink for FeatureLinkService {
                 "the first message of a stream must be a Hello".into(),
             )));
         };
-        let reject = |reason, detail| Ok(Response::new(rejection(&st, reason, detail)));
-        if st.phase.reached(Phase::Draining) {
-            return reject(
-                RejectReason::Draining,
-                "the aggregator is shutting down".into(),
-            );
-        }
-        if hello.protocol_version != wire::PROTOCOL_VERSION {
-            return reject(
-                RejectReason::ProtocolVersion,
-                format!(
-                    "sensor speaks protocol {}, aggregator speaks {}",
-                    hello.protocol_version,
-                    wire::PROTOCOL_VERSION
-                ),
-            );
-        }
-        if hello.bundle_digest != st.bundle_digest {
-            return reject(
-                RejectReason::BundleDigest,
-                format!(
-                    "bundle digest mismatch: sensor {} loaded {}, aggregator runs {}; deploy the same bundle to both",
-                    hello.sensor_id, hello.bundle_digest, st.bundle_digest
-                ),
-            );
-        }
-        if hello.view_index >= st.views {
-            return reject(
-                RejectReason::ViewIndex,
-                format!(
-                    "view {} does not exist: the bundle has views 0..{}",
-                    hello.view_index, st.views
-                ),
-            );
-        }
-        if !st
-            .connected
-            .lock()
-            .expect("connected set lock")
-            .insert(hello.view_index)
-        {
-            return reject(
-                RejectReason::ViewAlreadyConnected,
-                format!("view {} is already connected", hello.view_index),
-            );
+        if let Err((reason, detail)) = admit(&st, &hello) {
+            return Ok(Response::new(rejection(&st, reason, detail)));
         }
         let view = hello.view_index;
         let slot = ViewSlot {

@@ -39,11 +39,13 @@ fn daemons_link_neither_training_nor_onnx_schema_and_contracts_need_no_onnx_runt
     for daemon in ["sensor-node", "aggregator"] {
         let deps = normal_dependencies(daemon);
         assert!(deps.contains("splitnets-runtime"), "{daemon}: {deps:?}");
-        for forbidden in ["burn", "splitnets-search", "splitnets-nas", "splitnets-onnx"] {
-            assert!(
-                !deps.contains(forbidden),
-                "{daemon} depends on {forbidden}"
-            );
+        for forbidden in [
+            "burn",
+            "splitnets-search",
+            "splitnets-nas",
+            "splitnets-onnx",
+        ] {
+            assert!(!deps.contains(forbidden), "{daemon} depends on {forbidden}");
         }
     }
     let contracts = normal_dependencies("splitnets-proto");

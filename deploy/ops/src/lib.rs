@@ -198,7 +198,7 @@ impl PhaseWatch {
 
     /// [`PhaseWatch::wait_for`] as an owned future (for graceful-shutdown hooks).
     pub async fn until(mut self, phase: Phase) {
-        self.wait_for(phase).await
+        self.wait_for(phase).await;
     }
 }
 

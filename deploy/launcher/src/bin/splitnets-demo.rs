@@ -78,21 +78,12 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-async fn run(args: Args) -> anyhow::Result<()> {
-    let bundle = Bundle::load(&args.bundle)?;
-    splitnets_runtime::onnx_runtime::environment()?;
-    let test_set = dataset::load(&args.data_dir, Split::Test)?;
+fn print_bundle_line(path: &std::path::Path, bundle: &Bundle) {
     let m = &bundle.manifest;
     let views = m.cameras.views;
-    let sensors = args.sensors.unwrap_or(views).min(views);
-    let tmp = tempfile::tempdir()?;
-    let work_dir = args
-        .work_dir
-        .clone()
-        .unwrap_or_else(|| tmp.path().to_path_buf());
     println!(
         "bundle {} ({}; digest {}): {} cameras, feature {:?} as {}, training accuracy one view {:.1} %, fused {:.1} %",
-        args.bundle.display(),
+        path.display(),
         m.name,
         &bundle.digest[..12],
         views,
@@ -105,6 +96,28 @@ async fn run(args: Args) -> anyhow::Result<()> {
             .as_ref()
             .map_or(f64::NAN, |t| 100.0 * t.test_accuracy_fused),
     );
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    // Loading reads files: off the async workers.
+    let (bundle, test_set) = tokio::task::spawn_blocking({
+        let (b, d) = (args.bundle.clone(), args.data_dir.clone());
+        move || -> anyhow::Result<_> {
+            let bundle = Bundle::load(&b)?;
+            splitnets_runtime::onnx_runtime::environment()?;
+            Ok((bundle, dataset::load(&d, Split::Test)?))
+        }
+    })
+    .await??;
+    let m = &bundle.manifest;
+    let views = m.cameras.views;
+    let sensors = args.sensors.unwrap_or(views).min(views);
+    let tmp = tempfile::tempdir()?;
+    let work_dir = args
+        .work_dir
+        .clone()
+        .unwrap_or_else(|| tmp.path().to_path_buf());
+    print_bundle_line(&args.bundle, &bundle);
 
     let mut cluster = LocalCluster::start(ClusterOptions {
         bin_dir: args.bin_dir.clone().unwrap_or_else(default_bin_dir),
