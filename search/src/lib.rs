@@ -1,9 +1,16 @@
 //! Offline design of split networks.
 //!
-//! This slice trains one multi-view split CNN on Fashion-MNIST seen by simulated cameras,
-//! exports its head and tail to ONNX, checks ONNX Runtime against the training framework, and
-//! writes a split bundle the daemons load. The training loop sits behind [`train::train`] so the
-//! architecture search reuses it and another burn backend can be switched in.
+//! - Training a hand-designed split network: [`data`] (multi-view batches from the simulated
+//!   cameras), [`model`] (the split CNN in burn), [`train`] (the loop, backend behind
+//!   [`train::TrainBackend`]), [`export`] (weights → ONNX head and tail), [`make_bundle`]
+//!   (evaluate with the runtime's head and tail stages, check ONNX Runtime against burn, write
+//!   the bundle).
+//! - Cutting existing networks: [`cuts`] (every down-closed node set), [`onnx_cut`] (head and
+//!   tail ONNX of a cut), [`plan`] (costs under a profile, Pareto set, table, CSV, SVG, the JPEG
+//!   baseline), [`rebundle`] (a bundle re-split at another tensor or with another codec).
+//! - Measuring the machine: [`calibrate`] (ONNX Runtime micro-benchmarks → a host profile).
+//!
+//! The split-aware architecture search is the `splitnets-nas` crate (`search/nas`).
 
 pub mod calibrate;
 pub mod cuts;

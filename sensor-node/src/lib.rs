@@ -2,8 +2,8 @@
 //! Runtime, on a dedicated thread), quantized, streamed to the aggregator over gRPC; reconnects
 //! with exponential backoff when the aggregator goes away.
 //!
-//! A frame's path, top to bottom: [`camera`] (trigger clock, capture from a [`source`], head
-//! stage, encode) → [`link`] (handshake, pump, reconnect). [`run`] takes a bound admin listener,
+//! A frame's path, top to bottom: `camera` (trigger clock, capture from a [`source`], head
+//! stage, encode) → `link` (handshake, pump, reconnect). [`run`] takes a bound admin listener,
 //! the daemon's [`Metrics`] and a shutdown future; the binary is a thin shell.
 
 mod camera;

@@ -2,7 +2,8 @@
 //!
 //! [`LocalCluster`] starts an aggregator and N sensor processes on loopback with OS-chosen
 //! ports, waits for health, streams predictions, and stops everything cleanly (SIGTERM, then
-//! wait). The demo binary and the end-to-end tests both use it.
+//! wait). The demo binary and the end-to-end tests both use it. [`stats`]: percentiles for the
+//! demo's report.
 
 pub mod stats;
 
