@@ -24,6 +24,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out = PathBuf::from(args.get(3).cloned().unwrap_or_else(|| "nas-out".into()));
     let profile: HardwareProfile = toml::from_str(presets::HEADSET)?;
     let mut cfg = NasConfig::preset(preset, kind, profile, Some(out.clone()));
+    if let Ok(t) = std::env::var("NAS_TRAIN_THREADS") {
+        cfg.train.threads = t.parse()?;
+    }
     if let Ok(s) = std::env::var("NAS_STEPS") {
         cfg.train.steps = s.parse()?;
     }

@@ -4,6 +4,7 @@
 use std::time::Instant;
 
 use burn::grad_clipping::GradientClippingConfig;
+use burn::module::{ModuleVisitor, Param};
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::{AdamConfig, GradientsParams};
 use burn::prelude::*;
@@ -34,6 +35,9 @@ pub struct TrainSettings {
     pub init: InitScheme,
     pub label_smoothing: f32,
     pub seed: u64,
+    /// Threads splitting each batch (data parallel: each runs the whole sandwich on its share,
+    /// with its own BatchNorm batch statistics, and the gradients are summed).
+    pub threads: usize,
 }
 
 /// What the trainer reports after each step.
@@ -97,45 +101,37 @@ pub fn train_supernet(
     let mut optim = AdamConfig::new()
         .with_grad_clipping(Some(GradientClippingConfig::Norm(1.0)))
         .init();
-    let ce_smooth = CrossEntropyLossConfig::new()
-        .with_smoothing(Some(s.label_smoothing))
-        .init(device);
-    let ce = CrossEntropyLossConfig::new().init(device);
     let mut rng = Rng::new(s.seed ^ 0x5A4D_0001 ^ start_step.wrapping_mul(0x9E37));
     let started = Instant::now();
     let warmup = (s.steps / 20).max(1);
     for step in start_step + 1..=s.steps {
         let Some(batch) = stream.next() else { break };
-        let (x, m) = tensors(&batch, space.views, space.input_size, device);
-        let y = Tensor::<1, Int>::from_data(
-            TensorData::new(batch.labels.clone(), [batch.batch]),
-            device,
-        );
         let archs = sandwich(space, s, step, &mut rng);
-        let mut total: Option<Tensor<1>> = None;
-        let mut teacher: Option<Tensor<2>> = None;
+        let parts = split_batch(&batch, space.views, s.threads.clamp(1, batch.batch.max(1)));
+        let results: Vec<(GradientsParams, f64)> = if parts.len() == 1 {
+            vec![sandwich_grads(&net, space, s, &archs, &parts[0], device)]
+        } else {
+            std::thread::scope(|sc| {
+                let handles: Vec<_> = parts
+                    .iter()
+                    .map(|p| {
+                        let (net, archs) = (&net, &archs);
+                        sc.spawn(move || sandwich_grads(net, space, s, archs, p, device))
+                    })
+                    .collect();
+                handles.into_iter().filter_map(|h| h.join().ok()).collect()
+            })
+        };
+        let n = results.len().max(1) as f64;
+        let mut grads = GradientsParams::new();
         let mut loss_largest = 0.0;
-        for (i, arch) in archs.iter().enumerate() {
-            let mut ctx = Ctx::new(BnMode::Batch);
-            let logits = net.forward(space, arch, x.clone(), m.clone(), &mut ctx);
-            let loss = if i == 0 {
-                teacher = Some(softmax(logits.clone().detach(), 1));
-                let l = ce_smooth.forward(logits, y.clone());
-                loss_largest = f64::from(l.clone().into_scalar::<f32>());
-                l
-            } else if let (true, Some(t)) = (s.distill, teacher.as_ref()) {
-                let lp = log_softmax(logits, 1);
-                (t.clone() * lp).sum_dim(1).mean().neg()
-            } else {
-                ce.forward(logits, y.clone())
-            };
-            total = Some(match total {
-                Some(t) => t + loss,
-                None => loss,
+        for (g, l) in results {
+            loss_largest += l / n;
+            net.visit(&mut Merge {
+                into: &mut grads,
+                from: g,
             });
         }
-        let Some(total) = total else { break };
-        let grads = GradientsParams::from_grads(total.backward(), &net);
         let progress = step as f64 / s.steps as f64;
         let lr = if step <= warmup {
             s.learning_rate * step as f64 / warmup as f64
@@ -154,6 +150,89 @@ pub fn train_supernet(
         }
     }
     net
+}
+
+/// Adds the gradients of `from` into `into`, parameter by parameter.
+struct Merge<'a> {
+    into: &'a mut GradientsParams,
+    from: GradientsParams,
+}
+
+impl ModuleVisitor for Merge<'_> {
+    fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
+        if let Some(b) = self.from.remove::<D>(p.id) {
+            let v = match self.into.remove::<D>(p.id) {
+                Some(a) => a + b,
+                None => b,
+            };
+            self.into.register(p.id, v);
+        }
+    }
+}
+
+/// Splits a batch into `n` nearly equal parts.
+fn split_batch(b: &Batch, views: usize, n: usize) -> Vec<Batch> {
+    let per_item = b.inputs.len() / b.batch.max(1);
+    let mut out = Vec::with_capacity(n);
+    let mut start = 0;
+    for k in 0..n {
+        let end = b.batch * (k + 1) / n;
+        if end > start {
+            out.push(Batch {
+                inputs: b.inputs[start * per_item..end * per_item].to_vec(),
+                labels: b.labels[start..end].to_vec(),
+                view_mask: b.view_mask[start * views..end * views].to_vec(),
+                batch: end - start,
+            });
+        }
+        start = end;
+    }
+    out
+}
+
+/// One sandwich on one batch: the summed loss's gradients and the largest subnet's loss.
+fn sandwich_grads(
+    net: &Supernet,
+    space: &SearchSpace,
+    s: &TrainSettings,
+    archs: &[Arch],
+    batch: &Batch,
+    device: &Device,
+) -> (GradientsParams, f64) {
+    let ce_smooth = CrossEntropyLossConfig::new()
+        .with_smoothing(Some(s.label_smoothing))
+        .init(device);
+    let ce = CrossEntropyLossConfig::new().init(device);
+    let (x, m) = tensors(batch, space.views, space.input_size, device);
+    let y =
+        Tensor::<1, Int>::from_data(TensorData::new(batch.labels.clone(), [batch.batch]), device);
+    let mut total: Option<Tensor<1>> = None;
+    let mut teacher: Option<Tensor<2>> = None;
+    let mut loss_largest = 0.0;
+    for (i, arch) in archs.iter().enumerate() {
+        let mut ctx = Ctx::new(BnMode::Batch);
+        let logits = net.forward(space, arch, x.clone(), m.clone(), &mut ctx);
+        let loss = if i == 0 {
+            teacher = Some(softmax(logits.clone().detach(), 1));
+            let l = ce_smooth.forward(logits, y.clone());
+            loss_largest = f64::from(l.clone().into_scalar::<f32>());
+            l
+        } else if let (true, Some(t)) = (s.distill, teacher.as_ref()) {
+            let lp = log_softmax(logits, 1);
+            (t.clone() * lp).sum_dim(1).mean().neg()
+        } else {
+            ce.forward(logits, y.clone())
+        };
+        total = Some(match total {
+            Some(t) => t + loss,
+            None => loss,
+        });
+    }
+    let grads = match total {
+        Some(t) => GradientsParams::from_grads(t.backward(), net),
+        None => GradientsParams::new(),
+    };
+    (grads, loss_largest)
 }
 
 /// BatchNorm statistics of `arch`, recalibrated on `batches` (all views present).
@@ -179,7 +258,8 @@ pub fn calibrate(
     stats
 }
 
-/// Accuracy of `arch` with `stats` on `set`, with only the views whose flag is set present.
+/// Accuracy of `arch` with `stats` on `set`, with only the views whose flag is set present;
+/// the items are shared among the machine's cores.
 #[allow(clippy::too_many_arguments)]
 pub fn accuracy(
     net: &Supernet,
@@ -191,10 +271,40 @@ pub fn accuracy(
     batch: usize,
     device: &Device,
 ) -> f64 {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, 8);
+    let n = set.len();
+    let correct: usize = std::thread::scope(|sc| {
+        let handles: Vec<_> = (0..threads)
+            .map(|k| {
+                let range = n * k / threads..n * (k + 1) / threads;
+                sc.spawn(move || {
+                    correct_in(net, space, arch, stats, set, present, batch, device, range)
+                })
+            })
+            .collect();
+        handles.into_iter().filter_map(|h| h.join().ok()).sum()
+    });
+    correct as f64 / n.max(1) as f64
+}
+
+#[allow(clippy::too_many_arguments)]
+fn correct_in(
+    net: &Supernet,
+    space: &SearchSpace,
+    arch: &Arch,
+    stats: &BnStats,
+    set: &ViewSet,
+    present: &[bool],
+    batch: usize,
+    device: &Device,
+    range: std::ops::Range<usize>,
+) -> usize {
     let mut correct = 0usize;
-    let mut start = 0;
-    while start < set.len() {
-        let end = (start + batch).min(set.len());
+    let mut start = range.start;
+    while start < range.end {
+        let end = (start + batch.max(1)).min(range.end);
         let mut b = set.batch(start..end);
         for (i, m) in b.view_mask.iter_mut().enumerate() {
             *m = f32::from(u8::from(present[i % set.views]));
@@ -205,10 +315,11 @@ pub fn accuracy(
         let pred = logits
             .argmax(1)
             .into_data()
+            .convert::<i64>()
             .try_to_vec::<i64>()
             .unwrap_or_default();
         correct += pred.iter().zip(&b.labels).filter(|(p, l)| p == l).count();
         start = end;
     }
-    correct as f64 / set.len().max(1) as f64
+    correct
 }
