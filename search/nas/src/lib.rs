@@ -133,9 +133,9 @@ impl NasConfig {
                 init: InitScheme::SplitAware,
                 label_smoothing: 0.1,
                 seed: 1,
-                // Data-parallel training threads deadlock in burn 0.22's autodiff here: one thread
-                // trains; the batch producer and the evaluation use the other core.
-                threads: 1,
+                // Data parallel over the cores (each extra thread on a private replica: sharing
+                // parameters between autodiff graphs on two threads deadlocks in burn 0.22).
+                threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             },
             evo: EvoSettings {
                 population: if quick { 6 } else { 16 },

@@ -45,9 +45,11 @@ pub fn evolve(
         c.satisfies(limits).then_some(c)
     };
     let mut population: Vec<Candidate> = Vec::new();
-    // The smallest subnet at every split position, then random feasible subnets.
-    for split in 1..=space.stages.len() {
-        let a = Arch::smallest(space, split);
+    // The smallest (and, where feasible, the largest) subnet at every split position, then
+    // random feasible subnets.
+    let corners = (1..=space.stages.len())
+        .flat_map(|split| [Arch::smallest(space, split), Arch::largest(space, split)]);
+    for a in corners {
         if let Some(c) = feasible(&a, &mut *cost) {
             let acc = evaluate(&a);
             population.push(Candidate {

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::Rng;
 use crate::data::{Batch, BatchStream, ViewSet};
 use crate::space::{Arch, SearchSpace};
-use crate::supernet::{BnMode, BnStats, Ctx, InitScheme, Supernet};
+use crate::supernet::{BnMode, BnStats, Ctx, InitScheme, Supernet, to_vec};
 
 /// How the supernet is trained.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -108,30 +108,48 @@ pub fn train_supernet(
         let Some(batch) = stream.next() else { break };
         let archs = sandwich(space, s, step, &mut rng);
         let parts = split_batch(&batch, space.views, s.threads.clamp(1, batch.batch.max(1)));
-        let results: Vec<(GradientsParams, f64)> = if parts.len() == 1 {
-            vec![sandwich_grads(&net, space, s, &archs, &parts[0], device)]
+        // The first share on this thread with the live parameters; the others on threads of
+        // their own, each with a private replica (fresh parameter ids, so no autodiff graph is
+        // shared between threads), their gradients added in parameter order.
+        let params = if parts.len() > 1 {
+            net.parameters()
         } else {
-            std::thread::scope(|sc| {
-                let handles: Vec<_> = parts
-                    .iter()
-                    .map(|p| {
-                        let (net, archs) = (&net, &archs);
-                        sc.spawn(move || sandwich_grads(net, space, s, archs, p, device))
-                    })
-                    .collect();
-                handles.into_iter().filter_map(|h| h.join().ok()).collect()
-            })
+            Vec::new()
         };
-        let n = results.len().max(1) as f64;
-        let mut grads = GradientsParams::new();
-        let mut loss_largest = 0.0;
-        for (g, l) in results {
-            loss_largest += l / n;
-            net.visit(&mut Merge {
+        let (mut grads, mut loss_largest, others) = std::thread::scope(|sc| {
+            let handles: Vec<_> = parts[1..]
+                .iter()
+                .map(|p| {
+                    let (params, archs) = (&params, &archs);
+                    sc.spawn(move || {
+                        let replica =
+                            Supernet::from_parameters(space, params.clone(), device).ok()?;
+                        let (g, l) = sandwich_grads(&replica, space, s, archs, p, device);
+                        let mut out = Vec::new();
+                        replica.visit(&mut Extract {
+                            from: g,
+                            out: &mut out,
+                        });
+                        Some((out, l))
+                    })
+                })
+                .collect();
+            let (g, l) = sandwich_grads(&net, space, s, &archs, &parts[0], device);
+            let others: Vec<_> = handles
+                .into_iter()
+                .filter_map(|h| h.join().ok().flatten())
+                .collect();
+            (g, l, others)
+        });
+        let n = 1.0 + others.len() as f64;
+        for (g, l) in others {
+            loss_largest += l;
+            net.visit(&mut AddIn {
                 into: &mut grads,
-                from: g,
+                add: g.into_iter(),
             });
         }
+        loss_largest /= n;
         let progress = step as f64 / s.steps as f64;
         let lr = if step <= warmup {
             s.learning_rate * step as f64 / warmup as f64
@@ -152,20 +170,31 @@ pub fn train_supernet(
     net
 }
 
-/// Adds the gradients of `from` into `into`, parameter by parameter.
-struct Merge<'a> {
-    into: &'a mut GradientsParams,
+/// Takes a replica's gradients out as arrays, in parameter order.
+struct Extract<'a> {
     from: GradientsParams,
+    out: &'a mut Vec<Option<Vec<f32>>>,
 }
 
-impl ModuleVisitor for Merge<'_> {
+impl ModuleVisitor for Extract<'_> {
     fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
-        if let Some(b) = self.from.remove::<D>(p.id) {
-            let v = match self.into.remove::<D>(p.id) {
-                Some(a) => a + b,
-                None => b,
-            };
-            self.into.register(p.id, v);
+        self.out.push(self.from.remove::<D>(p.id).map(to_vec));
+    }
+}
+
+/// Adds arrays (in parameter order) to the gradients of the parameters that have one.
+struct AddIn<'a> {
+    into: &'a mut GradientsParams,
+    add: std::vec::IntoIter<Option<Vec<f32>>>,
+}
+
+impl ModuleVisitor for AddIn<'_> {
+    fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
+        if let Some(Some(v)) = self.add.next()
+            && let Some(a) = self.into.remove::<D>(p.id)
+        {
+            let b = Tensor::<D>::from_data(TensorData::new(v, a.dims()), &a.device());
+            self.into.register(p.id, a + b);
         }
     }
 }
