@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use splitnets_cost_model::profile::{HardwareProfile, presets};
 use splitnets_nas::data::DataKind;
-use splitnets_nas::{NasConfig, Preset, Progress, report, run_nas};
+use splitnets_nas::{NasConfig, Preset, Progress, onnx_export, report, run_nas};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
@@ -49,6 +49,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         out.join("outcome.json"),
         serde_json::to_string_pretty(&outcome)?,
     )?;
+    for (i, m) in outcome.front.iter().enumerate() {
+        let dir = out.join(format!("front-{i:02}"));
+        std::fs::create_dir_all(&dir)?;
+        let side = outcome.space.input_size;
+        let fside = outcome.space.sides()[m.arch.split];
+        let head = onnx_export::head_model(&m.weights, side, fside);
+        let tail = onnx_export::tail_model(&m.weights, fside);
+        splitnets_onnx::write_model(&head, &dir.join("head.onnx"))?;
+        splitnets_onnx::write_model(&tail, &dir.join("tail.onnx"))?;
+        std::fs::write(dir.join("arch.json"), serde_json::to_string_pretty(m)?)?;
+    }
     std::io::stdout().write_all(report::markdown(&outcome).as_bytes())?;
     Ok(())
 }

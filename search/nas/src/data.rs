@@ -231,7 +231,7 @@ pub fn load(cfg: &DataConfig) -> Result<Data, NasError> {
                 let rig = CameraRig::default();
                 let val_rig = CameraRig {
                     seed: rig.seed ^ VAL_SALT,
-                    ..rig.clone()
+                    ..rig
                 };
                 let val = rig_frames(&train, n_train..train.len(), &val_rig);
                 let test = rig_frames(&test, 0..n_test, &rig);

@@ -17,6 +17,7 @@
 
 pub mod cost;
 pub mod data;
+pub mod onnx_export;
 pub mod reference;
 pub mod report;
 pub mod search;
@@ -115,7 +116,7 @@ impl NasConfig {
                 cache_dir: cache,
                 shapes,
                 fashion_val: 5_000,
-                test_limit: if quick { Some(1_000) } else { None },
+                test_limit: if quick { Some(500) } else { None },
             },
             profile,
             train: TrainSettings {
@@ -152,7 +153,7 @@ impl NasConfig {
             },
             target_fps: 30.0,
             calibration_batches: if quick { 4 } else { 16 },
-            val_items: if quick { 500 } else { 2_000 },
+            val_items: if quick { 400 } else { 2_000 },
             eval_batch: 100,
             out_dir,
             checkpoint_every: if quick { 100 } else { 500 },

@@ -356,8 +356,8 @@ impl Supernet {
     }
 
     fn bn(&self, x: Tensor<4>, p: &Bn, c: usize, ctx: &mut Ctx) -> Tensor<4> {
-        let gamma = p.gamma.val().slice([0..c]).reshape([1, c, 1, 1]);
-        let beta = p.beta.val().slice([0..c]).reshape([1, c, 1, 1]);
+        let gamma = p.gamma.val().narrow(0, 0, c).reshape([1, c, 1, 1]);
+        let beta = p.beta.val().narrow(0, 0, c).reshape([1, c, 1, 1]);
         let i = ctx.layer;
         ctx.layer += 1;
         let (mean, var) = if let BnMode::Use(stats) = &ctx.mode {
@@ -396,6 +396,7 @@ impl Supernet {
         (x - mean) / (var + BN_EPS).sqrt() * gamma + beta
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn block(
         &self,
         x: Tensor<4>,
@@ -472,7 +473,7 @@ impl Supernet {
         let (x, c) = self.stages(space, arch, 0..arch.split, x, c0, ctx);
         let sp = &self.splits[arch.split - 1];
         let w = sp.reduce_w.val().slice([0..arch.c_red, 0..c, 0..1, 0..1]);
-        let b = sp.reduce_b.val().slice([0..arch.c_red]);
+        let b = sp.reduce_b.val().narrow(0, 0, arch.c_red);
         let f = conv2d(x, w, Some(b), ConvOptions::new([1, 1], [0, 0], [1, 1], 1));
         fake_quantize(f, arch.bits)
     }
@@ -492,7 +493,7 @@ impl Supernet {
         let c = arch.stages[arch.split - 1].width;
         let sp = &self.splits[arch.split - 1];
         let rw = sp.recover_w.val().slice([0..c, 0..arch.c_red, 0..1, 0..1]);
-        let rb = sp.recover_b.val().slice([0..c]);
+        let rb = sp.recover_b.val().narrow(0, 0, c);
         let r = conv2d(f, rw, Some(rb), ConvOptions::new([1, 1], [0, 0], [1, 1], 1));
         let x = if v == 1 {
             r
@@ -751,9 +752,9 @@ impl Supernet {
                 let l = self.block_layers(arch, s, b, c, off, &mut f);
                 c = arch.stages[s].width;
                 if s < arch.split {
-                    head_blocks.push(l)
+                    head_blocks.push(l);
                 } else {
-                    tail_blocks.push(l)
+                    tail_blocks.push(l);
                 }
             }
         }
@@ -772,13 +773,13 @@ impl Supernet {
         };
         let reduce = plain(
             sp.reduce_w.val().slice([0..arch.c_red, 0..cs, 0..1, 0..1]),
-            sp.reduce_b.val().slice([0..arch.c_red]),
+            sp.reduce_b.val().narrow(0, 0, arch.c_red),
             arch.c_red,
             cs,
         );
         let recover = plain(
             sp.recover_w.val().slice([0..cs, 0..arch.c_red, 0..1, 0..1]),
-            sp.recover_b.val().slice([0..cs]),
+            sp.recover_b.val().narrow(0, 0, cs),
             cs,
             arch.c_red,
         );

@@ -87,6 +87,7 @@ pub fn sandwich(space: &SearchSpace, s: &TrainSettings, step: u64, rng: &mut Rng
 
 /// Trains `net` (on an autodiff device) from `start_step` to `settings.steps`; `checkpoint` is
 /// called every `checkpoint_every` steps with the step and the parameters.
+#[allow(clippy::too_many_arguments)]
 pub fn train_supernet(
     mut net: Supernet,
     space: &SearchSpace,
@@ -117,6 +118,8 @@ pub fn train_supernet(
             Vec::new()
         };
         let (mut grads, mut loss_largest, others) = std::thread::scope(|sc| {
+            // Collected so every thread starts before this one works and joins.
+            #[allow(clippy::needless_collect)]
             let handles: Vec<_> = parts[1..]
                 .iter()
                 .map(|p| {
@@ -305,6 +308,8 @@ pub fn accuracy(
         .clamp(1, 8);
     let n = set.len();
     let correct: usize = std::thread::scope(|sc| {
+        // Collected so every thread starts before the first join.
+        #[allow(clippy::needless_collect)]
         let handles: Vec<_> = (0..threads)
             .map(|k| {
                 let range = n * k / threads..n * (k + 1) / threads;

@@ -663,9 +663,9 @@ impl Instance {
         let twist = u.in_range(-0.3, 0.3);
         let amp = u.in_range(0.0, 0.04);
         let ph = [
-            u.in_range(0.0, 6.28),
-            u.in_range(0.0, 6.28),
-            u.in_range(0.0, 6.28),
+            u.in_range(0.0, std::f32::consts::TAU),
+            u.in_range(0.0, std::f32::consts::TAU),
+            u.in_range(0.0, std::f32::consts::TAU),
         ];
         let f = u.in_range(2.0, 4.0);
         // Pose: uniform yaw, a tilt up to ~20° about a random horizontal axis.
@@ -799,19 +799,19 @@ impl Raster {
             }
             let min_x = sx
                 .iter()
-                .cloned()
+                .copied()
                 .fold(f32::INFINITY, f32::min)
                 .floor()
                 .max(0.0) as usize;
-            let max_x = (sx.iter().cloned().fold(f32::NEG_INFINITY, f32::max).ceil() as isize)
+            let max_x = (sx.iter().copied().fold(f32::NEG_INFINITY, f32::max).ceil() as isize)
                 .min(self.size as isize - 1);
             let min_y = sy
                 .iter()
-                .cloned()
+                .copied()
                 .fold(f32::INFINITY, f32::min)
                 .floor()
                 .max(0.0) as usize;
-            let max_y = (sy.iter().cloned().fold(f32::NEG_INFINITY, f32::max).ceil() as isize)
+            let max_y = (sy.iter().copied().fold(f32::NEG_INFINITY, f32::max).ceil() as isize)
                 .min(self.size as isize - 1);
             if max_x < 0 || max_y < 0 {
                 continue;

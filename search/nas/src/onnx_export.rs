@@ -1,0 +1,285 @@
+//! A searched subnet's head and tail as ONNX models (opset 17, the project's own ONNX types).
+//!
+//! Head: `image` `[1, 1, H, W]` → `feature` `[1, C_red, h, w]` (float; the sensor's codec
+//! quantizes it to the subnet's bits). Tail: `features` `[views present, C_red, h, w]` (views in
+//! ascending order) → `logits` `[1, classes]`, the fusion over axis 0 as the subnet learned it.
+
+use splitnets_onnx::{self as onnx, Dim, GraphProto, ModelProto, NodeProto, TensorProto};
+
+use crate::space::Fusion;
+use crate::supernet::{BlockLayers, ConvLayer, SubnetWeights};
+
+pub const HEAD_INPUT: &str = "image";
+pub const HEAD_OUTPUT: &str = "feature";
+pub const TAIL_INPUT: &str = "features";
+pub const TAIL_OUTPUT: &str = "logits";
+
+struct Builder {
+    nodes: Vec<NodeProto>,
+    inits: Vec<TensorProto>,
+    n: usize,
+}
+
+impl Builder {
+    fn fresh(&mut self, what: &str) -> String {
+        self.n += 1;
+        format!("{what}_{}", self.n)
+    }
+
+    fn conv(&mut self, name: &str, input: &str, l: &ConvLayer) -> String {
+        let (wn, bn) = (format!("{name}.weight"), format!("{name}.bias"));
+        let k = l.kernel as i64;
+        let groups = l.groups.max(1) as i64;
+        self.inits.push(onnx::float_initializer(
+            &wn,
+            &[l.out_channels as i64, l.in_channels as i64 / groups, k, k],
+            &l.weight,
+        ));
+        self.inits.push(onnx::float_initializer(
+            &bn,
+            &[l.out_channels as i64],
+            &l.bias,
+        ));
+        let out = self.fresh(name);
+        let p = l.padding as i64;
+        let s = l.stride as i64;
+        self.nodes.push(onnx::node(
+            "Conv",
+            name,
+            &[input, &wn, &bn],
+            &[&out],
+            vec![
+                onnx::attr_ints("kernel_shape", &[k, k]),
+                onnx::attr_ints("pads", &[p, p, p, p]),
+                onnx::attr_ints("strides", &[s, s]),
+                onnx::attr_int("group", groups),
+            ],
+        ));
+        if l.relu {
+            let r = self.fresh(&format!("{name}_relu"));
+            self.nodes.push(onnx::node(
+                "Relu",
+                &format!("{name}_relu"),
+                &[&out],
+                &[&r],
+                vec![],
+            ));
+            r
+        } else {
+            out
+        }
+    }
+
+    fn block(&mut self, name: &str, input: &str, b: &BlockLayers) -> String {
+        let x = self.conv(&format!("{name}.expand"), input, &b.expand);
+        let x = self.conv(&format!("{name}.depthwise"), &x, &b.depthwise);
+        let x = self.conv(&format!("{name}.project"), &x, &b.project);
+        if b.residual {
+            let out = self.fresh(&format!("{name}_add"));
+            self.nodes.push(onnx::node(
+                "Add",
+                &format!("{name}.add"),
+                &[&x, input],
+                &[&out],
+                vec![],
+            ));
+            out
+        } else {
+            x
+        }
+    }
+
+    fn rename_last_output(&mut self, to: &str) {
+        if let Some(n) = self.nodes.last_mut() {
+            n.output = vec![to.to_string()];
+        }
+    }
+}
+
+fn new_builder() -> Builder {
+    Builder {
+        nodes: Vec::new(),
+        inits: Vec::new(),
+        n: 0,
+    }
+}
+
+/// The head for one `[1, 1, side, side]` frame; `feature_side` is the split feature's side.
+pub fn head_model(w: &SubnetWeights, side: usize, feature_side: usize) -> ModelProto {
+    let mut b = new_builder();
+    let mut x = b.conv("stem", HEAD_INPUT, &w.stem);
+    for (i, blk) in w.head_blocks.iter().enumerate() {
+        x = b.block(&format!("head{i}"), &x, blk);
+    }
+    b.conv("reduce", &x, &w.reduce);
+    b.rename_last_output(HEAD_OUTPUT);
+    let s = side as i64;
+    let f = feature_side as i64;
+    let graph = GraphProto {
+        name: Some("splitnets_nas_head".into()),
+        node: b.nodes,
+        initializer: b.inits,
+        input: vec![onnx::float_value_info(
+            HEAD_INPUT,
+            &[Dim::Fixed(1), Dim::Fixed(1), Dim::Fixed(s), Dim::Fixed(s)],
+        )],
+        output: vec![onnx::float_value_info(
+            HEAD_OUTPUT,
+            &[
+                Dim::Fixed(1),
+                Dim::Fixed(w.reduce.out_channels as i64),
+                Dim::Fixed(f),
+                Dim::Fixed(f),
+            ],
+        )],
+        ..Default::default()
+    };
+    onnx::model(graph, "SplitNets SA-NAS head: runs on each camera sensor")
+}
+
+/// The tail for `[views present, C_red, feature_side, feature_side]` stacked features.
+pub fn tail_model(w: &SubnetWeights, feature_side: usize) -> ModelProto {
+    let mut b = new_builder();
+    let rec = b.conv("recover", TAIL_INPUT, &w.recover);
+    let fused = b.fresh("fused");
+    match w.fusion {
+        None | Some(Fusion::Max) => b.nodes.push(onnx::node(
+            "ReduceMax",
+            "fuse_max",
+            &[&rec],
+            &[&fused],
+            vec![onnx::attr_ints("axes", &[0]), onnx::attr_int("keepdims", 1)],
+        )),
+        Some(Fusion::Mean) => b.nodes.push(onnx::node(
+            "ReduceMean",
+            "fuse_mean",
+            &[&rec],
+            &[&fused],
+            vec![onnx::attr_ints("axes", &[0]), onnx::attr_int("keepdims", 1)],
+        )),
+        Some(Fusion::Learned) => {
+            let c = w.recover.out_channels as i64;
+            b.inits.push(onnx::float_initializer(
+                "fuse.score_weight",
+                &[c, 1],
+                &w.score_weight,
+            ));
+            b.inits.push(onnx::float_initializer(
+                "fuse.score_bias",
+                &[1],
+                &[w.score_bias],
+            ));
+            b.inits
+                .push(onnx::int64_initializer("fuse.shape", &[4], &[-1, 1, 1, 1]));
+            b.inits
+                .push(onnx::int64_initializer("fuse.axes", &[1], &[0]));
+            let steps: [(&str, Vec<&str>, &str, Vec<_>); 8] = [
+                ("GlobalAveragePool", vec![rec.as_str()], "fuse_gap", vec![]),
+                (
+                    "Flatten",
+                    vec!["fuse_gap"],
+                    "fuse_flat",
+                    vec![onnx::attr_int("axis", 1)],
+                ),
+                (
+                    "MatMul",
+                    vec!["fuse_flat", "fuse.score_weight"],
+                    "fuse_mm",
+                    vec![],
+                ),
+                (
+                    "Add",
+                    vec!["fuse_mm", "fuse.score_bias"],
+                    "fuse_score",
+                    vec![],
+                ),
+                (
+                    "Softmax",
+                    vec!["fuse_score"],
+                    "fuse_attn",
+                    vec![onnx::attr_int("axis", 0)],
+                ),
+                (
+                    "Reshape",
+                    vec!["fuse_attn", "fuse.shape"],
+                    "fuse_attn4",
+                    vec![],
+                ),
+                (
+                    "Mul",
+                    vec![rec.as_str(), "fuse_attn4"],
+                    "fuse_weighted",
+                    vec![],
+                ),
+                (
+                    "ReduceSum",
+                    vec!["fuse_weighted", "fuse.axes"],
+                    fused.as_str(),
+                    vec![onnx::attr_int("keepdims", 1)],
+                ),
+            ];
+            for (op, inputs, out, attrs) in steps {
+                b.nodes.push(onnx::node(op, out, &inputs, &[out], attrs));
+            }
+        }
+    }
+    let mut x = fused;
+    for (i, blk) in w.tail_blocks.iter().enumerate() {
+        x = b.block(&format!("tail{i}"), &x, blk);
+    }
+    b.nodes.push(onnx::node(
+        "GlobalAveragePool",
+        "gap",
+        &[&x],
+        &["gap_out"],
+        vec![],
+    ));
+    b.nodes.push(onnx::node(
+        "Flatten",
+        "flatten",
+        &["gap_out"],
+        &["flat"],
+        vec![onnx::attr_int("axis", 1)],
+    ));
+    b.inits.push(onnx::float_initializer(
+        "classifier.weight",
+        &[w.classifier_inputs as i64, w.classifier_outputs as i64],
+        &w.classifier_weight,
+    ));
+    b.inits.push(onnx::float_initializer(
+        "classifier.bias",
+        &[w.classifier_outputs as i64],
+        &w.classifier_bias,
+    ));
+    b.nodes.push(onnx::node(
+        "Gemm",
+        "classifier",
+        &["flat", "classifier.weight", "classifier.bias"],
+        &[TAIL_OUTPUT],
+        vec![],
+    ));
+    let f = feature_side as i64;
+    let graph = GraphProto {
+        name: Some("splitnets_nas_tail".into()),
+        node: b.nodes,
+        initializer: b.inits,
+        input: vec![onnx::float_value_info(
+            TAIL_INPUT,
+            &[
+                Dim::Symbolic("views".into()),
+                Dim::Fixed(w.recover.in_channels as i64),
+                Dim::Fixed(f),
+                Dim::Fixed(f),
+            ],
+        )],
+        output: vec![onnx::float_value_info(
+            TAIL_OUTPUT,
+            &[Dim::Fixed(1), Dim::Fixed(w.classifier_outputs as i64)],
+        )],
+        ..Default::default()
+    };
+    onnx::model(
+        graph,
+        "SplitNets SA-NAS tail: recovers, fuses the views' features and classifies, on the aggregator",
+    )
+}
