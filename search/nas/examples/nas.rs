@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use splitnets_cost_model::profile::{HardwareProfile, presets};
 use splitnets_nas::data::DataKind;
-use splitnets_nas::{NasConfig, Preset, Progress, onnx_export, report, run_nas};
+use splitnets_nas::{NasConfig, Preset, Progress, onnx_export, reference, report, run_nas};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
@@ -59,6 +59,22 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         splitnets_onnx::write_model(&head, &dir.join("head.onnx"))?;
         splitnets_onnx::write_model(&tail, &dir.join("tail.onnx"))?;
         std::fs::write(dir.join("arch.json"), serde_json::to_string_pretty(m)?)?;
+        // A probe for checking the ONNX files elsewhere: random normalised views and the
+        // logits of the plain-Rust reference forward (which the tests tie to burn).
+        let views = outcome.space.views;
+        let probe: Vec<Vec<f32>> = (0..views)
+            .map(|v| {
+                let mut rng = splitnets_nas::Rng::new(v as u64 + 1);
+                (0..side * side).map(|_| rng.normal() as f32).collect()
+            })
+            .collect();
+        let feats: Vec<_> = probe
+            .iter()
+            .map(|x| reference::head(&m.weights, x, side))
+            .collect();
+        let logits = reference::tail(&m.weights, &feats);
+        let probe_json = serde_json::json!({ "views": probe, "logits": logits });
+        std::fs::write(dir.join("probe.json"), probe_json.to_string())?;
     }
     std::io::stdout().write_all(report::markdown(&outcome).as_bytes())?;
     Ok(())
