@@ -15,7 +15,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     )?;
     tonic_prost_build::configure()
         // Feature payloads become `bytes::Bytes`: decoded as a slice of the receive buffer.
-        .bytes(".splitnets.v1.QuantizedTensor.payload")
+        .bytes(".splitnets.v1.FeatureFrame.payload")
         .build_client(true)
         .build_server(true)
         .compile_fds(wire_fds)?;

@@ -7,6 +7,7 @@
 #     unpacked to .local/onnxruntime/ ; scripts/env.sh exports ORT_DYLIB_PATH to it.
 #   - Python packages used only by tests: onnx (checker, extract_model, real topologies),
 #     grpcio-tools (cross-language check of the wire contract), numpy.
+#   - promtool (test only), unpacked from Debian's prometheus package to .local/prometheus/.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -40,6 +41,19 @@ if [ ! -f "$ORT_LIB" ]; then
   rm -rf "$tmp"
 fi
 log "ONNX Runtime: $ORT_LIB"
+
+# promtool (test-only): lints the daemons' /metrics. From Debian's prometheus package, unpacked
+# (not installed: no service is started).
+PROMTOOL="$ROOT/.local/prometheus/promtool"
+if [ ! -x "$PROMTOOL" ]; then
+  log "fetching promtool from Debian's prometheus package"
+  tmp="$(mktemp -d)"
+  (cd "$tmp" && { apt-get download prometheus >/dev/null 2>&1 || { $SUDO apt-get update -qq && apt-get download prometheus >/dev/null 2>&1; }; })
+  dpkg -x "$tmp"/prometheus_*.deb "$tmp/root"
+  mkdir -p "$(dirname "$PROMTOOL")"
+  cp "$tmp/root/usr/bin/promtool" "$PROMTOOL"
+  rm -rf "$tmp"
+fi
 
 if ! "$PY" -c 'import onnx, grpc_tools, numpy' 2>/dev/null; then
   log "pip install onnx grpcio-tools numpy (test-only helpers)"

@@ -1,27 +1,39 @@
 //! Collects the views of each frame and hands complete (or expired) frames to the tail.
 //!
-//! A frame is fused when all views are in, when its deadline passes (measured from its first
-//! view's arrival), or when too many frames are pending (the oldest goes first). Views arriving
-//! for a frame already fused are late: dropped and counted.
+//! A frame is fused when all views are in, when its deadline passes, or when too many frames are
+//! pending (the oldest goes first). The deadline runs from the frame's first view's arrival, but
+//! on a shared trigger never from before the frame is due on the trigger clock: a view sent
+//! early (a broken or hostile sensor) cannot start the clock and make the other views late.
+//! Views arriving for a frame already fused are late: dropped and counted. Frames belong to a
+//! trigger epoch; when the fleet moves to a newer one, what is pending is fused with what it has
+//! and the late-view memory starts afresh.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use splitnets_ops::{Phase, PhaseWatch};
+use std::sync::Arc;
+
 use splitnets_proto::codec::EncodedTensor;
-use splitnets_proto::wire::SensorTimings;
 use tokio::sync::mpsc;
 
+use crate::fleet::{Fleet, unix_ms};
 use crate::metrics::{AggregatorMetrics, ViewMetrics};
 
 /// One view's validated, still encoded feature, as the link handed it over (the payload is a
 /// slice of the receive buffer; the tail thread decodes it straight into the tail's input).
 #[derive(Debug)]
 pub struct ViewArrival {
+    /// The trigger epoch of the stream it came on.
+    pub epoch: u64,
     pub sequence: u64,
     pub view: u32,
     pub capture_time_unix_ns: u64,
-    pub sensor: Option<SensorTimings>,
+    /// Whether the capture time is plausible on the aggregator's clock (else it is kept out of
+    /// the latency figures).
+    pub capture_plausible: bool,
+    pub sensor_ns: u64,
+    pub queue_ns: u64,
     pub tensor: EncodedTensor,
     pub arrived: Instant,
     pub link_ns: u64,
@@ -33,6 +45,7 @@ pub struct ViewArrival {
 #[derive(Debug)]
 pub struct FusionJob {
     pub sequence: u64,
+    /// The earliest plausible capture time of its views (0: none plausible).
     pub capture_time_unix_ns: u64,
     /// Views present, ascending.
     pub views: Vec<ViewArrival>,
@@ -44,6 +57,9 @@ pub struct FusionJob {
 #[derive(Debug)]
 struct Pending {
     first_arrival: Instant,
+    /// When the deadline starts counting: the first arrival, or the frame's due time on the
+    /// trigger clock if that is later.
+    clock_start: Instant,
     views: BTreeMap<u32, ViewArrival>,
 }
 
@@ -77,6 +93,10 @@ pub struct Fusion {
     fused: RecentlyFused,
     view_metrics: Vec<ViewMetrics>,
     evicted: ::metrics::Counter,
+    stale_epoch: ::metrics::Counter,
+    /// The epoch of the frames pending now.
+    epoch: u64,
+    fleet: Option<Arc<Fleet>>,
 }
 
 impl Fusion {
@@ -87,7 +107,8 @@ impl Fusion {
             deadline,
             max_pending,
             (0..views).map(|_| ViewMetrics::detached()).collect(),
-            ::metrics::Counter::noop(),
+            [::metrics::Counter::noop(), ::metrics::Counter::noop()],
+            None,
         )
     }
 
@@ -97,13 +118,15 @@ impl Fusion {
         deadline: Duration,
         max_pending: usize,
         m: &AggregatorMetrics,
+        fleet: Arc<Fleet>,
     ) -> Self {
         Self::with_metrics(
             views,
             deadline,
             max_pending,
             m.views.clone(),
-            m.frames_evicted.clone(),
+            [m.frames_evicted.clone(), m.stale_epoch_views.clone()],
+            Some(fleet),
         )
     }
 
@@ -112,7 +135,8 @@ impl Fusion {
         deadline: Duration,
         max_pending: usize,
         view_metrics: Vec<ViewMetrics>,
-        evicted: ::metrics::Counter,
+        [evicted, stale_epoch]: [::metrics::Counter; 2],
+        fleet: Option<Arc<Fleet>>,
     ) -> Self {
         Self {
             views,
@@ -120,6 +144,9 @@ impl Fusion {
             max_pending,
             view_metrics,
             evicted,
+            stale_epoch,
+            epoch: 0,
+            fleet,
             pending: HashMap::new(),
             fused: RecentlyFused {
                 order: VecDeque::new(),
@@ -132,6 +159,17 @@ impl Fusion {
     /// Adds a view; returns the frames that became ready.
     pub fn add(&mut self, a: ViewArrival) -> Vec<FusionJob> {
         let mut ready = Vec::new();
+        if a.epoch < self.epoch {
+            self.stale_epoch.increment(1);
+            return ready;
+        }
+        if a.epoch > self.epoch {
+            // A new trigger: what is pending belongs to the old one.
+            ready = self.flush();
+            self.fused.order.clear();
+            self.fused.set.clear();
+            self.epoch = a.epoch;
+        }
         if self.fused.set.contains(&a.sequence) {
             self.view_metrics[a.view as usize].late_views.increment(1);
             tracing::debug!(
@@ -142,8 +180,12 @@ impl Fusion {
             return ready;
         }
         let seq = a.sequence;
+        let clock_start = self
+            .due_instant(seq)
+            .map_or(a.arrived, |d| d.max(a.arrived));
         let p = self.pending.entry(seq).or_insert_with(|| Pending {
             first_arrival: a.arrived,
+            clock_start,
             views: BTreeMap::new(),
         });
         if p.views.contains_key(&a.view) {
@@ -169,11 +211,24 @@ impl Fusion {
         ready
     }
 
+    /// When frame `seq` is due on the fleet's trigger clock, if it has one.
+    fn due_instant(&self, seq: u64) -> Option<Instant> {
+        let due_ms = self.fleet.as_ref()?.due_unix_ms(seq)?;
+        let now_ms = unix_ms();
+        Some(if due_ms > now_ms {
+            Instant::now() + Duration::from_millis(due_ms - now_ms)
+        } else {
+            Instant::now()
+                .checked_sub(Duration::from_millis(now_ms - due_ms))
+                .unwrap_or_else(Instant::now)
+        })
+    }
+
     /// When the earliest pending frame expires.
     pub fn next_deadline(&self) -> Option<Instant> {
         self.pending
             .values()
-            .map(|p| p.first_arrival + self.deadline)
+            .map(|p| p.clock_start + self.deadline)
             .min()
     }
 
@@ -182,8 +237,8 @@ impl Fusion {
         let mut due: Vec<(Instant, u64)> = self
             .pending
             .iter()
-            .filter(|(_, p)| p.first_arrival + self.deadline <= now)
-            .map(|(s, p)| (p.first_arrival, *s))
+            .filter(|(_, p)| p.clock_start + self.deadline <= now)
+            .map(|(s, p)| (p.clock_start, *s))
             .collect();
         due.sort();
         due.into_iter().map(|(_, s)| self.take(s, true)).collect()
@@ -197,6 +252,11 @@ impl Fusion {
     fn take(&mut self, seq: u64, expired: bool) -> FusionJob {
         let p = self.pending.remove(&seq).expect("pending frame");
         self.fused.insert(seq);
+        if let Some(f) = &self.fleet
+            && f.epoch() == self.epoch
+        {
+            f.fused(seq);
+        }
         let views_missing = (0..self.views)
             .filter(|v| !p.views.contains_key(v))
             .collect();
@@ -205,6 +265,7 @@ impl Fusion {
             sequence: seq,
             capture_time_unix_ns: views
                 .iter()
+                .filter(|v| v.capture_plausible)
                 .map(|v| v.capture_time_unix_ns)
                 .min()
                 .unwrap_or(0),
@@ -258,10 +319,13 @@ mod tests {
 
     fn arrival(seq: u64, view: u32) -> ViewArrival {
         ViewArrival {
+            epoch: 0,
             sequence: seq,
             view,
             capture_time_unix_ns: 0,
-            sensor: None,
+            capture_plausible: false,
+            sensor_ns: 0,
+            queue_ns: 0,
             tensor: EncodedTensor::empty(),
             arrived: Instant::now(),
             link_ns: 0,

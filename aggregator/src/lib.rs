@@ -8,6 +8,7 @@
 //! daemons can share a process, and the binary stays a thin shell.
 
 pub mod config;
+pub mod fleet;
 pub mod fusion;
 pub mod link;
 pub mod metrics;
@@ -73,12 +74,14 @@ pub async fn run(
         })
         .await??
     };
+    let fleet = Arc::new(fleet::Fleet::new());
     let fusion_task = tokio::spawn(fusion::run_fusion(
         Fusion::for_aggregator(
             m.cameras.views,
             settings.fusion_deadline,
             settings.max_pending_frames,
             &handles,
+            fleet.clone(),
         ),
         arrival_rx,
         lifecycle.watch(),
@@ -96,6 +99,7 @@ pub async fn run(
         arrivals: arrival_tx,
         phase: lifecycle.watch(),
         metrics: handles,
+        fleet,
     });
     let server_task = tokio::spawn(serve_grpc(
         grpc,

@@ -9,13 +9,14 @@ use futures::Stream;
 use splitnets_ops::{Phase, PhaseWatch};
 use splitnets_proto::codec::{self, CodecSpec};
 use splitnets_proto::wire::{
-    self, AggregatorMessage, Control, Drain, FrameAck, Hello, HelloReply, RejectReason,
+    self, AggregatorMessage, Control, Credit, Drain, FrameAck, Hello, HelloReply, RejectReason,
     SensorMessage, aggregator_message, control, feature_link_server::FeatureLink, sensor_message,
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::fleet::{Fleet, SequenceCheck, plausible_capture};
 use crate::fusion::ViewArrival;
 use crate::metrics::AggregatorMetrics;
 
@@ -43,6 +44,8 @@ pub struct LinkState {
     /// The aggregator's lifecycle: streams send `Drain` once it reaches [`Phase::Draining`].
     pub phase: PhaseWatch,
     pub metrics: AggregatorMetrics,
+    /// Trigger epoch, watermark and credits of the whole fleet.
+    pub fleet: Arc<Fleet>,
 }
 
 #[derive(Debug, Clone)]
@@ -84,6 +87,8 @@ fn rejection(st: &LinkState, reason: RejectReason, detail: String) -> OutStream 
         detail,
         views,
         aggregator_id: id.to_string(),
+        credit_before_sequence: 0,
+        next_sequence: 0,
     }));
     Box::pin(tokio_stream::iter([reply]))
 }
@@ -121,6 +126,19 @@ fn admit(st: &LinkState, hello: &Hello) -> Result<(), (RejectReason, String)> {
             format!(
                 "view {} does not exist: the bundle has views 0..{}",
                 hello.view_index, st.views
+            ),
+        ));
+    }
+    if !st
+        .fleet
+        .join(hello.trigger_epoch_unix_ms, hello.frames_per_second)
+    {
+        return Err((
+            RejectReason::StaleEpoch,
+            format!(
+                "trigger epoch {} ms is older than the fleet's {} ms; restart the sensor with the fleet's --start-at-unix-ms",
+                hello.trigger_epoch_unix_ms,
+                st.fleet.epoch()
             ),
         ));
     }
@@ -168,7 +186,15 @@ impl FeatureLink for FeatureLinkService {
             view,
         };
         st.metrics.connected_sensors.increment(1.0);
-        tracing::info!(view, sensor = %hello.sensor_id, "sensor connected");
+        let epoch = hello.trigger_epoch_unix_ms;
+        let max_rate = hello.frames_per_second == 0.0;
+        tracing::info!(
+            view,
+            sensor = %wire::sanitize_id(&hello.sensor_id),
+            epoch,
+            fps = hello.frames_per_second,
+            "sensor connected"
+        );
 
         let (tx, rx) = mpsc::channel::<Result<AggregatorMessage, Status>>(64);
         tx.send(msg(aggregator_message::Kind::HelloReply(HelloReply {
@@ -177,6 +203,12 @@ impl FeatureLink for FeatureLinkService {
             detail: String::new(),
             views: st.views,
             aggregator_id: st.aggregator_id.clone(),
+            credit_before_sequence: if max_rate {
+                *st.fleet.credit().borrow()
+            } else {
+                0
+            },
+            next_sequence: st.fleet.next_sequence(),
         })))
         .await
         .map_err(|_| Status::cancelled("sensor went away"))?;
@@ -184,12 +216,13 @@ impl FeatureLink for FeatureLinkService {
         tokio::spawn(async move {
             let _slot = slot;
             let mut phase = st.phase.clone();
+            let mut credit = st.fleet.credit();
             let mut drain_sent = false;
             loop {
                 tokio::select! {
                     m = inbound.message() => match m {
                         Ok(Some(m)) => {
-                            let ack = handle_message(&st, view, m).await;
+                            let ack = handle_message(&st, view, epoch, m).await;
                             if tx.send(msg(aggregator_message::Kind::Ack(ack))).await.is_err() {
                                 break;
                             }
@@ -200,6 +233,16 @@ impl FeatureLink for FeatureLinkService {
                             break;
                         }
                     },
+                    changed = credit.changed(), if max_rate => {
+                        if changed.is_err() {
+                            continue;
+                        }
+                        let send_before_sequence = *credit.borrow_and_update();
+                        let c = Control { kind: Some(control::Kind::Credit(Credit { send_before_sequence })) };
+                        if tx.send(msg(aggregator_message::Kind::Control(c))).await.is_err() {
+                            break;
+                        }
+                    }
                     () = phase.wait_for(Phase::Draining), if !drain_sent => {
                         drain_sent = true;
                         let _ = tx.send(msg(aggregator_message::Kind::Control(Control {
@@ -215,7 +258,7 @@ impl FeatureLink for FeatureLinkService {
 
 /// Validates one message (structure only: decoding happens on the tail thread, straight into
 /// the tail's input) and hands it to fusion; returns its acknowledgement.
-async fn handle_message(st: &LinkState, view: u32, m: SensorMessage) -> FrameAck {
+async fn handle_message(st: &LinkState, view: u32, epoch: u64, m: SensorMessage) -> FrameAck {
     let arrived = Instant::now();
     let received_unix_ns = unix_ns();
     let message_bytes = wire::sensor_message_wire_bytes(&m) as u64;
@@ -242,45 +285,59 @@ async fn handle_message(st: &LinkState, view: u32, m: SensorMessage) -> FrameAck
             "frame has no sequence number".into(),
         );
     };
-    let Some(tensor) = frame.tensor.as_ref() else {
-        return reject_frame(st, view, seq, "no_tensor", "frame has no tensor".into());
-    };
-    if tensor.shape.len() != st.feature_shape.len()
-        || tensor
-            .shape
-            .iter()
-            .zip(&st.feature_shape)
-            .any(|(&a, &b)| a as usize != b)
-    {
-        return reject_frame(
-            st,
-            view,
-            seq,
-            "shape",
-            format!(
-                "tensor shape {:?} does not match the bundle's split feature {:?}",
-                tensor.shape, st.feature_shape
-            ),
-        );
+    match st.fleet.check(epoch, seq) {
+        SequenceCheck::Plausible => {}
+        SequenceCheck::StaleEpoch => {
+            return reject_frame(
+                st,
+                view,
+                seq,
+                "epoch",
+                format!(
+                    "stream's trigger epoch {epoch} ms is older than the fleet's {} ms",
+                    st.fleet.epoch()
+                ),
+            );
+        }
+        SequenceCheck::TooFarAhead { limit } => {
+            return reject_frame(
+                st,
+                view,
+                seq,
+                "sequence",
+                format!("sequence {seq} is ahead of the fleet (at most {limit} now)"),
+            );
+        }
     }
-    let encoded = match wire::tensor_from_wire(tensor).and_then(|t| codec::validate(&t).map(|()| t))
-    {
-        Ok(t) => t,
-        Err(e) => return reject_frame(st, view, seq, "payload", e.to_string()),
+    // The stream's constants come from the bundle; the frame brings only what changes.
+    let encoded = wire::frame_tensor(&frame, st.codec, &st.feature_shape);
+    if let Err(e) = codec::validate(&encoded) {
+        return reject_frame(st, view, seq, "payload", e.to_string());
+    }
+    let capture = frame.capture_time_unix_ns.unwrap_or(0);
+    let capture_plausible = plausible_capture(capture, received_unix_ns);
+    if !capture_plausible {
+        st.metrics.implausible_timestamps.increment(1);
+    }
+    let (sensor_ns, queue_ns) = (
+        u64::from(frame.sensor_ns.unwrap_or(0)),
+        u64::from(frame.queue_ns.unwrap_or(0)),
+    );
+    let link_ns = if capture_plausible {
+        received_unix_ns.saturating_sub(capture + sensor_ns + queue_ns)
+    } else {
+        0
     };
-    let sensor = frame.timings;
-    let link_ns = sensor
-        .as_ref()
-        .and_then(|t| t.send_time_unix_ns)
-        .map(|sent| received_unix_ns.saturating_sub(sent))
-        .unwrap_or(0);
     vm.frames_received.increment(1);
     vm.link_received_bytes.increment(message_bytes);
     let arrival = ViewArrival {
+        epoch,
         sequence: seq,
         view,
-        capture_time_unix_ns: frame.capture_time_unix_ns.unwrap_or(0),
-        sensor,
+        capture_time_unix_ns: capture,
+        capture_plausible,
+        sensor_ns,
+        queue_ns,
         payload_bytes: encoded.payload.len() as u64,
         tensor: encoded,
         arrived,

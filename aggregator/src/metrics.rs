@@ -9,8 +9,8 @@ pub const REJECT_REASONS: [&str; 6] = [
     "hello",
     "empty",
     "no_sequence",
-    "no_tensor",
-    "shape",
+    "epoch",
+    "sequence",
     "payload",
 ];
 
@@ -55,6 +55,8 @@ pub struct AggregatorMetrics {
     pub frames_evicted: Counter,
     pub partial_frames: Counter,
     pub tail_errors: Counter,
+    pub implausible_timestamps: Counter,
+    pub stale_epoch_views: Counter,
     /// Indexed by views used - 1.
     pub predictions: Vec<Counter>,
     pub tail_seconds: Histogram,
@@ -123,6 +125,16 @@ impl AggregatorMetrics {
             ),
             (
                 C,
+                "aggregator_implausible_timestamps_total",
+                "Frames whose capture time is far from the aggregator's clock (kept out of latency metrics).",
+            ),
+            (
+                C,
+                "aggregator_stale_epoch_views_total",
+                "Views of an older trigger epoch dropped by fusion after the fleet moved on.",
+            ),
+            (
+                C,
                 "aggregator_predictions_total",
                 "Predictions published, by number of views used.",
             ),
@@ -167,6 +179,8 @@ impl AggregatorMetrics {
             frames_evicted: m.counter("aggregator_frames_evicted_total", &[]),
             partial_frames: m.counter("aggregator_partial_frames_total", &[]),
             tail_errors: m.counter("aggregator_tail_errors_total", &[]),
+            implausible_timestamps: m.counter("aggregator_implausible_timestamps_total", &[]),
+            stale_epoch_views: m.counter("aggregator_stale_epoch_views_total", &[]),
             predictions: (1..=views)
                 .map(|n| {
                     m.counter(

@@ -65,7 +65,8 @@ fn tail_loop(
                 .iter()
                 .map(|v| ViewReport {
                     view_index: v.view,
-                    sensor: v.sensor,
+                    sensor_ns: v.sensor_ns,
+                    queue_ns: v.queue_ns,
                     link_ns: v.link_ns,
                     payload_bytes: v.payload_bytes,
                     message_bytes: v.message_bytes,
@@ -74,14 +75,21 @@ fn tail_loop(
             wait_ns: job.wait_ns,
             decode_ns: t.decode_ns,
             tail_ns: t.tail_ns,
-            end_to_end_ns: completed.saturating_sub(job.capture_time_unix_ns),
+            // No plausible capture time: no end-to-end figure (0), and none in the metrics.
+            end_to_end_ns: if job.capture_time_unix_ns == 0 {
+                0
+            } else {
+                completed.saturating_sub(job.capture_time_unix_ns)
+            },
             completed_time_unix_ns: completed,
             skipped_before: 0,
         };
         metrics.tail_seconds.record(t.tail_ns as f64 * 1e-9);
-        metrics
-            .end_to_end_seconds
-            .record(p.end_to_end_ns as f64 * 1e-9);
+        if p.end_to_end_ns > 0 {
+            metrics
+                .end_to_end_seconds
+                .record(p.end_to_end_ns as f64 * 1e-9);
+        }
         metrics.predictions[n - 1].increment(1);
         if job.deadline_expired {
             metrics.partial_frames.increment(1);

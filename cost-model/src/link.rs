@@ -12,7 +12,7 @@ pub struct LinkBudgetInput {
     /// (scale, zero point) pairs sent with each frame (0 for float passthrough).
     pub quantization_parameter_pairs: usize,
     /// Framing around the payload and parameters (protobuf message and gRPC prefix, sequence
-    /// number, timestamps, timings, shape): exact, see [`feature_message_bytes`].
+    /// number, timestamps, timings): exact, see [`feature_message_bytes`].
     pub message_overhead_bytes: usize,
     /// Number of views (sensors).
     pub views: u32,
@@ -111,23 +111,23 @@ fn varint_len(v: u64) -> u64 {
 }
 
 /// Bytes one feature frame occupies on the sensor's gRPC stream (the `splitnets.v1`
-/// `SensorMessage` carrying it plus gRPC's 5-byte message prefix), for a tensor of `rank`
-/// dimensions with `parameter_pairs` (scale, zero point) pairs and `payload_bytes` of payload.
+/// `SensorMessage` carrying it plus gRPC's 5-byte message prefix), with `parameter_pairs`
+/// (scale, zero point) pairs sent per frame (0 for float and calibrated codecs) and
+/// `payload_bytes` of payload.
 ///
-/// Exact, because every field of a feature frame is fixed-width with explicit presence; the proto
-/// crate tests this formula against real encoded messages.
-pub fn feature_message_bytes(rank: usize, parameter_pairs: usize, payload_bytes: u64) -> u64 {
+/// Exact, because every field of a feature frame is fixed-width with explicit presence and the
+/// stream's constants (shape, encoding, bit width) travel once, in the handshake; the proto crate
+/// tests this formula against real encoded messages.
+pub fn feature_message_bytes(parameter_pairs: usize, payload_bytes: u64) -> u64 {
     let len_field = |n: u64| if n == 0 { 0 } else { 1 + varint_len(n) + n };
-    let (rank, pairs) = (rank as u64, parameter_pairs as u64);
-    let tensor = len_field(4 * rank) // shape, packed fixed32
-        + 2 // encoding (enum, 1..=3)
-        + 5 // bits (fixed32)
+    let pairs = parameter_pairs as u64;
+    let frame = 9 // sequence (fixed64)
+        + 9 // capture time (fixed64)
+        + 5 // sensor time (fixed32)
+        + 5 // queue time (fixed32)
         + len_field(4 * pairs) // scale, packed float
         + len_field(4 * pairs) // zero_point, packed sfixed32
-        + 5 // channel_axis (sfixed32)
         + len_field(payload_bytes);
-    let timings = 5 * 9;
-    let frame = 9 + 9 + (1 + varint_len(timings) + timings) + (1 + varint_len(tensor) + tensor);
     let message = 1 + varint_len(frame) + frame;
     message + 5
 }

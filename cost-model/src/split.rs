@@ -202,10 +202,8 @@ pub fn link_bytes(s: &CutSummary, bits: u32, overhead: u64) -> u64 {
     let pairs = usize::from(bits < 16 && !s.raw_frame);
     s.crossing_elements
         .iter()
-        .zip(&s.crossing_ranks)
-        .map(|(&e, &rank)| {
-            crate::link::feature_message_bytes(rank, pairs, (e * u64::from(bits)).div_ceil(8))
-                + overhead
+        .map(|&e| {
+            crate::link::feature_message_bytes(pairs, (e * u64::from(bits)).div_ceil(8)) + overhead
         })
         .sum()
 }

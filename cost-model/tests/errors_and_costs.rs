@@ -91,7 +91,7 @@ fn split_costs_by_hand() {
         3 * 32 * 32 * 4 + 8 * 16 * 16 * 4
     );
     let c = evaluate(&s, &p, 4, None);
-    let frame = splitnets_cost_model::feature_message_bytes(4, 1, 8 * 16 * 16 / 2);
+    let frame = splitnets_cost_model::feature_message_bytes(1, 8 * 16 * 16 / 2);
     assert_eq!(c.link_bytes_per_view, frame + p.link.message_overhead_bytes);
     let sensor = 2.0 * p.sensor.per_node_overhead_seconds
         + (8 * 16 * 16 * 27) as f64 / p.sensor.macs_per_second.conv

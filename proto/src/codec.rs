@@ -24,7 +24,7 @@ pub enum CodecSpec {
         per_channel: bool,
     },
     /// One fixed per-tensor range calibrated offline on sample inputs; values outside it are
-    /// clamped. The parameters still travel with each frame, so decoders need no configuration.
+    /// clamped. The range is in the bundle, so frames carry no parameters.
     AffineCalibrated {
         bits: u8,
         min: f32,
@@ -68,14 +68,25 @@ impl CodecSpec {
         (elements * self.bits_per_element() as usize).div_ceil(8)
     }
 
-    /// Number of (scale, zero point) pairs sent with a tensor of this shape.
+    /// Number of (scale, zero point) pairs sent with each frame of a tensor of this shape: the
+    /// dynamic-range codec's; none for floats and for a calibrated range (pinned by the bundle).
     pub fn parameter_count(&self, shape: &[usize]) -> usize {
         match self {
             CodecSpec::Affine {
                 per_channel: true, ..
             } if shape.len() >= 2 => shape[1],
-            CodecSpec::Affine { .. } | CodecSpec::AffineCalibrated { .. } => 1,
+            CodecSpec::Affine { .. } => 1,
             _ => 0,
+        }
+    }
+
+    /// The (scale, zero point) of a calibrated range, which every frame shares.
+    pub fn fixed_parameters(&self) -> Option<(f32, i32)> {
+        match *self {
+            CodecSpec::AffineCalibrated { bits, min, max } => {
+                Some(affine_parameters(min, max, u32::from(bits)))
+            }
+            _ => None,
         }
     }
 }
@@ -206,6 +217,9 @@ pub fn encode_into(
     arena.reserve(spec.payload_bytes(n));
     match spec {
         CodecSpec::Float32 => {
+            if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+                return Err(CodecError::NonFinite(i));
+            }
             (out.encoding, out.bits) = (Encoding::Float32, 32);
             for v in values {
                 arena.extend_from_slice(&v.to_le_bytes());
@@ -213,8 +227,14 @@ pub fn encode_into(
         }
         CodecSpec::Float16 => {
             (out.encoding, out.bits) = (Encoding::Float16, 16);
+            if let Some(i) = values.iter().position(|v| v.is_nan()) {
+                return Err(CodecError::NonFinite(i));
+            }
+            // Saturate at float16's largest finite value: a frame never carries infinity (the
+            // aggregator refuses non-finite elements).
+            let max = f32::from(half::f16::MAX);
             for v in values {
-                arena.extend_from_slice(&half::f16::from_f32(*v).to_le_bytes());
+                arena.extend_from_slice(&half::f16::from_f32(v.clamp(-max, max)).to_le_bytes());
             }
         }
         CodecSpec::Affine { .. } | CodecSpec::AffineCalibrated { .. } => {
@@ -426,8 +446,22 @@ pub fn validate(t: &EncodedTensor) -> Result<(), CodecError> {
         Ok(())
     };
     match t.encoding {
-        Encoding::Float32 => expect_len(32),
-        Encoding::Float16 => expect_len(16),
+        Encoding::Float32 => {
+            expect_len(32)?;
+            let non_finite = t
+                .payload
+                .chunks_exact(4)
+                .position(|c| !f32::from_le_bytes([c[0], c[1], c[2], c[3]]).is_finite());
+            non_finite.map_or(Ok(()), |i| Err(CodecError::NonFinite(i)))
+        }
+        Encoding::Float16 => {
+            expect_len(16)?;
+            let non_finite = t
+                .payload
+                .chunks_exact(2)
+                .position(|c| !half::f16::from_le_bytes([c[0], c[1]]).is_finite());
+            non_finite.map_or(Ok(()), |i| Err(CodecError::NonFinite(i)))
+        }
         Encoding::AffineUint => {
             if !SUPPORTED_BITS.contains(&(t.bits.min(255) as u8)) {
                 return Err(CodecError::UnsupportedBits(t.bits));
@@ -452,6 +486,12 @@ pub fn validate(t: &EncodedTensor) -> Result<(), CodecError> {
                     return Err(CodecError::Parameter(format!(
                         "zero point {z} is outside 0..={qmax} for {} bits",
                         t.bits
+                    )));
+                }
+                // Every code must decode to a finite value: (q - z) · s for q in 0..=qmax.
+                if !(s * qmax as f32).is_finite() {
+                    return Err(CodecError::Parameter(format!(
+                        "scale {s} overflows: codes up to {qmax} would decode to infinity"
                     )));
                 }
             }

@@ -5,7 +5,7 @@
 tonic::include_proto!("splitnets.v1");
 
 /// Version of the wire protocol this build speaks; a sensor and an aggregator must agree.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// The encoded `FileDescriptorSet` of the wire schema, for gRPC reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
@@ -15,45 +15,68 @@ pub const FILE_DESCRIPTOR_SET: &[u8] =
 /// ~600 KiB; 16 MiB leaves room for large uncompressed splits while bounding memory per stream.
 pub const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
 
-/// Converts an encoded tensor to its wire message (the payload is shared, not copied).
-pub fn tensor_to_wire(t: &crate::codec::EncodedTensor) -> QuantizedTensor {
-    use crate::codec::Encoding;
-    QuantizedTensor {
-        shape: t.shape.iter().map(|&d| d as u32).collect(),
-        encoding: match t.encoding {
-            Encoding::Float32 => ElementEncoding::Float32,
-            Encoding::Float16 => ElementEncoding::Float16,
-            Encoding::AffineUint => ElementEncoding::AffineUint,
-        } as i32,
-        bits: Some(t.bits),
-        scale: t.scale.clone(),
-        zero_point: t.zero_point.clone(),
-        channel_axis: Some(t.channel_axis),
+/// The feature frame of one encoded view: only what changes per frame. Quantization parameters
+/// travel only with a dynamic-range codec (a calibrated range is pinned by the bundle).
+pub fn frame_to_wire(
+    t: &crate::codec::EncodedTensor,
+    spec: crate::codec::CodecSpec,
+    sequence: u64,
+    capture_time_unix_ns: u64,
+    sensor_ns: u32,
+) -> FeatureFrame {
+    let dynamic = spec.parameter_count(&t.shape) > 0;
+    FeatureFrame {
+        sequence: Some(sequence),
+        capture_time_unix_ns: Some(capture_time_unix_ns),
+        sensor_ns: Some(sensor_ns),
+        // Stamped when the frame enters the stream.
+        queue_ns: Some(0),
+        scale: if dynamic { t.scale.clone() } else { Vec::new() },
+        zero_point: if dynamic {
+            t.zero_point.clone()
+        } else {
+            Vec::new()
+        },
         payload: t.payload.clone(),
     }
 }
 
-/// Converts a wire tensor back; the payload is shared, not copied. Structural checks happen in
-/// [`crate::codec::decode_into`].
-pub fn tensor_from_wire(
-    q: &QuantizedTensor,
-) -> Result<crate::codec::EncodedTensor, crate::codec::CodecError> {
-    use crate::codec::Encoding;
-    let encoding = match ElementEncoding::try_from(q.encoding) {
-        Ok(ElementEncoding::Float32) => Encoding::Float32,
-        Ok(ElementEncoding::Float16) => Encoding::Float16,
-        Ok(ElementEncoding::AffineUint) => Encoding::AffineUint,
-        _ => return Err(crate::codec::CodecError::UnspecifiedEncoding),
+/// The encoded tensor a frame carries, given the stream's constants (the bundle's feature
+/// `shape` and codec). The payload is shared, not copied; structural checks happen in
+/// [`crate::codec::validate`].
+pub fn frame_tensor(
+    f: &FeatureFrame,
+    spec: crate::codec::CodecSpec,
+    shape: &[usize],
+) -> crate::codec::EncodedTensor {
+    use crate::codec::{CodecSpec, EncodedTensor, Encoding};
+    let (encoding, bits, channel_axis) = match spec {
+        CodecSpec::Float32 => (Encoding::Float32, 32, -1),
+        CodecSpec::Float16 => (Encoding::Float16, 16, -1),
+        CodecSpec::Affine { bits, per_channel } => (
+            Encoding::AffineUint,
+            u32::from(bits),
+            if per_channel && shape.len() >= 2 {
+                1
+            } else {
+                -1
+            },
+        ),
+        CodecSpec::AffineCalibrated { bits, .. } => (Encoding::AffineUint, u32::from(bits), -1),
     };
-    Ok(crate::codec::EncodedTensor {
-        shape: q.shape.iter().map(|&d| d as usize).collect(),
+    let (scale, zero_point) = match spec.fixed_parameters() {
+        Some((s, z)) => (vec![s], vec![z]),
+        None => (f.scale.clone(), f.zero_point.clone()),
+    };
+    EncodedTensor {
+        shape: shape.to_vec(),
         encoding,
-        bits: q.bits.unwrap_or(0),
-        scale: q.scale.clone(),
-        zero_point: q.zero_point.clone(),
-        channel_axis: q.channel_axis.unwrap_or(-1),
-        payload: q.payload.clone(),
-    })
+        bits,
+        scale,
+        zero_point,
+        channel_axis,
+        payload: f.payload.clone(),
+    }
 }
 
 /// Bytes gRPC puts in front of every message (compression flag + 4-byte length).
@@ -69,15 +92,61 @@ pub fn sensor_message_wire_bytes(m: &SensorMessage) -> usize {
 pub fn feature_frame_wire_bytes(shape: &[usize], spec: crate::codec::CodecSpec) -> usize {
     let elements: usize = shape.iter().product();
     splitnets_cost_model::feature_message_bytes(
-        shape.len(),
         spec.parameter_count(shape),
         spec.payload_bytes(elements) as u64,
     ) as usize
 }
 
+/// At most this many bytes of a peer-supplied string (sensor id) are echoed into replies, logs
+/// and metrics.
+pub const MAX_ECHOED_ID_BYTES: usize = 128;
+
+/// A peer-supplied identifier made safe to echo: at most [`MAX_ECHOED_ID_BYTES`] bytes (cut at a
+/// character boundary), control characters (newlines included) replaced by `?`.
+pub fn sanitize_id(id: &str) -> String {
+    let mut out = String::with_capacity(id.len().min(MAX_ECHOED_ID_BYTES));
+    for c in id.chars() {
+        if out.len() + c.len_utf8() > MAX_ECHOED_ID_BYTES {
+            break;
+        }
+        out.push(if c.is_control() { '?' } else { c });
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn m_frame(m: &SensorMessage) -> FeatureFrame {
+        match &m.kind {
+            Some(sensor_message::Kind::Frame(f)) => f.clone(),
+            _ => unreachable!("a frame"),
+        }
+    }
+
+    #[test]
+    fn ids_are_bounded_and_single_line() {
+        assert_eq!(sanitize_id("sensor-1"), "sensor-1");
+        assert_eq!(sanitize_id("a\nb\rc\u{1b}"), "a?b?c?");
+        let long = "é".repeat(1000);
+        let s = sanitize_id(&long);
+        assert!(s.len() <= MAX_ECHOED_ID_BYTES && s.len() >= MAX_ECHOED_ID_BYTES - 1);
+    }
+
+    /// Framing of the demo's split (4×7×7, 8 bits): at most 40 bytes per frame with a fixed
+    /// (calibrated) range, everything on the stream counted (gRPC prefix included).
+    #[test]
+    fn lean_framing() {
+        let shape = [1, 4, 7, 7];
+        let calibrated = CodecSpec::AffineCalibrated {
+            bits: 8,
+            min: 0.0,
+            max: 4.0,
+        };
+        let framing = feature_frame_wire_bytes(&shape, calibrated) - calibrated.payload_bytes(196);
+        assert!(framing <= 40, "{framing} bytes of framing");
+    }
     use crate::codec::{self, CodecSpec};
 
     /// The cost model's formula against real messages, for many shapes, codecs and values
@@ -99,6 +168,11 @@ mod tests {
                 bits: 8,
                 per_channel: true,
             },
+            CodecSpec::AffineCalibrated {
+                bits: 4,
+                min: 0.0,
+                max: 7.5,
+            },
         ];
         for shape in [
             vec![1, 4, 7, 7],
@@ -112,25 +186,19 @@ mod tests {
                 let values: Vec<f32> = (0..n).map(|i| (i % 13) as f32 - 4.0).collect();
                 let t = codec::encode(spec, &shape, &values).unwrap();
                 for v in [0u64, 1, u64::MAX] {
+                    let mut frame = frame_to_wire(&t, spec, v, v, v as u32);
+                    frame.queue_ns = Some(v as u32);
                     let m = SensorMessage {
-                        kind: Some(sensor_message::Kind::Frame(FeatureFrame {
-                            sequence: Some(v),
-                            capture_time_unix_ns: Some(v),
-                            timings: Some(SensorTimings {
-                                capture_ns: Some(v),
-                                preprocess_ns: Some(v),
-                                head_ns: Some(v),
-                                encode_ns: Some(v),
-                                send_time_unix_ns: Some(v),
-                            }),
-                            tensor: Some(tensor_to_wire(&t)),
-                        })),
+                        kind: Some(sensor_message::Kind::Frame(frame)),
                     };
                     assert_eq!(
                         sensor_message_wire_bytes(&m),
                         feature_frame_wire_bytes(&shape, spec),
                         "shape {shape:?} {spec} value {v}"
                     );
+                    // The frame carries what the decoder needs, with the bundle's constants.
+                    let back = frame_tensor(&m_frame(&m), spec, &shape);
+                    assert_eq!(back, t, "shape {shape:?} {spec}");
                 }
             }
         }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use splitnets_ops::{Phase, PhaseWatch};
 use splitnets_proto::bundle::Bundle;
-use splitnets_proto::wire::{self, FeatureFrame, SensorTimings};
+use splitnets_proto::wire::{self, FeatureFrame};
 use splitnets_runtime::{HeadStage, SessionOptions};
 use tokio::sync::mpsc;
 
@@ -22,6 +22,7 @@ use crate::{Counters, unix_ns};
 pub(crate) struct Camera {
     source: FrameSource,
     head: HeadStage,
+    codec: splitnets_proto::codec::CodecSpec,
     view: u32,
     pixels: Vec<u8>,
 }
@@ -55,6 +56,7 @@ impl Camera {
         Ok(Self {
             source,
             head,
+            codec: m.codec,
             view: settings.view,
             pixels: Vec::new(),
         })
@@ -65,23 +67,17 @@ impl Camera {
         let capture_time_unix_ns = unix_ns();
         let t0 = Instant::now();
         self.source.frame_into(n, &mut self.pixels);
-        let capture_ns = t0.elapsed().as_nanos() as u64;
         let (encoded, t) = self.head.encode(&self.pixels)?;
         metrics.head_seconds.record(t.head_ns as f64 * 1e-9);
         metrics.encode_seconds.record(t.encode_ns as f64 * 1e-9);
-        Ok(FeatureFrame {
-            sequence: Some(n),
-            capture_time_unix_ns: Some(capture_time_unix_ns),
-            timings: Some(SensorTimings {
-                capture_ns: Some(capture_ns),
-                preprocess_ns: Some(t.preprocess_ns),
-                head_ns: Some(t.head_ns),
-                encode_ns: Some(t.encode_ns),
-                // Stamped when the frame enters the stream.
-                send_time_unix_ns: Some(0),
-            }),
-            tensor: Some(wire::tensor_to_wire(encoded)),
-        })
+        let sensor_ns = u32::try_from(t0.elapsed().as_nanos()).unwrap_or(u32::MAX);
+        Ok(wire::frame_to_wire(
+            encoded,
+            self.codec,
+            n,
+            capture_time_unix_ns,
+            sensor_ns,
+        ))
     }
 }
 
@@ -107,6 +103,45 @@ pub(crate) struct CameraShared {
     pub phase: PhaseWatch,
     pub counters: Arc<Counters>,
     pub metrics: SensorMetrics,
+    /// The link's view of flow control (credits, where the fleet is).
+    pub flow: Arc<Flow>,
+    /// To wait on async signals (credits, shutdown) from this plain thread.
+    pub runtime: tokio::runtime::Handle,
+}
+
+/// Flow control between the aggregator and this camera, set by the link.
+#[derive(Debug)]
+pub(crate) struct Flow {
+    /// Max-rate mode: frames with sequence < this may be sent (0: nothing yet; u64::MAX: no
+    /// limit). Raised by the aggregator's credits as the fleet's frames are fused.
+    pub credit: tokio::sync::watch::Sender<u64>,
+    /// Where the fleet is: a camera behind it (late join, no shared trigger) jumps ahead
+    /// instead of sending stale frames.
+    pub next_sequence: AtomicU64,
+}
+
+impl Flow {
+    pub fn new() -> Self {
+        Self {
+            credit: tokio::sync::watch::Sender::new(0),
+            next_sequence: AtomicU64::new(0),
+        }
+    }
+}
+
+/// Max-rate mode: blocks until the aggregator's credit allows frame `n` (false: stopping).
+fn wait_for_credit(shared: &CameraShared, n: u64) -> bool {
+    let mut credit = shared.flow.credit.subscribe();
+    if n < *credit.borrow() {
+        return true;
+    }
+    let mut phase = shared.phase.clone();
+    shared.runtime.block_on(async {
+        tokio::select! {
+            r = credit.wait_for(|c| n < *c) => r.is_ok(),
+            () = phase.wait_for(Phase::Draining) => false,
+        }
+    })
 }
 
 /// The camera loop: frames go into `out` until `frames` are done or the sensor stops.
@@ -121,6 +156,13 @@ pub(crate) fn camera_loop(
     let mut n = settings.start_frame;
     while !shared.phase.reached(Phase::Draining) && end.is_none_or(|e| n < e) {
         let fps = f64::from_bits(shared.fps_bits.load(Ordering::Relaxed));
+        n = n.max(shared.flow.next_sequence.load(Ordering::Relaxed));
+        if end.is_some_and(|e| n >= e) {
+            break;
+        }
+        if fps <= 0.0 && !wait_for_credit(&shared, n) {
+            break;
+        }
         if fps > 0.0 {
             let slot =
                 |n: u64| epoch + Duration::from_secs_f64((n - settings.start_frame) as f64 / fps);

@@ -51,9 +51,14 @@ pub struct Args {
     /// Name in logs and in the hello.
     #[arg(long, env = "SPLITNETS_SENSOR_ID")]
     pub id: Option<String>,
-    /// Admin HTTP address: /live, /ready, /metrics. Port 0 picks a free port.
+    /// Admin HTTP address: /live, /ready, /metrics. Default 0.0.0.0:(9100 + view), so the
+    /// sensors of one machine never collide; port 0 picks a free port.
     #[arg(long, env = "SPLITNETS_SENSOR_ADMIN_LISTEN")]
     pub admin_listen: Option<SocketAddr>,
+    /// Once the camera has finished (or on SIGTERM, at most 1 s), how long to keep trying to
+    /// deliver queued frames before exiting anyway, milliseconds.
+    #[arg(long, env = "SPLITNETS_SENSOR_FLUSH_TIMEOUT_MS")]
+    pub flush_timeout_ms: Option<u64>,
     /// Frames buffered between the camera and the link; beyond this, frames are dropped.
     #[arg(long, env = "SPLITNETS_SENSOR_QUEUE")]
     pub queue: Option<usize>,
@@ -83,6 +88,7 @@ struct FileConfig {
     data_dir: Option<PathBuf>,
     id: Option<String>,
     admin_listen: Option<SocketAddr>,
+    flush_timeout_ms: Option<u64>,
     queue: Option<usize>,
     reconnect_min_ms: Option<u64>,
     reconnect_max_ms: Option<u64>,
@@ -109,11 +115,18 @@ pub struct Settings {
     pub source: SourceKind,
     pub id: String,
     pub admin_listen: SocketAddr,
+    pub flush_timeout: Duration,
     pub queue: usize,
     pub reconnect_min: Duration,
     pub reconnect_max: Duration,
     pub head_threads: usize,
     pub log_format: LogFormat,
+}
+
+/// A sensor's default admin address: port 9100 + view, so sensors on one machine never collide.
+pub fn default_admin_listen(view: u32) -> SocketAddr {
+    let port = u16::try_from(9100 + u64::from(view)).unwrap_or(0);
+    ([0, 0, 0, 0], port).into()
 }
 
 impl Settings {
@@ -133,6 +146,7 @@ impl Settings {
             },
             id: format!("sensor-{view}"),
             admin_listen: "127.0.0.1:0".parse().expect("valid address"),
+            flush_timeout: Duration::from_secs(5),
             queue: 8,
             reconnect_min: Duration::from_millis(100),
             reconnect_max: Duration::from_millis(5000),
@@ -186,7 +200,12 @@ impl Settings {
             admin_listen: args
                 .admin_listen
                 .or(file.admin_listen)
-                .unwrap_or(([0, 0, 0, 0], 9100).into()),
+                .unwrap_or_else(|| default_admin_listen(view)),
+            flush_timeout: Duration::from_millis(
+                args.flush_timeout_ms
+                    .or(file.flush_timeout_ms)
+                    .unwrap_or(5000),
+            ),
             queue: args.queue.or(file.queue).unwrap_or(8),
             reconnect_min: Duration::from_millis(
                 args.reconnect_min_ms
@@ -225,6 +244,7 @@ mod tests {
         let s = Settings::resolve(parse(&["sensor-node", "--bundle", "b", "--view", "2"]).unwrap())
             .unwrap();
         assert_eq!(s.id, "sensor-2");
+        assert_eq!(s.admin_listen.port(), 9102, "admin ports differ per view");
         assert_eq!(s.fps, 30.0);
         assert!(matches!(s.source, SourceKind::Replay { .. }));
         let s = Settings::resolve(

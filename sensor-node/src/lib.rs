@@ -21,7 +21,7 @@ use splitnets_proto::bundle::Bundle;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
-use camera::{Camera, CameraShared};
+use camera::{Camera, CameraShared, Flow};
 pub use config::{Args, Settings, SourceKind};
 use link::LinkShared;
 use metrics::SensorMetrics;
@@ -43,9 +43,12 @@ pub struct SensorReport {
     pub frames_rejected: u64,
     pub bytes_sent: u64,
     pub connections: u64,
+    /// Frames still queued when the sensor gave up delivering (stopped, or flush timeout with
+    /// no aggregator); included in `frames_dropped`.
+    pub frames_unsent: u64,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Counters {
     captured: AtomicU64,
     dropped: AtomicU64,
@@ -54,6 +57,10 @@ pub(crate) struct Counters {
     rejected: AtomicU64,
     bytes: AtomicU64,
     connections: AtomicU64,
+    unsent: AtomicU64,
+    connected: std::sync::atomic::AtomicBool,
+    flush_timeout: std::time::Duration,
+    camera_finished_at: std::sync::OnceLock<std::time::Instant>,
 }
 
 impl Counters {
@@ -66,7 +73,52 @@ impl Counters {
             frames_rejected: self.rejected.load(Ordering::Relaxed),
             bytes_sent: self.bytes.load(Ordering::Relaxed),
             connections: self.connections.load(Ordering::Relaxed),
+            frames_unsent: self.unsent.load(Ordering::Relaxed),
         }
+    }
+
+    fn new(flush_timeout: std::time::Duration) -> Self {
+        Self {
+            captured: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+            sent: AtomicU64::new(0),
+            acked: AtomicU64::new(0),
+            rejected: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+            connections: AtomicU64::new(0),
+            unsent: AtomicU64::new(0),
+            connected: std::sync::atomic::AtomicBool::new(false),
+            flush_timeout,
+            camera_finished_at: std::sync::OnceLock::new(),
+        }
+    }
+
+    pub(crate) fn is_connected(&self) -> bool {
+        self.connected.load(Ordering::Relaxed)
+    }
+
+    /// Marks the link connected until the guard is dropped.
+    pub(crate) fn connected_guard(&self) -> impl Drop + '_ {
+        struct Guard<'a>(&'a std::sync::atomic::AtomicBool);
+        impl Drop for Guard<'_> {
+            fn drop(&mut self) {
+                self.0.store(false, Ordering::Relaxed);
+            }
+        }
+        self.connected.store(true, Ordering::Relaxed);
+        Guard(&self.connected)
+    }
+
+    /// The camera has captured its last frame: the flush clock starts.
+    pub(crate) fn camera_finished(&self) {
+        let _ = self.camera_finished_at.set(std::time::Instant::now());
+    }
+
+    /// When delivery gives up, once the camera has finished.
+    pub(crate) fn flush_deadline(&self) -> Option<std::time::Instant> {
+        self.camera_finished_at
+            .get()
+            .map(|t| *t + self.flush_timeout)
     }
 }
 
@@ -93,7 +145,8 @@ pub async fn run(
         let (s, b) = (settings.clone(), bundle.clone());
         tokio::task::spawn_blocking(move || Camera::open(&s, &b)).await??
     };
-    let counters = Arc::new(Counters::default());
+    let counters = Arc::new(Counters::new(settings.flush_timeout));
+    let flow = Arc::new(Flow::new());
     let fps_bits = Arc::new(AtomicU64::new(settings.fps.to_bits()));
     let (frame_tx, mut frame_rx) = mpsc::channel(settings.queue);
     readiness.set(true);
@@ -111,6 +164,8 @@ pub async fn run(
             phase: lifecycle.watch(),
             counters: counters.clone(),
             metrics: handles.clone(),
+            flow: flow.clone(),
+            runtime: tokio::runtime::Handle::current(),
         };
         let s = settings.clone();
         std::thread::Builder::new()
@@ -127,14 +182,17 @@ pub async fn run(
         });
     }
 
+    let phase = lifecycle.watch();
     let shared = LinkShared {
         settings: &settings,
         digest: &bundle.digest,
         counters: &counters,
         metrics: &handles,
         fps_bits: &fps_bits,
+        flow: &flow,
+        phase: &phase,
     };
-    let result = link::run_link(&shared, &mut frame_rx, &lifecycle.watch()).await;
+    let result = link::run_link(&shared, &mut frame_rx).await;
     lifecycle.advance(Phase::Draining);
     drop(frame_rx);
     let _ = tokio::task::spawn_blocking(move || camera.join()).await;

@@ -13,6 +13,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Streaming;
 
+use crate::camera::Flow;
 use crate::config::Settings;
 use crate::metrics::SensorMetrics;
 use crate::{Counters, unix_ns};
@@ -44,41 +45,82 @@ pub(crate) struct LinkShared<'a> {
     pub counters: &'a Counters,
     pub metrics: &'a SensorMetrics,
     pub fps_bits: &'a AtomicU64,
+    pub flow: &'a Flow,
+    pub phase: &'a PhaseWatch,
 }
 
+/// How long to keep delivering once the sensor is stopping: on SIGTERM at most a second; when
+/// the camera has simply finished, the configured flush timeout.
+const STOP_FLUSH: Duration = Duration::from_secs(1);
+
 /// Connects, reconnecting with exponential backoff, until the camera's frames are all sent, the
-/// aggregator rejects this sensor for good, or the sensor is stopping and nothing is left.
+/// aggregator rejects this sensor for good, or the sensor is stopping (SIGTERM, or the camera
+/// finished) and its flush time is up: queued frames are then dropped and counted.
 pub(crate) async fn run_link(
     l: &LinkShared<'_>,
     frames: &mut mpsc::Receiver<FeatureFrame>,
-    phase: &PhaseWatch,
 ) -> anyhow::Result<()> {
     let s = l.settings;
     let mut backoff = s.reconnect_min;
+    let mut phase = l.phase.clone();
     loop {
-        match one_connection(l, frames).await {
-            Ok(LinkEnd::Finished) => return Ok(()),
-            Ok(LinkEnd::Drained) => {
-                if phase.reached(Phase::Draining) {
-                    return Ok(());
-                }
-                tokio::time::sleep(backoff).await;
+        let attempt = tokio::select! {
+            r = one_connection(l, frames) => Some(r),
+            // Stopping while not connected: nothing can be flushed, leave now.
+            () = phase.wait_for(Phase::Draining), if !l.counters.is_connected() => None,
+        };
+        let retry = match attempt {
+            None => return Ok(give_up(l, frames, "stopping while disconnected")),
+            Some(Ok(LinkEnd::Finished)) => return Ok(()),
+            Some(Ok(LinkEnd::Drained)) => {
                 backoff = s.reconnect_min;
+                "the aggregator is draining".to_string()
             }
-            Err(LinkError::Rejected(reason)) => {
+            Some(Err(LinkError::Rejected(reason))) => {
                 anyhow::bail!("aggregator rejected this sensor: {reason}");
             }
-            Err(LinkError::Transient(reason)) => {
-                if phase.reached(Phase::Draining) && frames.is_closed() && frames.is_empty() {
-                    return Ok(());
-                }
-                l.metrics.reconnects.increment(1);
-                tracing::warn!(%reason, retry_in_ms = backoff.as_millis() as u64, "link down; reconnecting");
-                // Frames captured meanwhile queue up to `queue`, then the camera drops them.
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(s.reconnect_max);
+            Some(Err(LinkError::Transient(reason))) => reason,
+        };
+        if l.phase.reached(Phase::Draining) {
+            return Ok(give_up(l, frames, "stopping"));
+        }
+        if frames.is_closed() {
+            l.counters.camera_finished();
+        }
+        if let Some(deadline) = l.counters.flush_deadline() {
+            if std::time::Instant::now() >= deadline {
+                return Ok(give_up(
+                    l,
+                    frames,
+                    "flush timeout after the camera finished",
+                ));
             }
         }
+        l.metrics.reconnects.increment(1);
+        tracing::warn!(reason = %wire::sanitize_id(&retry), retry_in_ms = backoff.as_millis() as u64, "link down; reconnecting");
+        // Frames captured meanwhile queue up to `queue`, then the camera drops them.
+        tokio::select! {
+            () = tokio::time::sleep(backoff) => {}
+            () = phase.wait_for(Phase::Draining) => {}
+        }
+        backoff = (backoff * 2).min(s.reconnect_max);
+    }
+}
+
+/// Drops what is still queued (counted) and says why.
+fn give_up(l: &LinkShared<'_>, frames: &mut mpsc::Receiver<FeatureFrame>, why: &str) {
+    frames.close();
+    let mut unsent = 0u64;
+    while frames.try_recv().is_ok() {
+        unsent += 1;
+    }
+    l.counters.unsent.fetch_add(unsent, Ordering::Relaxed);
+    l.counters.dropped.fetch_add(unsent, Ordering::Relaxed);
+    l.metrics.frames_dropped.increment(unsent);
+    if unsent > 0 {
+        tracing::warn!(unsent, why, "exiting with frames not delivered");
+    } else {
+        tracing::info!(why, "link stopped");
     }
 }
 
@@ -112,6 +154,8 @@ async fn handshake(
                 view_index: s.view,
                 bundle_digest: l.digest.to_string(),
                 protocol_version: wire::PROTOCOL_VERSION,
+                trigger_epoch_unix_ms: s.start_at_unix_ms.unwrap_or(0),
+                frames_per_second: f64::from_bits(l.fps_bits.load(Ordering::Relaxed)),
             })),
         })
         .await
@@ -124,7 +168,23 @@ async fn handshake(
     match inbound.message().await.map_err(|st| transient(&st))? {
         Some(m) => match m.kind {
             Some(aggregator_message::Kind::HelloReply(r)) if r.accepted => {
-                tracing::info!(view = s.view, aggregator = %r.aggregator_id, "connected");
+                tracing::info!(
+                    view = s.view,
+                    aggregator = %wire::sanitize_id(&r.aggregator_id),
+                    credit = r.credit_before_sequence,
+                    next_sequence = r.next_sequence,
+                    "connected"
+                );
+                l.flow
+                    .next_sequence
+                    .fetch_max(r.next_sequence, Ordering::Relaxed);
+                l.flow
+                    .credit
+                    .send_replace(if r.credit_before_sequence == 0 {
+                        u64::MAX
+                    } else {
+                        r.credit_before_sequence
+                    });
                 Ok((out_tx, inbound))
             }
             Some(aggregator_message::Kind::HelloReply(r)) => {
@@ -135,13 +195,36 @@ async fn handshake(
                     wire::RejectReason::Draining | wire::RejectReason::ViewAlreadyConnected => {
                         LinkError::Transient(r.detail)
                     }
-                    _ => LinkError::Rejected(format!("{} ({})", r.detail, reason.as_str_name())),
+                    _ => LinkError::Rejected(format!(
+                        "{} ({})",
+                        wire::sanitize_id(&r.detail),
+                        reason.as_str_name()
+                    )),
                 })
             }
             _ => Err(transient(&"first reply was not a HelloReply")),
         },
         None => Err(transient(&"aggregator closed the stream before replying")),
     }
+}
+
+/// How long to wait for the next acknowledgement: open-ended while the camera runs (frames
+/// keep coming), bounded by the flush deadline once it has finished or the sensor is stopping.
+fn ack_wait(l: &LinkShared<'_>, camera_done: bool) -> Duration {
+    if !camera_done {
+        return Duration::from_secs(10);
+    }
+    let limit = if l.phase.reached(Phase::Draining) {
+        STOP_FLUSH
+    } else {
+        l.settings.flush_timeout
+    };
+    l.counters
+        .flush_deadline()
+        .map_or(limit, |d| {
+            d.saturating_duration_since(std::time::Instant::now())
+        })
+        .min(limit)
 }
 
 /// One connection: handshake, then pump frames out and acknowledgements in.
@@ -151,6 +234,7 @@ async fn one_connection(
 ) -> Result<LinkEnd, LinkError> {
     let (out_tx, mut inbound) = handshake(l).await?;
     l.counters.connections.fetch_add(1, Ordering::Relaxed);
+    let _connected = l.counters.connected_guard();
     let mut camera_done = false;
     let mut in_flight = 0u64;
     let mut out_tx = Some(out_tx);
@@ -158,9 +242,9 @@ async fn one_connection(
         tokio::select! {
             f = frames.recv(), if !camera_done => match f {
                 Some(mut frame) => {
-                    if let Some(t) = frame.timings.as_mut() {
-                        t.send_time_unix_ns = Some(unix_ns());
-                    }
+                    let encoded_at = frame.capture_time_unix_ns.unwrap_or(0)
+                        + u64::from(frame.sensor_ns.unwrap_or(0));
+                    frame.queue_ns = Some(u32::try_from(unix_ns().saturating_sub(encoded_at)).unwrap_or(u32::MAX));
                     let m = SensorMessage { kind: Some(sensor_message::Kind::Frame(frame)) };
                     let bytes = wire::sensor_message_wire_bytes(&m) as u64;
                     let Some(tx) = out_tx.as_ref() else { break };
@@ -176,6 +260,7 @@ async fn one_connection(
                 }
                 None => {
                     camera_done = true;
+                    l.counters.camera_finished();
                     // Half-close: the aggregator acknowledges what is in flight, then ends.
                     out_tx = None;
                     if in_flight == 0 {
@@ -183,10 +268,13 @@ async fn one_connection(
                     }
                 }
             },
-            m = tokio::time::timeout(Duration::from_secs(10), inbound.message()), if camera_done || !frames.is_closed() || in_flight > 0 => {
+            m = tokio::time::timeout(ack_wait(l, camera_done), inbound.message()), if camera_done || !frames.is_closed() || in_flight > 0 => {
                 let m = match m {
                     Ok(m) => m.map_err(|st| transient(&st))?,
-                    Err(_) if camera_done => return Ok(LinkEnd::Finished),
+                    Err(_) if camera_done => {
+                        tracing::warn!(in_flight, "acknowledgements still missing at the flush deadline");
+                        return Ok(LinkEnd::Finished);
+                    }
                     Err(_) => continue,
                 };
                 let Some(m) = m else {
@@ -210,6 +298,15 @@ async fn one_connection(
                         Some(control::Kind::Drain(d)) => {
                             tracing::info!(reason = %d.reason, "aggregator is draining; disconnecting");
                             return Ok(LinkEnd::Drained);
+                        }
+                        Some(control::Kind::Credit(c)) => {
+                            l.flow.credit.send_if_modified(|v| {
+                                let raise = c.send_before_sequence > *v || *v == u64::MAX;
+                                if raise {
+                                    *v = c.send_before_sequence;
+                                }
+                                raise
+                            });
                         }
                         Some(control::Kind::SetFrameRate(r)) if r.frames_per_second >= 0.0 => {
                             tracing::info!(fps = r.frames_per_second, "frame rate changed by the aggregator");

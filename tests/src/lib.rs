@@ -99,13 +99,23 @@ pub async fn cluster(bundle: &Path, work: &Path, deadline_ms: u64) -> LocalClust
     .expect("aggregator starts")
 }
 
-/// Arguments for a sensor that captures `frames` frames at `fps` on a shared trigger `lead_ms` ahead.
-pub fn sensor_args(frames: Option<u64>, fps: f64, lead_ms: u64) -> Vec<String> {
+/// A shared camera trigger `lead_ms` from now (Unix ms).
+pub fn trigger_in(lead_ms: u64) -> u64 {
+    unix_ms() + lead_ms
+}
+
+/// The frame a fleet on `trigger` at `fps` is capturing now.
+pub fn current_frame(trigger: u64, fps: f64) -> u64 {
+    (unix_ms().saturating_sub(trigger) as f64 * fps / 1000.0) as u64
+}
+
+/// Arguments for a sensor that captures `frames` frames at `fps` on the shared `trigger`.
+pub fn sensor_args(frames: Option<u64>, fps: f64, trigger: u64) -> Vec<String> {
     let mut a = vec![
         "--fps".to_string(),
         fps.to_string(),
         "--start-at-unix-ms".into(),
-        (unix_ms() + lead_ms).to_string(),
+        trigger.to_string(),
     ];
     if let Some(f) = frames {
         a.extend(["--frames".into(), f.to_string()]);
@@ -122,15 +132,29 @@ pub struct RawSensor {
 }
 
 impl RawSensor {
+    /// Connects with no shared trigger (epoch 0) at 30 fps.
     pub async fn connect(endpoint: &str, view: u32, digest: &str) -> anyhow::Result<Self> {
+        Self::connect_on(endpoint, view, digest, 0, 30.0).await
+    }
+
+    /// Connects as a sensor of a fleet on `trigger` (Unix ms) at `fps`.
+    pub async fn connect_on(
+        endpoint: &str,
+        view: u32,
+        digest: &str,
+        trigger: u64,
+        fps: f64,
+    ) -> anyhow::Result<Self> {
         let mut client = FeatureLinkClient::connect(endpoint.to_string()).await?;
-        let (tx, rx) = mpsc::channel(16);
+        let (tx, rx) = mpsc::channel(1024);
         tx.send(SensorMessage {
             kind: Some(sensor_message::Kind::Hello(Hello {
                 sensor_id: "raw-test-sensor".into(),
                 view_index: view,
                 bundle_digest: digest.into(),
                 protocol_version: wire::PROTOCOL_VERSION,
+                trigger_epoch_unix_ms: trigger,
+                frames_per_second: fps,
             })),
         })
         .await?;

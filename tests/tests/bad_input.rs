@@ -8,20 +8,24 @@ use splitnets_proto::bundle::Bundle;
 use splitnets_proto::codec::{self, CodecSpec};
 use splitnets_proto::wire::{self, FeatureFrame, RejectReason};
 use splitnets_tests::daemons_bin_dir;
-use splitnets_tests::{RawSensor, bundle_with_codec, cluster, demo_bundle, sensor_args};
+use splitnets_tests::{
+    RawSensor, bundle_with_codec, cluster, current_frame, demo_bundle, sensor_args, trigger_in,
+};
 
 fn valid_frame(sequence: u64, bundle: &Bundle) -> FeatureFrame {
-    let shape = &bundle.manifest.split.feature_shape;
+    let m = &bundle.manifest;
+    let shape = &m.split.feature_shape;
     let n: usize = shape.iter().product();
     let values: Vec<f32> = (0..n).map(|i| (i % 7) as f32 * 0.25).collect();
-    FeatureFrame {
-        sequence: Some(sequence),
-        capture_time_unix_ns: Some(1),
-        timings: None,
-        tensor: Some(wire::tensor_to_wire(
-            &codec::encode(bundle.manifest.codec, shape, &values).unwrap(),
-        )),
-    }
+    let t = codec::encode(m.codec, shape, &values).unwrap();
+    wire::frame_to_wire(&t, m.codec, sequence, unix_ns(), 1000)
+}
+
+fn unix_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -30,37 +34,54 @@ async fn malformed_frames_are_rejected_and_counted_while_the_streams_go_on() {
     let bundle = Bundle::load(&demo_bundle()).unwrap();
     let mut c = cluster(&demo_bundle(), tmp.path(), 100).await;
     let mut watch = c.watch().await.unwrap();
-    // Real sensors on views 1..3, running until stopped.
+    // Real sensors on views 1..3 on one shared trigger, running until stopped.
+    let (fps, trigger) = (20.0, trigger_in(1500));
     for v in 1..4 {
-        c.start_sensor(v, &sensor_args(None, 20.0, 1500)).unwrap();
+        c.start_sensor(v, &sensor_args(None, fps, trigger)).unwrap();
     }
-    let mut raw = RawSensor::connect(&c.endpoint(), 0, &bundle.digest)
+    let mut raw = RawSensor::connect_on(&c.endpoint(), 0, &bundle.digest, trigger, fps)
         .await
         .unwrap();
     assert!(raw.reply.accepted, "{:?}", raw.reply);
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    let now = || current_frame(trigger, fps);
 
-    let mut wrong_shape = valid_frame(1_000_000, &bundle);
-    wrong_shape.tensor.as_mut().unwrap().shape = vec![1, 3, 7, 7];
-    let ack = raw.send(wrong_shape).await.unwrap();
-    assert_eq!(ack.code, tonic::Code::InvalidArgument as i32);
-    assert!(ack.message.contains("shape"), "{}", ack.message);
-
-    let mut truncated = valid_frame(1_000_001, &bundle);
-    let t = truncated.tensor.as_mut().unwrap();
-    t.payload = t.payload.slice(..t.payload.len() - 3);
+    let mut truncated = valid_frame(now(), &bundle);
+    truncated.payload = truncated.payload.slice(..truncated.payload.len() - 3);
     let ack = raw.send(truncated).await.unwrap();
     assert_eq!(ack.code, tonic::Code::InvalidArgument as i32);
     assert!(ack.message.contains("payload is"), "{}", ack.message);
 
-    let mut no_params = valid_frame(1_000_002, &bundle);
-    no_params.tensor.as_mut().unwrap().scale.clear();
+    let mut no_params = valid_frame(now(), &bundle);
+    no_params.scale.clear();
     assert_eq!(
         raw.send(no_params).await.unwrap().code,
         tonic::Code::InvalidArgument as i32
     );
 
+    // A scale that decodes to infinity (the hostile client's 3e38) is refused.
+    let mut huge = valid_frame(now(), &bundle);
+    huge.scale = vec![3e38];
+    let ack = raw.send(huge).await.unwrap();
+    assert_eq!(ack.code, tonic::Code::InvalidArgument as i32);
+    assert!(ack.message.contains("overflows"), "{}", ack.message);
+
+    // A frame far ahead of the trigger clock is implausible.
+    let ack = raw.send(valid_frame(now() + 900, &bundle)).await.unwrap();
+    assert_eq!(ack.code, tonic::Code::InvalidArgument as i32);
+    assert!(
+        ack.message.contains("ahead of the fleet"),
+        "{}",
+        ack.message
+    );
+
+    // A capture time of 0 is accepted but kept out of the latency figures.
+    let mut zero_time = valid_frame(now(), &bundle);
+    zero_time.capture_time_unix_ns = Some(0);
+    assert_eq!(raw.send(zero_time).await.unwrap().code, 0);
+
     // The same stream still accepts a good frame.
-    let ack = raw.send(valid_frame(1_000_003, &bundle)).await.unwrap();
+    let ack = raw.send(valid_frame(now(), &bundle)).await.unwrap();
     assert_eq!(ack.code, 0, "{}", ack.message);
 
     let metrics = c.metrics_text().await.unwrap();
@@ -70,23 +91,28 @@ async fn malformed_frames_are_rejected_and_counted_while_the_streams_go_on() {
             "aggregator_frames_rejected_total",
             &[("view", "0")]
         ),
-        3.0,
+        4.0,
         "{metrics}"
     );
     assert_eq!(
         metric_sum(
             &metrics,
             "aggregator_frames_rejected_total",
-            &[("reason", "shape")]
+            &[("reason", "sequence")]
         ),
         1.0
     );
+    assert_eq!(
+        metric_sum(&metrics, "aggregator_implausible_timestamps_total", &[]),
+        1.0
+    );
 
-    // The other sensors' frames keep being fused.
+    // The other sensors' frames keep being fused, with sane latencies.
     let mut from_others = 0;
     let wait = async {
         while let Some(p) = watch.message().await.unwrap() {
             if p.views_used.iter().any(|&v| v != 0) {
+                assert!(p.end_to_end_ns < 10_000_000_000, "{p:?}");
                 from_others += 1;
                 if from_others == 10 {
                     break;
@@ -97,6 +123,96 @@ async fn malformed_frames_are_rejected_and_counted_while_the_streams_go_on() {
     tokio::time::timeout(Duration::from_secs(60), wait)
         .await
         .expect("predictions continue");
+    drop(raw);
+    c.stop().await.unwrap();
+}
+
+/// A raw client on view 0 bursts 900 valid frames a few frames ahead of the fleet: the real
+/// views 1..3 lose nothing (no late views, every prediction has them all).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hostile_burst_ahead_of_the_fleet_cannot_make_other_views_late() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bundle = Bundle::load(&demo_bundle()).unwrap();
+    let mut c = cluster(&demo_bundle(), tmp.path(), 50).await;
+    let mut watch = c.watch().await.unwrap();
+    let (fps, trigger) = (20.0, trigger_in(1500));
+    for v in 1..4 {
+        c.start_sensor(v, &sensor_args(None, fps, trigger)).unwrap();
+    }
+    let mut raw = RawSensor::connect_on(&c.endpoint(), 0, &bundle.digest, trigger, fps)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    let start = current_frame(trigger, fps) + 3;
+    let (mut accepted, mut rejected) = (0, 0);
+    for k in 0..900 {
+        match raw
+            .send(valid_frame(start + k, &bundle))
+            .await
+            .unwrap()
+            .code
+        {
+            0 => accepted += 1,
+            _ => rejected += 1,
+        }
+    }
+    assert!(rejected >= 890, "accepted {accepted}, rejected {rejected}");
+    let first_checked = current_frame(trigger, fps) + 1;
+    let mut checked = 0;
+    let wait = async {
+        while let Some(p) = watch.message().await.unwrap() {
+            if p.sequence < first_checked {
+                continue;
+            }
+            for v in 1..4 {
+                assert!(
+                    p.views_used.contains(&v),
+                    "frame {}: {:?}",
+                    p.sequence,
+                    p.views_used
+                );
+            }
+            checked += 1;
+            if checked == 30 {
+                break;
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(60), wait)
+        .await
+        .expect("predictions continue");
+    let metrics = c.metrics_text().await.unwrap();
+    for v in ["1", "2", "3"] {
+        assert_eq!(
+            metric_sum(&metrics, "aggregator_late_views_total", &[("view", v)]),
+            0.0,
+            "view {v}: {metrics}"
+        );
+    }
+    drop(raw);
+    c.stop().await.unwrap();
+}
+
+/// A float32 bundle: a frame full of NaN is refused, never reaches the tail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn float_frames_must_be_finite() {
+    let tmp = tempfile::tempdir().unwrap();
+    let float = bundle_with_codec(tmp.path(), CodecSpec::Float32);
+    let bundle = Bundle::load(&float).unwrap();
+    let c = cluster(&float, tmp.path(), 50).await;
+    let mut raw = RawSensor::connect(&c.endpoint(), 0, &bundle.digest)
+        .await
+        .unwrap();
+    assert!(raw.reply.accepted, "{:?}", raw.reply);
+    let mut nan = valid_frame(0, &bundle);
+    nan.payload = f32::NAN
+        .to_le_bytes()
+        .repeat(bundle.manifest.split.feature_elements())
+        .into();
+    let ack = raw.send(nan).await.unwrap();
+    assert_eq!(ack.code, tonic::Code::InvalidArgument as i32);
+    assert!(ack.message.contains("non-finite"), "{}", ack.message);
+    assert_eq!(raw.send(valid_frame(1, &bundle)).await.unwrap().code, 0);
     drop(raw);
     c.stop().await.unwrap();
 }

@@ -29,9 +29,8 @@ sys.path.insert(0, sys.argv[1])
 from splitnets.v1 import splitnets_pb2 as pb, splitnets_pb2_grpc as rpc
 assert hasattr(rpc, "FeatureLinkStub") and hasattr(rpc, "PredictionsStub")
 m = pb.SensorMessage(frame=pb.FeatureFrame(
-    sequence=42, capture_time_unix_ns=7,
-    tensor=pb.QuantizedTensor(shape=[1, 4, 7, 7], encoding=pb.ELEMENT_ENCODING_AFFINE_UINT, bits=6,
-                              scale=[0.5], zero_point=[3], channel_axis=-1, payload=b"\x01\x02\x03")))
+    sequence=42, capture_time_unix_ns=7, sensor_ns=900, queue_ns=11,
+    scale=[0.5], zero_point=[3], payload=b"\x01\x02\x03"))
 sys.stdout.buffer.write(m.SerializeToString())
 "#;
     let py = Command::new("python3")
@@ -50,11 +49,11 @@ sys.stdout.buffer.write(m.SerializeToString())
         panic!("not a frame: {m:?}")
     };
     assert_eq!(f.sequence, Some(42));
-    let t = f.tensor.unwrap();
-    assert_eq!(t.shape, vec![1, 4, 7, 7]);
+    assert_eq!(f.capture_time_unix_ns, Some(7));
+    assert_eq!((f.sensor_ns, f.queue_ns), (Some(900), Some(11)));
     assert_eq!(
-        (t.bits, t.channel_axis, t.zero_point.clone()),
-        (Some(6), Some(-1), vec![3])
+        (f.scale.clone(), f.zero_point.clone()),
+        (vec![0.5], vec![3])
     );
-    assert_eq!(&t.payload[..], b"\x01\x02\x03");
+    assert_eq!(&f.payload[..], b"\x01\x02\x03");
 }

@@ -23,7 +23,7 @@ async fn distributed_run(
     // A generous deadline: this test is about equality, not latency, and CI machines are busy.
     let mut c = cluster(bundle, work, 2000).await;
     let mut watch = c.watch().await.unwrap();
-    let args = sensor_args(Some(FRAMES), 40.0, 2500);
+    let args = sensor_args(Some(FRAMES), 40.0, splitnets_tests::trigger_in(2500));
     for v in 0..4 {
         c.start_sensor(v, &args).unwrap();
     }
@@ -104,11 +104,19 @@ fn check_against_local(bundle_dir: &std::path::Path, preds: &BTreeMap<u64, Predi
                 v.message_bytes as usize,
                 m.link_budget.bytes_per_view_per_frame
             );
-            // The planner models per-tensor quantization (one parameter pair per tensor).
-            if !matches!(
+            // The cost model's frame size for this codec's parameters per frame.
+            assert_eq!(
+                v.message_bytes,
+                splitnets_cost_model::feature_message_bytes(
+                    m.codec.parameter_count(&m.split.feature_shape),
+                    v.payload_bytes
+                )
+            );
+            // The planner models dynamic per-tensor quantization (one parameter pair per frame).
+            if matches!(
                 m.codec,
                 CodecSpec::Affine {
-                    per_channel: true,
+                    per_channel: false,
                     ..
                 }
             ) {

@@ -93,6 +93,14 @@ async fn aggregator_and_sensors_in_one_process_equal_the_reference_pipeline() {
     let sensor_text = sensor_metrics[0].render();
     assert!(sensor_text.contains(&format!("sensor_frames_sent_total {FRAMES}")));
     assert!(!sensor_text.contains("aggregator_"));
+    // Both daemons' exposition passes Prometheus's own linter (HELP on every metric, units).
+    for (who, text) in [("aggregator", &agg_text), ("sensor", &sensor_text)] {
+        promtool_check(who, text);
+    }
+    assert!(
+        agg_text.contains("aggregator_end_to_end_seconds_bucket"),
+        "latencies are histograms"
+    );
     let http = reqwest_free_get(admin_addr, "/ready").await;
     assert!(http.starts_with("HTTP/1.1 200"), "{http}");
 
@@ -130,4 +138,32 @@ async fn reqwest_free_get(addr: std::net::SocketAddr, path: &str) -> String {
     let mut out = String::new();
     s.read_to_string(&mut out).await.unwrap();
     out
+}
+
+/// `promtool check metrics` on an exposition (scripts/setup.sh unpacks promtool; env.sh points
+/// SPLITNETS_PROMTOOL at it).
+fn promtool_check(who: &str, text: &str) {
+    use std::io::Write;
+    let promtool = std::env::var("SPLITNETS_PROMTOOL")
+        .expect("SPLITNETS_PROMTOOL is set by scripts/env.sh (run scripts/setup.sh)");
+    let mut child = std::process::Command::new(&promtool)
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{promtool}: {e}"));
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool rejects the {who}'s metrics: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -264,6 +264,38 @@ struct Report {
     message_bytes_per_view_max: u64,
     message_bytes_per_frame_mean: f64,
     link_budget_bytes_per_view: usize,
+    throughput: Throughput,
+}
+
+/// Rates between the first and the last prediction's completion.
+#[derive(Debug, Default, serde::Serialize)]
+struct Throughput {
+    seconds: f64,
+    fused_frames_per_second: f64,
+    views_per_second: f64,
+    link_bytes_per_second: f64,
+}
+
+fn throughput(preds: &BTreeMap<u64, Prediction>) -> Throughput {
+    let times = preds.values().map(|p| p.completed_time_unix_ns);
+    let (Some(first), Some(last)) = (times.clone().min(), times.max()) else {
+        return Throughput::default();
+    };
+    let seconds = (last - first) as f64 * 1e-9;
+    if seconds <= 0.0 {
+        return Throughput::default();
+    }
+    let views: usize = preds.values().map(|p| p.views_used.len()).sum();
+    let bytes: u64 = preds
+        .values()
+        .flat_map(|p| p.views.iter().map(|v| v.message_bytes))
+        .sum();
+    Throughput {
+        seconds,
+        fused_frames_per_second: (preds.len() - 1) as f64 / seconds,
+        views_per_second: views as f64 / seconds,
+        link_bytes_per_second: bytes as f64 / seconds,
+    }
 }
 
 fn compare(
@@ -325,14 +357,10 @@ fn compare(
             .push(t.head_ns + t.encode_ns + t.decode_ns + t.tail_ns);
         let mut fb = 0;
         for v in &p.views {
-            if let Some(s) = v.sensor {
-                d.entry("sensor capture").or_default().extend(s.capture_ns);
-                d.entry("sensor preprocess")
-                    .or_default()
-                    .extend(s.preprocess_ns);
-                d.entry("sensor head").or_default().extend(s.head_ns);
-                d.entry("sensor encode").or_default().extend(s.encode_ns);
-            }
+            d.entry("sensor capture+head+encode")
+                .or_default()
+                .push(v.sensor_ns);
+            d.entry("sensor queue").or_default().push(v.queue_ns);
             d.entry("link (send->receive)").or_default().push(v.link_ns);
             bytes.push(v.message_bytes);
             payload.push(v.payload_bytes);
@@ -352,10 +380,8 @@ fn compare(
     }
     let n = preds.len() as f64;
     let order = [
-        "sensor capture",
-        "sensor preprocess",
-        "sensor head",
-        "sensor encode",
+        "sensor capture+head+encode",
+        "sensor queue",
         "link (send->receive)",
         "aggregator wait for views",
         "aggregator decode+stack",
@@ -387,6 +413,7 @@ fn compare(
         message_bytes_per_view_max: bytes.iter().copied().max().unwrap_or(0),
         message_bytes_per_frame_mean: mean(&frame_bytes),
         link_budget_bytes_per_view: m.link_budget.bytes_per_view_per_frame,
+        throughput: throughput(preds),
     })
 }
 
@@ -438,6 +465,14 @@ fn print_report(r: &Report, bundle: &Bundle, late: f64, rejected: f64) {
             e.p50_ms / t.p50_ms
         );
     }
+    let t = &r.throughput;
+    println!(
+        "\n== throughput (first to last prediction, {:.2} s) ==\n  {:.1} fused frames/s, {:.1} views/s, {:.1} kB/s on the links",
+        t.seconds,
+        t.fused_frames_per_second,
+        t.views_per_second,
+        t.link_bytes_per_second / 1000.0
+    );
     println!("\n== link ==");
     println!(
         "  raw camera frame        {:>8} B per view",
