@@ -27,6 +27,7 @@ use splitnets_proto::wire::{
 };
 use tokio::net::TcpListener;
 use tokio::sync::{broadcast, mpsc};
+use tokio_stream::StreamExt;
 use tokio_stream::wrappers::TcpListenerStream;
 
 pub use config::{Args, Settings};
@@ -189,12 +190,21 @@ async fn serve_grpc(
                 .await;
         });
     }
+    // Acknowledgements and credits are small and latency-bound: no Nagle delay on them (the
+    // builder's own TCP options do not apply to a listener passed in).
+    let incoming = TcpListenerStream::new(grpc).map(|s| {
+        s.inspect(|s| {
+            if let Err(e) = s.set_nodelay(true) {
+                tracing::warn!(error = %e, "TCP_NODELAY not set");
+            }
+        })
+    });
     tonic::transport::Server::builder()
         .add_service(health_service)
         .add_service(reflection)
         .add_service(link_svc)
         .add_service(pred_svc)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(grpc), phase.until(Phase::Stopped))
+        .serve_with_incoming_shutdown(incoming, phase.until(Phase::Stopped))
         .await?;
     Ok(())
 }
