@@ -70,7 +70,10 @@ pub(crate) async fn run_link(
             () = phase.wait_for(Phase::Draining), if !l.counters.is_connected() => None,
         };
         let retry = match attempt {
-            None => return Ok(give_up(l, frames, "stopping while disconnected")),
+            None => {
+                give_up(l, frames, "stopping while disconnected");
+                return Ok(());
+            }
             Some(Ok(LinkEnd::Finished)) => return Ok(()),
             Some(Ok(LinkEnd::Drained)) => {
                 backoff = s.reconnect_min;
@@ -82,19 +85,18 @@ pub(crate) async fn run_link(
             Some(Err(LinkError::Transient(reason))) => reason,
         };
         if l.phase.reached(Phase::Draining) {
-            return Ok(give_up(l, frames, "stopping"));
+            give_up(l, frames, "stopping");
+            return Ok(());
         }
         if frames.is_closed() {
             l.counters.camera_finished();
         }
-        if let Some(deadline) = l.counters.flush_deadline() {
-            if std::time::Instant::now() >= deadline {
-                return Ok(give_up(
-                    l,
-                    frames,
-                    "flush timeout after the camera finished",
-                ));
-            }
+        if l.counters
+            .flush_deadline()
+            .is_some_and(|d| std::time::Instant::now() >= d)
+        {
+            give_up(l, frames, "flush timeout after the camera finished");
+            return Ok(());
         }
         l.metrics.reconnects.increment(1);
         tracing::warn!(reason = %wire::sanitize_id(&retry), retry_in_ms = backoff.as_millis() as u64, "link down; reconnecting");
