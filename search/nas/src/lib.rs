@@ -121,7 +121,7 @@ impl NasConfig {
             profile,
             train: TrainSettings {
                 steps: match (quick, multi) {
-                    (true, true) => 200,
+                    (true, true) => 170,
                     (true, false) => 500,
                     (false, _) => 2_500,
                 },
