@@ -27,6 +27,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if let Ok(t) = std::env::var("NAS_TRAIN_THREADS") {
         cfg.train.threads = t.parse()?;
     }
+    // Ablation switches.
+    if std::env::var("NAS_INIT").is_ok_and(|v| v == "default") {
+        cfg.train.init = splitnets_nas::supernet::InitScheme::Default;
+    }
+    if std::env::var("NAS_SPLIT_SAMPLING").is_ok_and(|v| v == "0") {
+        cfg.train.split_aware_sampling = false;
+    }
+    if std::env::var("NAS_DISTILL").is_ok_and(|v| v == "0") {
+        cfg.train.distill = false;
+    }
+    if let Ok(p) = std::env::var("NAS_VIEW_KEEP") {
+        cfg.train.view_keep_prob = p.parse()?;
+    }
     if let Ok(s) = std::env::var("NAS_STEPS") {
         cfg.train.steps = s.parse()?;
     }
