@@ -108,7 +108,8 @@ pub struct SplitSpec {
     /// The tail's input stacks the present views' features along axis 0: `[views_present, C, H, W]`.
     pub tail_input: String,
     pub tail_output: String,
-    /// `max`: element-wise max over the present views (after a shared per-view recover layer).
+    /// How the tail fuses the present views (after a shared per-view recover layer): `max`
+    /// (element-wise), `mean`, or `learned` (attention weights over the views present).
     pub fusion: String,
 }
 
@@ -322,9 +323,10 @@ impl Manifest {
                 self.split.feature_shape
             ));
         }
-        if self.split.fusion != "max" {
+        // The tail fuses the views itself; this records how (and refuses what no tail does).
+        if !["max", "mean", "learned"].contains(&self.split.fusion.as_str()) {
             return Err(format!(
-                "split.fusion {:?} is not supported (max)",
+                "split.fusion {:?} is not supported (max, mean or learned)",
                 self.split.fusion
             ));
         }

@@ -81,11 +81,15 @@ pub fn head(w: &SubnetWeights, frame: &[f32], side: usize) -> Map {
         x = block(&x, b);
     }
     let mut f = conv(&x, &w.reduce);
-    let lo = f.v.iter().copied().fold(f32::INFINITY, f32::min);
-    let hi = f.v.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let scale = ((hi - lo).max(1e-8)) / ((1u32 << w.bits.min(16)) - 1) as f32;
+    // The codec's dynamic per-tensor affine quantization (range widened to include 0).
+    let lo = f.v.iter().copied().fold(0.0f32, f32::min);
+    let hi = f.v.iter().copied().fold(0.0f32, f32::max);
+    let levels = ((1u32 << w.bits.min(16)) - 1) as f32;
+    let scale = (hi - lo).max(1e-8) / levels;
+    let zero_point = (-lo / scale).round().clamp(0.0, levels);
     for v in &mut f.v {
-        *v = ((*v - lo) / scale).round() * scale + lo;
+        let q = ((*v / scale).round() + zero_point).clamp(0.0, levels);
+        *v = (q - zero_point) * scale;
     }
     f
 }

@@ -7,8 +7,8 @@
 //! used ([`BnMode::Use`]), since running statistics shared across subnets of different widths
 //! would match none of them.
 //!
-//! Split module: `reduce` (1×1 conv with bias, no activation) → per-sample min-max quantization
-//! to `bits` with a straight-through estimator (what the sensor's codec does to the feature) →
+//! Split module: `reduce` (1×1 conv with bias, no activation) → per-sample quantization (the
+//! codec's: range widened to include 0, zero point) to `bits` with a straight-through estimator (what the sensor's codec does to the feature) →
 //! `recover` (1×1 conv with bias) per view → fusion over the views present (mask).
 //!
 //! **Split-aware initialization.** For every split position the reduce weight's rows are
@@ -538,17 +538,21 @@ impl Supernet {
     }
 }
 
-/// Per-sample asymmetric min-max quantization to `bits` (the sensor codec's scale and zero
-/// point), with a straight-through gradient.
+/// Per-sample quantization to `bits` exactly as the sensor's codec does it
+/// (`splitnets_proto::codec`, dynamic per-tensor affine): the range `[min(lo, 0), max(hi, 0)]`
+/// mapped onto `0 ..= 2^bits - 1` with a zero point, so 0 is exact; gradients pass straight
+/// through. Training with the deployed quantizer keeps low bit widths honest.
 pub fn fake_quantize(x: Tensor<4>, bits: u32) -> Tensor<4> {
     let [n, c, h, w] = x.dims();
     let flat = x.reshape([n, c * h * w]);
-    let lo = flat.clone().min_dim(1).detach();
-    let hi = flat.clone().max_dim(1).detach();
+    let lo = flat.clone().min_dim(1).detach().clamp_max(0.0);
+    let hi = flat.clone().max_dim(1).detach().clamp_min(0.0);
     let levels = ((1u32 << bits.min(16)) - 1) as f32;
     let scale = (hi - lo.clone()).clamp_min(1e-8) / levels;
-    let q = ((flat.clone() - lo.clone()) / scale.clone()).round() * scale + lo;
-    let out = flat.clone() + (q - flat).detach();
+    let zero_point = (lo.neg() / scale.clone()).round().clamp(0.0, levels);
+    let q = ((flat.clone() / scale.clone()).round() + zero_point.clone()).clamp(0.0, levels);
+    let deq = (q - zero_point) * scale;
+    let out = flat.clone() + (deq - flat).detach();
     out.reshape([n, c, h, w])
 }
 

@@ -1,8 +1,10 @@
 //! `splitnets-search`: offline design of split networks. One module per subcommand:
-//! [`train`], [`plan`], [`bench_plan`], [`calibrate`], [`rebundle`] (`split-bundle`, `set-codec`).
+//! [`train`], [`plan`], [`bench_plan`], [`calibrate`], [`rebundle`] (`split-bundle`, `set-codec`),
+//! [`nas`] (the split-aware architecture search).
 
 mod bench_plan;
 mod calibrate;
+mod nas;
 mod plan;
 mod rebundle;
 mod train;
@@ -29,6 +31,9 @@ enum Command {
     SplitBundle(rebundle::SplitBundleArgs),
     /// Write a bundle's split with another link codec (link budget recomputed; no retraining).
     SetCodec(rebundle::SetCodecArgs),
+    /// Split-aware architecture search: design the network, its split and its link together;
+    /// write the Pareto front as bundles with a report.
+    Nas(nas::NasArgs),
     /// Measure this machine with ONNX Runtime, fit per-op-class throughput, write a host profile,
     /// and report prediction error on held-out models.
     Calibrate(calibrate::CalibrateArgs),
@@ -56,6 +61,7 @@ fn main() -> std::process::ExitCode {
         Command::Plan(a) => plan::run_plan(a),
         Command::BenchPlan(a) => bench_plan::run_bench(a),
         Command::Calibrate(a) => calibrate::run_calibrate(a),
+        Command::Nas(a) => nas::run_nas(a),
         Command::SplitBundle(a) => rebundle::run_split_bundle(a),
         Command::SetCodec(a) => rebundle::run_set_codec(a),
     };

@@ -1,0 +1,368 @@
+//! `splitnets-search nas`: the split-aware architecture search (`splitnets-nas`) as a tool:
+//! progress with ETA, checkpoints (a killed run resumes), a report (markdown, CSV, SVG, JSON),
+//! and every subnet of the final Pareto front written as a split bundle the daemons run
+//! unchanged, verified with the runtime's own stages (ONNX Runtime against the reference
+//! forward, accuracy through the link codec).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use clap::ValueEnum;
+use indicatif::{ProgressBar, ProgressStyle};
+use splitnets_camera::dataset::{self, Split};
+use splitnets_camera::rig::{CameraRig, replay_frame};
+use splitnets_nas::data::DataKind;
+use splitnets_nas::{FrontMember, NasConfig, NasOutcome, Preset, Progress, onnx_export, reference};
+use splitnets_proto::bundle::{
+    Bundle, FORMAT_VERSION, FileRef, Files, InputSpec, Manifest, PredictedCost, SplitSpec,
+    TrainingSummary, link_budget_for,
+};
+use splitnets_proto::codec::CodecSpec;
+use splitnets_runtime::{LocalPipeline, SessionOptions, argmax};
+
+use crate::plan::load_profile;
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub(crate) enum NasData {
+    /// Fashion-MNIST, one clean view.
+    FashionMnist,
+    /// Fashion-MNIST through the four occluded, noisy cameras of the default rig.
+    #[value(name = "fashion-mnist-4view")]
+    FashionMnist4view,
+    /// The project's rendered multi-view 3-D shapes.
+    Shapes,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub(crate) enum NasPreset {
+    /// A few minutes on 2 cores.
+    Quick,
+    /// The full budget.
+    Full,
+}
+
+#[derive(clap::Args, Debug)]
+pub(crate) struct NasArgs {
+    #[arg(long, value_enum, default_value = "fashion-mnist-4view")]
+    pub(crate) data: NasData,
+    /// Hardware profile: `headset` (the shipped preset) or a TOML file.
+    #[arg(long, default_value = "headset")]
+    pub(crate) profile: String,
+    #[arg(long, value_enum, default_value = "quick")]
+    pub(crate) preset: NasPreset,
+    /// Output directory: report, checkpoint, one bundle per front subnet (`front-NN/`).
+    #[arg(long)]
+    pub(crate) out: PathBuf,
+    /// Override the preset's supernet training steps.
+    #[arg(long)]
+    pub(crate) steps: Option<u64>,
+    /// Test frames each written bundle is evaluated on through the runtime (link codec included).
+    #[arg(long, default_value_t = 1000)]
+    pub(crate) check_samples: usize,
+    /// Where Debian's dataset-fashion-mnist put the files.
+    #[arg(long, default_value = dataset::DEFAULT_DIR)]
+    pub(crate) data_dir: PathBuf,
+}
+
+pub(crate) fn run_nas(a: NasArgs) -> anyhow::Result<()> {
+    let kind = match a.data {
+        NasData::FashionMnist => DataKind::FashionMnist,
+        NasData::FashionMnist4view => DataKind::FashionMnist4View,
+        NasData::Shapes => DataKind::Shapes,
+    };
+    let preset = match a.preset {
+        NasPreset::Quick => Preset::Quick,
+        NasPreset::Full => Preset::Full,
+    };
+    let profile = load_profile(&a.profile)?;
+    let mut cfg = NasConfig::preset(preset, kind, profile, Some(a.out.clone()));
+    cfg.data.fashion_mnist_dir = a.data_dir.clone();
+    if let Some(s) = a.steps {
+        cfg.train.steps = s;
+    }
+    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
+    eprintln!(
+        "[nas] {} preset {:?}: {} supernet steps, then evolutionary search; output in {}",
+        kind.name(),
+        preset,
+        cfg.train.steps,
+        a.out.display()
+    );
+    let bar = ProgressBar::new(cfg.train.steps);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "[nas] supernet {bar:30} {pos}/{len} steps  {msg}  elapsed {elapsed}  ETA {eta}",
+        )
+        .expect("valid template"),
+    );
+    let outcome = splitnets_nas::run_nas(&cfg, &mut |p| match p {
+        Progress::Step(r) => {
+            bar.set_position(r.step);
+            bar.set_message(format!("loss {:.3}", r.loss_largest));
+            if r.step == r.steps {
+                bar.finish();
+            }
+        }
+        Progress::Resumed { step } => {
+            bar.set_position(step);
+            bar.println(format!("[nas] resumed from the checkpoint at step {step}"));
+        }
+        other => bar.println(format!("[nas] {other:?}")),
+    })?;
+    std::fs::write(
+        a.out.join("report.md"),
+        splitnets_nas::report::markdown(&outcome),
+    )?;
+    std::fs::write(
+        a.out.join("report.csv"),
+        splitnets_nas::report::csv(&outcome),
+    )?;
+    std::fs::write(
+        a.out.join("report.svg"),
+        splitnets_nas::report::svg(&outcome),
+    )?;
+    std::fs::write(
+        a.out.join("outcome.json"),
+        serde_json::to_string_pretty(&outcome)?,
+    )?;
+    let mut written = Vec::new();
+    for (i, m) in outcome.front.iter().enumerate() {
+        let dir = a.out.join(format!("front-{i:02}"));
+        let check = write_front_bundle(&a, &cfg, &outcome, m, &dir)?;
+        println!(
+            "front-{i:02}  {:<48} e2e {:.3} ms  link {} B/view  test {:.1} % (through the codec, runtime: {:.1} % on {} frames; |ORT - reference| {:.1e})",
+            m.arch.short(),
+            m.cost.end_to_end_seconds * 1e3,
+            m.cost.link_bytes_per_view,
+            100.0 * m.test_accuracy,
+            100.0 * check.accuracy_through_codec,
+            check.samples,
+            check.max_abs_diff,
+        );
+        written.push(serde_json::json!({
+            "dir": dir, "arch": m.arch.short(), "predicted": m.cost,
+            "test_accuracy": m.test_accuracy, "runtime_check": check,
+        }));
+    }
+    std::fs::write(
+        a.out.join("bundles.json"),
+        serde_json::to_string_pretty(&written)?,
+    )?;
+    println!(
+        "report: {}  ({:.0} s, {:.2} of {} cores busy)",
+        a.out.join("report.md").display(),
+        outcome.total_seconds,
+        outcome.cores_used,
+        outcome.cores_available
+    );
+    Ok(())
+}
+
+/// What the runtime measured on a written bundle.
+#[derive(Debug, Clone, serde::Serialize)]
+struct RuntimeCheck {
+    samples: usize,
+    accuracy_through_codec: f64,
+    /// Largest |ONNX Runtime (through the codec) − plain-Rust reference forward| over the
+    /// logits of the first 32 frames (the reference is tied to burn by splitnets-nas's tests).
+    max_abs_diff: f64,
+}
+
+/// The camera rig the search trained and tested with, as the sensors' replay reproduces it.
+fn rig_for(kind: DataKind, views: usize) -> CameraRig {
+    match kind {
+        DataKind::FashionMnist4View => CameraRig::default(),
+        // One clean view: no occluder, no noise (the capture is then the image itself).
+        DataKind::FashionMnist | DataKind::Shapes => CameraRig {
+            views: views as u32,
+            occluder_px: 0,
+            occluder_jitter_px: 0,
+            noise_std: 0.0,
+            seed: 0,
+        },
+    }
+}
+
+fn write_front_bundle(
+    a: &NasArgs,
+    cfg: &NasConfig,
+    o: &NasOutcome,
+    m: &FrontMember,
+    dir: &Path,
+) -> anyhow::Result<RuntimeCheck> {
+    let side = o.space.input_size;
+    let fside = o.space.sides()[m.arch.split];
+    let head = prost::Message::encode_to_vec(&onnx_export::head_model(&m.weights, side, fside));
+    let tail = prost::Message::encode_to_vec(&onnx_export::tail_model(&m.weights, fside));
+    let codec = CodecSpec::Affine {
+        bits: m.arch.bits as u8,
+        per_channel: false,
+    };
+    let feature_shape = vec![1, m.arch.c_red, fside, fside];
+    let rig = rig_for(o.data, o.space.views);
+    let input = InputSpec {
+        height: side,
+        width: side,
+        pixel_format: "gray8".into(),
+        mean: o.input_mean,
+        std: o.input_std,
+    };
+    let classes: Vec<String> = match o.data {
+        DataKind::Shapes => splitnets_camera::shapes::CLASSES
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+        _ => dataset::CLASSES.iter().map(|s| s.to_string()).collect(),
+    };
+    let manifest = Manifest {
+        format_version: FORMAT_VERSION,
+        name: format!("nas-{}-{}", o.data.name(), m.arch.short()),
+        description: format!(
+            "Split-aware NAS on {} under profile {}: {}",
+            o.data.name(),
+            a.profile,
+            m.arch.short()
+        ),
+        classes,
+        input: input.clone(),
+        cameras: rig.clone(),
+        split: SplitSpec {
+            head_input: onnx_export::HEAD_INPUT.into(),
+            head_output: onnx_export::HEAD_OUTPUT.into(),
+            feature_shape: feature_shape.clone(),
+            tail_input: onnx_export::TAIL_INPUT.into(),
+            tail_output: onnx_export::TAIL_OUTPUT.into(),
+            fusion: format!("{:?}", m.arch.fusion).to_lowercase(),
+        },
+        codec,
+        files: Files {
+            head: FileRef {
+                path: "head.onnx".into(),
+                sha256: String::new(),
+            },
+            tail: FileRef {
+                path: "tail.onnx".into(),
+                sha256: String::new(),
+            },
+        },
+        link_budget: link_budget_for(
+            &feature_shape,
+            codec,
+            rig.views,
+            30.0,
+            input.raw_frame_bytes(),
+        ),
+        predicted: Some(PredictedCost {
+            profile: a.profile.clone(),
+            sensor_seconds: m.cost.sensor_seconds,
+            link_seconds: m.cost.link_seconds,
+            aggregator_seconds: m.cost.aggregator_seconds,
+            end_to_end_seconds: m.cost.end_to_end_seconds,
+            sensor_peak_memory_bytes: m.cost.sensor_memory_bytes,
+        }),
+        training: Some(TrainingSummary {
+            dataset: o.data.name().into(),
+            steps: o.steps_run,
+            batch_size: o.train.batch,
+            seconds: o.train_seconds,
+            final_loss: f64::NAN,
+            test_accuracy_one_view: m.test_accuracy_one_view,
+            test_accuracy_fused: m.test_accuracy,
+            test_samples: 0,
+            onnx_max_abs_diff: f64::NAN,
+            command: std::env::args().collect::<Vec<_>>().join(" "),
+        }),
+    };
+    Bundle::write(dir, manifest, &head, &tail)
+        .with_context(|| format!("writing bundle {}", dir.display()))?;
+    let check = check_bundle(a, cfg, o, m, dir)?;
+    // Record the runtime's figures in the bundle (rewritten: the digest covers them).
+    let bundle = Bundle::load(dir)?;
+    let mut manifest = bundle.manifest.clone();
+    if let Some(t) = manifest.training.as_mut() {
+        t.test_samples = check.samples;
+        t.onnx_max_abs_diff = check.max_abs_diff;
+        t.final_loss = 0.0;
+    }
+    Bundle::write(dir, manifest, &bundle.head_onnx, &bundle.tail_onnx)?;
+    Ok(check)
+}
+
+/// Runs the written bundle with the runtime's stages on test frames the sensors would replay.
+fn check_bundle(
+    a: &NasArgs,
+    cfg: &NasConfig,
+    o: &NasOutcome,
+    m: &FrontMember,
+    dir: &Path,
+) -> anyhow::Result<RuntimeCheck> {
+    let bundle = Bundle::load(dir)?;
+    let rig = bundle.manifest.cameras.clone();
+    let input = bundle.manifest.input.clone();
+    let mut local = LocalPipeline::new(bundle, SessionOptions::default())?;
+    let (frames, labels): (Vec<Vec<Vec<u8>>>, Vec<u8>) = match o.data {
+        DataKind::Shapes => {
+            // The sensors cannot replay the shapes yet: check on the search's own test frames.
+            let set = splitnets_camera::shapes::load_or_generate(
+                &cfg.data.shapes,
+                splitnets_camera::shapes::ShapeSplit::Test,
+                &cfg.data.cache_dir,
+            )?;
+            let n = set.len().min(a.check_samples);
+            let px = set.size * set.size;
+            let per_item = set.views * px;
+            (
+                (0..n)
+                    .map(|i| {
+                        (0..set.views)
+                            .map(|v| {
+                                set.images[i * per_item + v * px..i * per_item + (v + 1) * px]
+                                    .to_vec()
+                            })
+                            .collect()
+                    })
+                    .collect(),
+                set.labels[..n].to_vec(),
+            )
+        }
+        _ => {
+            let set = dataset::load(&a.data_dir, Split::Test)?;
+            let n = set.len().min(a.check_samples);
+            (
+                (0..n)
+                    .map(|i| {
+                        (0..rig.views)
+                            .map(|v| replay_frame(&rig, &set, v, i as u64))
+                            .collect()
+                    })
+                    .collect(),
+                set.labels[..n].to_vec(),
+            )
+        }
+    };
+    let (mut ok, mut max_diff) = (0usize, 0.0f64);
+    let mut pre = Vec::new();
+    for (i, (views, &label)) in frames.iter().zip(&labels).enumerate() {
+        let (logits, _) = local.run_frame(views, true)?;
+        ok += usize::from(argmax(&logits) == label as usize);
+        if i < 32 {
+            // The reference quantizes the feature exactly as the codec does.
+            let feats: Vec<_> = views
+                .iter()
+                .map(|px| {
+                    input.preprocess(px, &mut pre);
+                    reference::head(&m.weights, &pre, input.height)
+                })
+                .collect();
+            let expected = reference::tail(&m.weights, &feats);
+            for (x, y) in logits.iter().zip(&expected) {
+                max_diff = max_diff.max(f64::from((x - y).abs()));
+            }
+        }
+    }
+    Ok(RuntimeCheck {
+        samples: labels.len(),
+        accuracy_through_codec: ok as f64 / labels.len().max(1) as f64,
+        max_abs_diff: max_diff,
+    })
+}

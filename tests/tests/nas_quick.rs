@@ -1,0 +1,98 @@
+//! The split-aware architecture search as a user runs it: `splitnets-search nas --preset quick`
+//! writes a Pareto front of bundles; the most accurate one runs in the daemons unchanged, scores
+//! well above chance, and the distributed result equals the in-process pipeline.
+
+use std::process::Command;
+
+use splitnets_tests::daemons_bin_dir;
+
+#[test]
+fn quick_search_writes_bundles_the_daemons_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("nas");
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    let search = Command::new(daemons_bin_dir().join("splitnets-search"))
+        .current_dir(root)
+        .args([
+            "nas",
+            "--data",
+            "fashion-mnist-4view",
+            "--profile",
+            "headset",
+        ])
+        .args(["--preset", "quick", "--check-samples", "500", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&search.stdout);
+    assert!(
+        search.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&search.stderr)
+    );
+    for f in ["report.md", "report.csv", "report.svg", "outcome.json"] {
+        assert!(out.join(f).is_file(), "{f} missing");
+    }
+    let written: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("bundles.json")).unwrap()).unwrap();
+    let front = written.as_array().unwrap();
+    assert!(front.len() >= 2, "{stdout}");
+    // Every bundle: ONNX Runtime (through the codec) equals the reference forward.
+    for b in front {
+        let diff = b["runtime_check"]["max_abs_diff"].as_f64().unwrap();
+        assert!(diff < 1e-2, "{b}");
+    }
+    let best = front
+        .iter()
+        .max_by(|a, b| {
+            let acc = |x: &serde_json::Value| x["runtime_check"]["accuracy_through_codec"].as_f64();
+            acc(a).partial_cmp(&acc(b)).unwrap()
+        })
+        .unwrap();
+    let accuracy = best["runtime_check"]["accuracy_through_codec"]
+        .as_f64()
+        .unwrap();
+    assert!(accuracy > 0.3, "best {accuracy} (chance 0.1): {stdout}");
+
+    // The daemons run it unchanged: distributed equals one process, frame for frame.
+    let dir = best["dir"].as_str().unwrap();
+    let json = tmp.path().join("demo.json");
+    let demo = Command::new(daemons_bin_dir().join("splitnets-demo"))
+        .current_dir(root)
+        .args([
+            "--bundle",
+            dir,
+            "--frames",
+            "90",
+            "--fps",
+            "30",
+            "--print-every",
+            "0",
+        ])
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .unwrap();
+    let demo_out = String::from_utf8_lossy(&demo.stdout);
+    assert!(
+        demo.status.success(),
+        "{demo_out}\n{}",
+        String::from_utf8_lossy(&demo.stderr)
+    );
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let report = &r["report"];
+    assert_eq!(
+        report["agreement_with_local"].as_f64(),
+        Some(1.0),
+        "{demo_out}"
+    );
+    assert!(
+        report["accuracy_distributed"].as_f64().unwrap() > 0.3,
+        "{demo_out}"
+    );
+    assert_eq!(
+        report["message_bytes_per_view_max"].as_u64(),
+        report["link_budget_bytes_per_view"].as_u64(),
+        "{demo_out}"
+    );
+}
