@@ -54,6 +54,9 @@ pub struct Manifest {
     pub classes: Vec<String>,
     pub input: InputSpec,
     pub cameras: CameraRig,
+    /// A rendered scene the cameras replay instead of Fashion-MNIST (absent: Fashion-MNIST).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scene: Option<SceneSpec>,
     pub split: SplitSpec,
     pub codec: CodecSpec,
     pub files: Files,
@@ -64,6 +67,26 @@ pub struct Manifest {
     /// Where the weights came from (training run summary).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub training: Option<TrainingSummary>,
+}
+
+/// A procedurally rendered scene the simulated cameras replay (`splitnets_camera::shapes`):
+/// everything that determines its frames, so a sensor renders exactly what the network was
+/// tested on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SceneSpec {
+    /// `shapes`: the project's multi-view 3-D shape set.
+    pub kind: String,
+    /// Frame side, pixels.
+    pub size: usize,
+    pub seed: u64,
+    /// Instances of the test split the cameras cycle through.
+    pub test_items: usize,
+    pub noise_std: f32,
+    /// Camera poses (azimuth, elevation) in degrees, one per view.
+    pub cameras: Vec<[f32; 2]>,
+    /// Camera distance from the object's centre (object within a unit sphere).
+    pub distance: f32,
+    pub fov_deg: f32,
 }
 
 /// The camera frame and how it becomes the head's input tensor.
@@ -328,6 +351,21 @@ impl Manifest {
             return Err(format!(
                 "split.fusion {:?} is not supported (max, mean or learned)",
                 self.split.fusion
+            ));
+        }
+        if let Some(scene) = &self.scene
+            && (scene.cameras.len() != self.cameras.views as usize
+                || scene.size != self.input.height
+                || scene.size != self.input.width)
+        {
+            return Err(format!(
+                "scene has {} cameras of {}x{} px, but the bundle has {} views of {}x{}",
+                scene.cameras.len(),
+                scene.size,
+                scene.size,
+                self.cameras.views,
+                self.input.height,
+                self.input.width
             ));
         }
         self.codec.validate().map_err(|e| format!("codec: {e}"))?;

@@ -81,6 +81,7 @@ pub fn write_bundle(job: &BundleJob<'_>) -> anyhow::Result<BundleOutcome> {
         classes: CLASSES.iter().map(|s| s.to_string()).collect(),
         input: job.input.clone(),
         cameras: job.rig.clone(),
+        scene: None,
         split: SplitSpec {
             head_input: export::HEAD_INPUT.into(),
             head_output: export::HEAD_OUTPUT.into(),

@@ -40,6 +40,9 @@ impl Camera {
             );
         }
         let source = match &settings.source {
+            SourceKind::Replay { .. } if m.scene.is_some() => {
+                FrameSource::shapes(m.scene.as_ref().expect("checked"), settings.view)?
+            }
             SourceKind::Replay { data_dir } => {
                 FrameSource::replay(data_dir, m.cameras.clone(), settings.view)?
             }
@@ -66,7 +69,7 @@ impl Camera {
     fn capture(&mut self, n: u64, metrics: &SensorMetrics) -> anyhow::Result<FeatureFrame> {
         let capture_time_unix_ns = unix_ns();
         let t0 = Instant::now();
-        self.source.frame_into(n, &mut self.pixels);
+        self.source.frame_into(n, &mut self.pixels)?;
         let (encoded, t) = self.head.encode(&self.pixels)?;
         metrics.head_seconds.record(t.head_ns as f64 * 1e-9);
         metrics.encode_seconds.record(t.encode_ns as f64 * 1e-9);

@@ -15,6 +15,11 @@ pub enum FrameSource {
     },
     /// Pre-recorded frames, looped.
     Folder { frames: Vec<Vec<u8>> },
+    /// The bundle's rendered scene (test split), seen by camera `view`.
+    Shapes {
+        cfg: splitnets_camera::shapes::ShapeSetConfig,
+        view: usize,
+    },
 }
 
 impl FrameSource {
@@ -53,15 +58,36 @@ impl FrameSource {
         Ok(Self::Folder { frames })
     }
 
+    /// The bundle's rendered scene, seen by camera `view`.
+    pub fn shapes(scene: &splitnets_proto::bundle::SceneSpec, view: u32) -> anyhow::Result<Self> {
+        let cfg = splitnets_camera::shapes::config_of(scene)
+            .map_err(|e| anyhow::anyhow!("the bundle's scene: {e}"))?;
+        Ok(Self::Shapes {
+            cfg,
+            view: view as usize,
+        })
+    }
+
     /// Pixels of frame `n`, written into `out` (its allocation is reused).
-    pub fn frame_into(&self, n: u64, out: &mut Vec<u8>) {
+    pub fn frame_into(&self, n: u64, out: &mut Vec<u8>) -> anyhow::Result<()> {
         match self {
             Self::Replay { set, rig, view } => replay_frame_into(rig, set, *view, n, out),
             Self::Folder { frames } => {
                 out.clear();
                 out.extend_from_slice(&frames[(n % frames.len() as u64) as usize]);
             }
+            Self::Shapes { cfg, view } => {
+                let items = cfg.test.max(1) as u64;
+                splitnets_camera::shapes::render_view(
+                    cfg,
+                    splitnets_camera::shapes::ShapeSplit::Test,
+                    (n % items) as usize,
+                    *view,
+                    out,
+                )?;
+            }
         }
+        Ok(())
     }
 
     /// Ground-truth label of frame `n`, where the source knows it.
@@ -69,6 +95,9 @@ impl FrameSource {
         match self {
             Self::Replay { set, .. } => Some(set.labels[(n % set.len() as u64) as usize]),
             Self::Folder { .. } => None,
+            Self::Shapes { cfg, .. } => Some(splitnets_camera::shapes::label(
+                (n % cfg.test.max(1) as u64) as usize,
+            )),
         }
     }
 }

@@ -96,3 +96,61 @@ fn quick_search_writes_bundles_the_daemons_run() {
         "{demo_out}"
     );
 }
+
+/// A bundle searched on the rendered shapes records its scene; the sensors render exactly the
+/// frames it was tested on (a short search: this checks the mechanics, not the accuracy).
+#[test]
+fn shapes_bundles_replay_their_scene_in_the_daemons() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("nas");
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    let search = Command::new(daemons_bin_dir().join("splitnets-search"))
+        .current_dir(root)
+        .args([
+            "nas", "--data", "shapes", "--preset", "quick", "--steps", "20",
+        ])
+        .args(["--check-samples", "100", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&search.stdout);
+    assert!(
+        search.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&search.stderr)
+    );
+    let bundle = splitnets_proto::bundle::Bundle::load(&out.join("front-00")).unwrap();
+    let scene = bundle.manifest.scene.as_ref().expect("a scene");
+    assert_eq!(scene.kind, "shapes");
+    assert_eq!(bundle.manifest.classes.len(), 12);
+    let json = tmp.path().join("demo.json");
+    let demo = Command::new(daemons_bin_dir().join("splitnets-demo"))
+        .current_dir(root)
+        .arg("--bundle")
+        .arg(out.join("front-00"))
+        .args([
+            "--frames",
+            "60",
+            "--fps",
+            "30",
+            "--print-every",
+            "0",
+            "--json",
+        ])
+        .arg(&json)
+        .output()
+        .unwrap();
+    let demo_out = String::from_utf8_lossy(&demo.stdout);
+    assert!(
+        demo.status.success(),
+        "{demo_out}\n{}",
+        String::from_utf8_lossy(&demo.stderr)
+    );
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert_eq!(
+        r["report"]["agreement_with_local"].as_f64(),
+        Some(1.0),
+        "{demo_out}"
+    );
+    assert_eq!(r["report"]["predictions"].as_u64(), Some(60), "{demo_out}");
+}

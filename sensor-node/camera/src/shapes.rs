@@ -174,7 +174,7 @@ impl ShapeSetConfig {
         h.0
     }
 
-    fn check(&self) -> Result<(), ShapeError> {
+    pub fn check(&self) -> Result<(), ShapeError> {
         if self.size < 8 || self.size > 1024 {
             return Err(ShapeError::Config(format!(
                 "size {} must be within 8..=1024",
@@ -1016,5 +1016,78 @@ mod tests {
         let set = generate(&cfg, ShapeSplit::Val).unwrap();
         assert_eq!(set.views, 12);
         assert_eq!(set.images.len(), 24 * 12 * 64 * 64);
+    }
+}
+
+/// The scene a bundle records for this configuration (what sensors replay: the test split).
+pub fn scene_of(cfg: &ShapeSetConfig) -> splitnets_proto::bundle::SceneSpec {
+    splitnets_proto::bundle::SceneSpec {
+        kind: "shapes".into(),
+        size: cfg.size,
+        seed: cfg.seed,
+        test_items: cfg.test,
+        noise_std: cfg.noise_std,
+        cameras: cfg
+            .rig
+            .cameras
+            .iter()
+            .map(|c| [c.azimuth_deg, c.elevation_deg])
+            .collect(),
+        distance: cfg.rig.distance,
+        fov_deg: cfg.rig.fov_deg,
+    }
+}
+
+/// The configuration that renders a bundle's scene (its test split is what the sensors replay).
+pub fn config_of(scene: &splitnets_proto::bundle::SceneSpec) -> Result<ShapeSetConfig, ShapeError> {
+    if scene.kind != "shapes" {
+        return Err(ShapeError::Config(format!(
+            "scene kind {:?} is not supported (shapes)",
+            scene.kind
+        )));
+    }
+    let cfg = ShapeSetConfig {
+        size: scene.size,
+        rig: ShapeRig {
+            cameras: scene
+                .cameras
+                .iter()
+                .map(|[a, e]| CameraPose {
+                    azimuth_deg: *a,
+                    elevation_deg: *e,
+                })
+                .collect(),
+            distance: scene.distance,
+            fov_deg: scene.fov_deg,
+        },
+        seed: scene.seed,
+        test: scene.test_items,
+        noise_std: scene.noise_std,
+        ..ShapeSetConfig::default()
+    };
+    cfg.check()?;
+    Ok(cfg)
+}
+
+#[cfg(test)]
+mod scene_tests {
+    use super::*;
+
+    #[test]
+    fn a_scene_round_trips_and_renders_the_same_frames() {
+        let cfg = ShapeSetConfig {
+            size: 32,
+            ..ShapeSetConfig::default()
+        };
+        let back = config_of(&scene_of(&cfg)).unwrap();
+        assert_eq!(back.size, cfg.size);
+        assert_eq!(back.rig, cfg.rig);
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        render_view(&cfg, ShapeSplit::Test, 5, 2, &mut a).unwrap();
+        render_view(&back, ShapeSplit::Test, 5, 2, &mut b).unwrap();
+        assert_eq!(a, b);
+        let mut bad = scene_of(&cfg);
+        bad.kind = "teapots".into();
+        assert!(config_of(&bad).is_err());
     }
 }

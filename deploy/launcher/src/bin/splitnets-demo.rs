@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::Context;
 use clap::Parser;
 use splitnets_camera::dataset::{self, Split};
-use splitnets_camera::rig::replay_frame;
+use splitnets_camera::rig::{CameraRig, replay_frame};
 use splitnets_deploy::stats::summary;
 use splitnets_deploy::{ClusterOptions, LocalCluster, default_bin_dir, metric_sum};
 use splitnets_proto::bundle::Bundle;
@@ -78,6 +78,48 @@ fn main() -> std::process::ExitCode {
     }
 }
 
+/// What the sensors replay for a bundle: Fashion-MNIST's test split through the bundle's camera
+/// rig, or the bundle's rendered scene. The demo's reference run and ground truth use the same.
+enum Replay {
+    Fashion(dataset::ImageSet),
+    Shapes(splitnets_camera::shapes::ShapeSetConfig),
+}
+
+impl Replay {
+    fn for_bundle(bundle: &Bundle, data_dir: &std::path::Path) -> anyhow::Result<Self> {
+        Ok(match &bundle.manifest.scene {
+            Some(scene) => Self::Shapes(splitnets_camera::shapes::config_of(scene)?),
+            None => Self::Fashion(dataset::load(data_dir, Split::Test)?),
+        })
+    }
+
+    fn label(&self, seq: u64) -> usize {
+        match self {
+            Self::Fashion(set) => set.labels[(seq % set.len() as u64) as usize] as usize,
+            Self::Shapes(cfg) => {
+                splitnets_camera::shapes::label((seq % cfg.test.max(1) as u64) as usize) as usize
+            }
+        }
+    }
+
+    fn frame(&self, rig: &CameraRig, view: u32, seq: u64) -> anyhow::Result<Vec<u8>> {
+        Ok(match self {
+            Self::Fashion(set) => replay_frame(rig, set, view, seq),
+            Self::Shapes(cfg) => {
+                let mut out = Vec::new();
+                splitnets_camera::shapes::render_view(
+                    cfg,
+                    splitnets_camera::shapes::ShapeSplit::Test,
+                    (seq % cfg.test.max(1) as u64) as usize,
+                    view as usize,
+                    &mut out,
+                )?;
+                out
+            }
+        })
+    }
+}
+
 fn print_bundle_line(path: &std::path::Path, bundle: &Bundle) {
     let m = &bundle.manifest;
     let views = m.cameras.views;
@@ -105,7 +147,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         move || -> anyhow::Result<_> {
             let bundle = Bundle::load(&b)?;
             splitnets_runtime::onnx_runtime::environment()?;
-            Ok((bundle, dataset::load(&d, Split::Test)?))
+            let replay = Replay::for_bundle(&bundle, &d)?;
+            Ok((bundle, replay))
         }
     })
     .await??;
@@ -158,7 +201,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let budget = Duration::from_secs_f64(args.frames as f64 / args.fps.max(1.0) + 30.0);
     let collect = async {
         while let Some(p) = watch.message().await? {
-            let truth = test_set.labels[(p.sequence % test_set.len() as u64) as usize] as usize;
+            let truth = test_set.label(p.sequence);
             if args.print_every > 0 && p.sequence % args.print_every == 0 {
                 println!(
                     "frame {:>5}  {:<12} {} truth {:<12} views {:?}  end-to-end {:>6.2} ms",
@@ -300,7 +343,7 @@ fn throughput(preds: &BTreeMap<u64, Prediction>) -> Throughput {
 
 fn compare(
     local: &mut LocalPipeline,
-    set: &dataset::ImageSet,
+    set: &Replay,
     preds: &BTreeMap<u64, Prediction>,
     views: u32,
     sensors: u32,
@@ -314,17 +357,17 @@ fn compare(
     let mut frame_bytes = Vec::new();
     let mut payload = Vec::new();
     for (seq, p) in preds {
-        let truth = set.labels[(*seq % set.len() as u64) as usize] as usize;
+        let truth = set.label(*seq);
         // The views this prediction used, in the same order, through the same codec.
         let pixels: Vec<Vec<u8>> = p
             .views_used
             .iter()
-            .map(|&v| replay_frame(&rig, set, v, *seq))
-            .collect();
+            .map(|&v| set.frame(&rig, v, *seq))
+            .collect::<anyhow::Result<_>>()?;
         let (logits_q, t) = local.run_frame(&pixels, true)?;
         let all: Vec<Vec<u8>> = (0..views)
-            .map(|v| replay_frame(&rig, set, v, *seq))
-            .collect();
+            .map(|v| set.frame(&rig, v, *seq))
+            .collect::<anyhow::Result<_>>()?;
         let (logits_f, _) = local.run_frame(&all, false)?;
         let diff = p
             .scores

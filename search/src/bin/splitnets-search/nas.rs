@@ -226,6 +226,8 @@ fn write_front_bundle(
         classes,
         input: input.clone(),
         cameras: rig.clone(),
+        scene: (o.data == DataKind::Shapes)
+            .then(|| splitnets_camera::shapes::scene_of(&cfg.data.shapes)),
         split: SplitSpec {
             head_input: onnx_export::HEAD_INPUT.into(),
             head_output: onnx_export::HEAD_OUTPUT.into(),
