@@ -155,11 +155,22 @@ pub(crate) fn camera_loop(
     out: mpsc::Sender<FeatureFrame>,
 ) {
     let end = settings.frames.map(|f| settings.start_frame + f);
-    let epoch = trigger_epoch(settings.start_at_unix_ms);
+    let mut epoch = trigger_epoch(settings.start_at_unix_ms);
     let mut n = settings.start_frame;
     while !shared.phase.reached(Phase::Draining) && end.is_none_or(|e| n < e) {
         let fps = f64::from_bits(shared.fps_bits.load(Ordering::Relaxed));
-        n = n.max(shared.flow.next_sequence.load(Ordering::Relaxed));
+        let fleet_at = shared.flow.next_sequence.load(Ordering::Relaxed);
+        if fleet_at > n {
+            // Joining a fleet that is further on: continue from its frame. Without a shared
+            // trigger the schedule is re-anchored so that frame is due now (no long sleep).
+            if fps > 0.0 && settings.start_at_unix_ms.is_none() {
+                let ahead = Duration::from_secs_f64((fleet_at - settings.start_frame) as f64 / fps);
+                epoch = Instant::now()
+                    .checked_sub(ahead)
+                    .unwrap_or_else(Instant::now);
+            }
+            n = fleet_at;
+        }
         if end.is_some_and(|e| n >= e) {
             break;
         }
