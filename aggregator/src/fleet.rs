@@ -7,7 +7,7 @@
 //! what they have, the late-view memory is cleared), so the new frames 0, 1, ... fuse again.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 /// In max-rate mode a sensor may run this many frames ahead of the fleet's fusion watermark:
 /// enough to keep every stage busy, few enough that all views of a frame arrive together.
@@ -52,10 +52,7 @@ pub enum SequenceCheck {
 }
 
 pub fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    splitnets_ops::unix_ns() / 1_000_000
 }
 
 impl Fleet {

@@ -3,7 +3,7 @@
 use std::collections::HashSet;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use futures::Stream;
 use splitnets_ops::{Phase, PhaseWatch};
@@ -24,12 +24,7 @@ use crate::metrics::AggregatorMetrics;
 const CODE_OK: i32 = tonic::Code::Ok as i32;
 const CODE_INVALID_ARGUMENT: i32 = tonic::Code::InvalidArgument as i32;
 
-pub fn unix_ns() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0)
-}
+pub use splitnets_ops::unix_ns;
 
 /// What the link checks sensors and frames against.
 #[derive(Debug)]

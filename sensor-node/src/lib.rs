@@ -14,7 +14,6 @@ pub mod source;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use splitnets_ops::{Lifecycle, Metrics, Phase, Readiness};
 use splitnets_proto::bundle::Bundle;
@@ -26,12 +25,7 @@ pub use config::{Args, Settings, SourceKind};
 use link::LinkShared;
 use metrics::SensorMetrics;
 
-pub(crate) fn unix_ns() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0)
-}
+pub(crate) use splitnets_ops::unix_ns;
 
 /// Counts of one sensor run.
 #[derive(Debug, Default, Clone, serde::Serialize)]

@@ -84,6 +84,23 @@ pub fn daemons_bin_dir() -> PathBuf {
     dir
 }
 
+/// Runs a project binary to completion from the repository root; fails the test with its
+/// stdout and stderr unless it exits successfully, and returns its stdout.
+pub fn run_ok(cmd: &mut std::process::Command) -> String {
+    let out = cmd
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+        .output()
+        .unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}):\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
 /// Starts an aggregator on loopback (OS-chosen port) for `bundle`.
 pub async fn cluster(bundle: &Path, work: &Path, deadline_ms: u64) -> LocalCluster {
     LocalCluster::start(ClusterOptions {

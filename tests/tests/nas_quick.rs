@@ -4,31 +4,23 @@
 
 use std::process::Command;
 
-use splitnets_tests::daemons_bin_dir;
+use splitnets_tests::{daemons_bin_dir, run_ok};
 
 #[test]
 fn quick_search_writes_bundles_the_daemons_run() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("nas");
-    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
-    let search = Command::new(daemons_bin_dir().join("splitnets-search"))
-        .current_dir(root)
-        .args([
-            "nas",
-            "--data",
-            "fashion-mnist-4view",
-            "--profile",
-            "headset",
-        ])
-        .args(["--preset", "quick", "--check-samples", "500", "--out"])
-        .arg(&out)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&search.stdout);
-    assert!(
-        search.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&search.stderr)
+    let stdout = run_ok(
+        Command::new(daemons_bin_dir().join("splitnets-search"))
+            .args([
+                "nas",
+                "--data",
+                "fashion-mnist-4view",
+                "--profile",
+                "headset",
+            ])
+            .args(["--preset", "quick", "--check-samples", "500", "--out"])
+            .arg(&out),
     );
     for f in ["report.md", "report.csv", "report.svg", "outcome.json"] {
         assert!(out.join(f).is_file(), "{f} missing");
@@ -57,27 +49,20 @@ fn quick_search_writes_bundles_the_daemons_run() {
     // The daemons run it unchanged: distributed equals one process, frame for frame.
     let dir = best["dir"].as_str().unwrap();
     let json = tmp.path().join("demo.json");
-    let demo = Command::new(daemons_bin_dir().join("splitnets-demo"))
-        .current_dir(root)
-        .args([
-            "--bundle",
-            dir,
-            "--frames",
-            "90",
-            "--fps",
-            "30",
-            "--print-every",
-            "0",
-        ])
-        .arg("--json")
-        .arg(&json)
-        .output()
-        .unwrap();
-    let demo_out = String::from_utf8_lossy(&demo.stdout);
-    assert!(
-        demo.status.success(),
-        "{demo_out}\n{}",
-        String::from_utf8_lossy(&demo.stderr)
+    let demo_out = run_ok(
+        Command::new(daemons_bin_dir().join("splitnets-demo"))
+            .args([
+                "--bundle",
+                dir,
+                "--frames",
+                "90",
+                "--fps",
+                "30",
+                "--print-every",
+                "0",
+            ])
+            .arg("--json")
+            .arg(&json),
     );
     let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
     let report = &r["report"];
@@ -103,48 +88,33 @@ fn quick_search_writes_bundles_the_daemons_run() {
 fn shapes_bundles_replay_their_scene_in_the_daemons() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("nas");
-    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
-    let search = Command::new(daemons_bin_dir().join("splitnets-search"))
-        .current_dir(root)
-        .args([
-            "nas", "--data", "shapes", "--preset", "quick", "--steps", "20",
-        ])
-        .args(["--check-samples", "100", "--out"])
-        .arg(&out)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&search.stdout);
-    assert!(
-        search.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&search.stderr)
+    run_ok(
+        Command::new(daemons_bin_dir().join("splitnets-search"))
+            .args([
+                "nas", "--data", "shapes", "--preset", "quick", "--steps", "20",
+            ])
+            .args(["--check-samples", "100", "--out"])
+            .arg(&out),
     );
     let bundle = splitnets_proto::bundle::Bundle::load(&out.join("front-00")).unwrap();
     let scene = bundle.manifest.scene.as_ref().expect("a scene");
     assert_eq!(scene.kind, "shapes");
     assert_eq!(bundle.manifest.classes.len(), 12);
     let json = tmp.path().join("demo.json");
-    let demo = Command::new(daemons_bin_dir().join("splitnets-demo"))
-        .current_dir(root)
-        .arg("--bundle")
-        .arg(out.join("front-00"))
-        .args([
-            "--frames",
-            "60",
-            "--fps",
-            "30",
-            "--print-every",
-            "0",
-            "--json",
-        ])
-        .arg(&json)
-        .output()
-        .unwrap();
-    let demo_out = String::from_utf8_lossy(&demo.stdout);
-    assert!(
-        demo.status.success(),
-        "{demo_out}\n{}",
-        String::from_utf8_lossy(&demo.stderr)
+    let demo_out = run_ok(
+        Command::new(daemons_bin_dir().join("splitnets-demo"))
+            .arg("--bundle")
+            .arg(out.join("front-00"))
+            .args([
+                "--frames",
+                "60",
+                "--fps",
+                "30",
+                "--print-every",
+                "0",
+                "--json",
+            ])
+            .arg(&json),
     );
     let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
     assert_eq!(

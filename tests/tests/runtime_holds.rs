@@ -5,7 +5,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use splitnets_deploy::metric_sum;
-use splitnets_tests::{cluster, daemons_bin_dir, demo_bundle, sensor_args, trigger_in};
+use splitnets_tests::{cluster, daemons_bin_dir, demo_bundle, run_ok, sensor_args, trigger_in};
 
 /// `splitnets-demo --fps 0`: credits keep the sensors in step, so (nearly) every frame fuses
 /// from all four views, and the demo prints its throughput.
@@ -14,25 +14,18 @@ fn max_rate_fuses_frames_from_all_views() {
     let tmp = tempfile::tempdir().unwrap();
     let json = tmp.path().join("report.json");
     let frames = 2000;
-    let out = Command::new(daemons_bin_dir().join("splitnets-demo"))
-        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
-        .args([
-            "--fps",
-            "0",
-            "--frames",
-            &frames.to_string(),
-            "--print-every",
-            "0",
-        ])
-        .arg("--json")
-        .arg(&json)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+    let stdout = run_ok(
+        Command::new(daemons_bin_dir().join("splitnets-demo"))
+            .args([
+                "--fps",
+                "0",
+                "--frames",
+                &frames.to_string(),
+                "--print-every",
+                "0",
+            ])
+            .arg("--json")
+            .arg(&json),
     );
     assert!(stdout.contains("fused frames/s"), "{stdout}");
     let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();

@@ -202,6 +202,13 @@ impl PhaseWatch {
     }
 }
 
+/// Now as Unix time in nanoseconds (0 if the clock is before 1970): the timestamps on the wire.
+pub fn unix_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
 /// Readiness flag shared between a daemon and its admin endpoint.
 #[derive(Debug, Clone, Default)]
 pub struct Readiness(Arc<AtomicBool>);

@@ -95,8 +95,10 @@ pub(crate) fn run_nas(a: NasArgs) -> anyhow::Result<()> {
         )
         .expect("valid template"),
     );
+    let mut last_loss = f64::NAN;
     let outcome = splitnets_nas::run_nas(&cfg, &mut |p| match p {
         Progress::Step(r) => {
+            last_loss = r.loss_largest;
             bar.set_position(r.step);
             bar.set_message(format!("loss {:.3}", r.loss_largest));
             if r.step == r.steps {
@@ -128,7 +130,7 @@ pub(crate) fn run_nas(a: NasArgs) -> anyhow::Result<()> {
     let mut written = Vec::new();
     for (i, m) in outcome.front.iter().enumerate() {
         let dir = a.out.join(format!("front-{i:02}"));
-        let check = write_front_bundle(&a, &cfg, &outcome, m, &dir)?;
+        let check = write_front_bundle(&a, &cfg, &outcome, m, &dir, last_loss)?;
         println!(
             "front-{i:02}  {:<48} e2e {:.3} ms  link {} B/view  test {:.1} % (through the codec, runtime: {:.1} % on {} frames; |ORT - reference| {:.1e})",
             m.arch.short(),
@@ -189,6 +191,7 @@ fn write_front_bundle(
     o: &NasOutcome,
     m: &FrontMember,
     dir: &Path,
+    final_loss: f64,
 ) -> anyhow::Result<RuntimeCheck> {
     let side = o.space.input_size;
     let fside = o.space.sides()[m.arch.split];
@@ -267,7 +270,8 @@ fn write_front_bundle(
             steps: o.steps_run,
             batch_size: o.train.batch,
             seconds: o.train_seconds,
-            final_loss: f64::NAN,
+            // The largest subnet's loss at the last step (NaN when resumed past the end).
+            final_loss,
             test_accuracy_one_view: m.test_accuracy_one_view,
             test_accuracy_fused: m.test_accuracy,
             test_samples: 0,
@@ -284,7 +288,6 @@ fn write_front_bundle(
     if let Some(t) = manifest.training.as_mut() {
         t.test_samples = check.samples;
         t.onnx_max_abs_diff = check.max_abs_diff;
-        t.final_loss = 0.0;
     }
     Bundle::write(dir, manifest, &bundle.head_onnx, &bundle.tail_onnx)?;
     Ok(check)
