@@ -45,6 +45,19 @@ pub struct Args {
     /// Intra-op threads of the tail's ONNX Runtime session.
     #[arg(long, env = "SPLITNETS_AGG_TAIL_THREADS")]
     pub tail_threads: Option<usize>,
+    /// Open TCP connections at once (sensors, watchers, health checks); more are closed at once.
+    #[arg(long, env = "SPLITNETS_AGG_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// Concurrent gRPC streams per connection.
+    #[arg(long, env = "SPLITNETS_AGG_MAX_STREAMS_PER_CONNECTION")]
+    pub max_streams_per_connection: Option<u32>,
+    /// A new connection must send its first byte, and a feature stream its Hello, within this, ms.
+    #[arg(long, env = "SPLITNETS_AGG_HANDSHAKE_TIMEOUT_MS")]
+    pub handshake_timeout_ms: Option<u64>,
+    /// An admitted sensor that sends no frame for this long (at least 4 of its frame periods) is
+    /// disconnected and its view freed, ms.
+    #[arg(long, env = "SPLITNETS_AGG_VIEW_IDLE_TIMEOUT_MS")]
+    pub view_idle_timeout_ms: Option<u64>,
     #[arg(long, env = "SPLITNETS_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
 }
@@ -61,8 +74,18 @@ struct FileConfig {
     ready_file: Option<PathBuf>,
     id: Option<String>,
     tail_threads: Option<usize>,
+    max_connections: Option<usize>,
+    max_streams_per_connection: Option<u32>,
+    handshake_timeout_ms: Option<u64>,
+    view_idle_timeout_ms: Option<u64>,
     log_format: Option<String>,
 }
+
+/// Room for a fleet of sensors, watchers and health checks, not for a flood.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 64;
+pub const DEFAULT_MAX_STREAMS_PER_CONNECTION: u32 = 16;
+pub const DEFAULT_HANDSHAKE_TIMEOUT_MS: u64 = 2_000;
+pub const DEFAULT_VIEW_IDLE_TIMEOUT_MS: u64 = 5_000;
 
 /// Resolved settings.
 #[derive(Debug, Clone)]
@@ -76,6 +99,10 @@ pub struct Settings {
     pub ready_file: Option<PathBuf>,
     pub id: String,
     pub tail_threads: usize,
+    pub max_connections: usize,
+    pub max_streams_per_connection: u32,
+    pub handshake_timeout: Duration,
+    pub view_idle_timeout: Duration,
     pub log_format: LogFormat,
 }
 
@@ -92,6 +119,10 @@ impl Settings {
             ready_file: None,
             id: "aggregator".into(),
             tail_threads: 1,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_streams_per_connection: DEFAULT_MAX_STREAMS_PER_CONNECTION,
+            handshake_timeout: Duration::from_millis(DEFAULT_HANDSHAKE_TIMEOUT_MS),
+            view_idle_timeout: Duration::from_millis(DEFAULT_VIEW_IDLE_TIMEOUT_MS),
             log_format: LogFormat::Text,
         }
     }
@@ -131,6 +162,24 @@ impl Settings {
             ready_file: args.ready_file.or(file.ready_file),
             id: args.id.or(file.id).unwrap_or_else(|| "aggregator".into()),
             tail_threads: args.tail_threads.or(file.tail_threads).unwrap_or(1),
+            max_connections: args
+                .max_connections
+                .or(file.max_connections)
+                .unwrap_or(DEFAULT_MAX_CONNECTIONS),
+            max_streams_per_connection: args
+                .max_streams_per_connection
+                .or(file.max_streams_per_connection)
+                .unwrap_or(DEFAULT_MAX_STREAMS_PER_CONNECTION),
+            handshake_timeout: Duration::from_millis(
+                args.handshake_timeout_ms
+                    .or(file.handshake_timeout_ms)
+                    .unwrap_or(DEFAULT_HANDSHAKE_TIMEOUT_MS),
+            ),
+            view_idle_timeout: Duration::from_millis(
+                args.view_idle_timeout_ms
+                    .or(file.view_idle_timeout_ms)
+                    .unwrap_or(DEFAULT_VIEW_IDLE_TIMEOUT_MS),
+            ),
             log_format,
         };
         if s.max_pending_frames == 0 {
@@ -138,6 +187,12 @@ impl Settings {
         }
         if s.tail_threads == 0 {
             anyhow::bail!("tail_threads must be at least 1");
+        }
+        if s.max_connections == 0 || s.max_streams_per_connection == 0 {
+            anyhow::bail!("max_connections and max_streams_per_connection must be at least 1");
+        }
+        if s.handshake_timeout.is_zero() || s.view_idle_timeout.is_zero() {
+            anyhow::bail!("handshake_timeout_ms and view_idle_timeout_ms must be at least 1");
         }
         Ok(s)
     }

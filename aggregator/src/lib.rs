@@ -9,6 +9,7 @@
 
 pub mod config;
 pub mod fleet;
+pub mod front_door;
 pub mod fusion;
 pub mod link;
 pub mod metrics;
@@ -20,21 +21,23 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use anyhow::Context;
-use splitnets_ops::{Lifecycle, Metrics, Phase, Readiness};
+use splitnets_ops::{Lifecycle, LogRateLimit, Metrics, Phase, Readiness};
 use splitnets_proto::bundle::Bundle;
 use splitnets_proto::wire::{
     self, Prediction, feature_link_server::FeatureLinkServer, predictions_server::PredictionsServer,
 };
 use tokio::net::TcpListener;
 use tokio::sync::{broadcast, mpsc};
-use tokio_stream::StreamExt;
-use tokio_stream::wrappers::TcpListenerStream;
 
 pub use config::{Args, Settings};
 use fusion::{Fusion, FusionJob};
 use link::{FeatureLinkService, LinkState};
 use metrics::AggregatorMetrics;
 use predictions::PredictionsService;
+
+/// Warnings per second about rejected peers; the rest are counted
+/// (`aggregator_log_lines_suppressed_total`).
+const REJECTION_LOG_LINES_PER_SECOND: u32 = 20;
 
 /// Addresses the aggregator actually listens on (after port 0 is resolved).
 #[derive(Debug, Clone, serde::Serialize)]
@@ -90,6 +93,10 @@ pub async fn run(
         job_tx,
     ));
 
+    let log = Arc::new(LogRateLimit::new(
+        REJECTION_LOG_LINES_PER_SECOND,
+        handles.log_lines_suppressed.clone(),
+    ));
     let link_state = Arc::new(LinkState {
         aggregator_id: settings.id.clone(),
         bundle_digest: bundle.digest.clone(),
@@ -99,11 +106,25 @@ pub async fn run(
         connected: Mutex::new(Default::default()),
         arrivals: arrival_tx,
         phase: lifecycle.watch(),
-        metrics: handles,
+        metrics: handles.clone(),
         fleet,
+        handshake_timeout: settings.handshake_timeout,
+        view_idle_timeout: settings.view_idle_timeout,
+        max_message_bytes: wire::feature_link_message_limit(&m.split.feature_shape, m.codec),
+        log: log.clone(),
     });
-    let server_task = tokio::spawn(serve_grpc(
+    let incoming = front_door::admit_connections(
         grpc,
+        front_door::ConnectionLimits {
+            max_connections: settings.max_connections,
+            first_byte_timeout: settings.handshake_timeout,
+        },
+        handles,
+        log,
+    );
+    let server_task = tokio::spawn(serve_grpc(
+        incoming,
+        settings.max_streams_per_connection,
         link_state.clone(),
         PredictionsService {
             tx: pred_tx.clone(),
@@ -159,7 +180,10 @@ pub async fn run(
 /// The gRPC services (feature link, predictions, health, reflection) until [`Phase::Stopped`].
 /// Health reports the feature link as not serving from [`Phase::Draining`] on.
 async fn serve_grpc(
-    grpc: TcpListener,
+    incoming: impl tokio_stream::Stream<Item = std::io::Result<front_door::AdmittedConnection>>
+    + Send
+    + 'static,
+    max_streams_per_connection: u32,
     link_state: Arc<LinkState>,
     predictions: PredictionsService,
     phase: splitnets_ops::PhaseWatch,
@@ -175,8 +199,9 @@ async fn serve_grpc(
         .register_encoded_file_descriptor_set(wire::FILE_DESCRIPTOR_SET)
         .build_v1()
         .context("building the reflection service")?;
+    let limit = link_state.max_message_bytes;
     let link_svc = FeatureLinkServer::new(FeatureLinkService { state: link_state })
-        .max_decoding_message_size(wire::MAX_MESSAGE_BYTES)
+        .max_decoding_message_size(limit)
         .max_encoding_message_size(wire::MAX_MESSAGE_BYTES);
     let pred_svc =
         PredictionsServer::new(predictions).max_encoding_message_size(wire::MAX_MESSAGE_BYTES);
@@ -190,16 +215,8 @@ async fn serve_grpc(
                 .await;
         });
     }
-    // Acknowledgements and credits are small and latency-bound: no Nagle delay on them (the
-    // builder's own TCP options do not apply to a listener passed in).
-    let incoming = TcpListenerStream::new(grpc).map(|s| {
-        s.inspect(|s| {
-            if let Err(e) = s.set_nodelay(true) {
-                tracing::warn!(error = %e, "TCP_NODELAY not set");
-            }
-        })
-    });
     tonic::transport::Server::builder()
+        .max_concurrent_streams(max_streams_per_connection)
         .add_service(health_service)
         .add_service(reflection)
         .add_service(link_svc)

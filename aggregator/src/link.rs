@@ -3,10 +3,10 @@
 use std::collections::HashSet;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use futures::Stream;
-use splitnets_ops::{Phase, PhaseWatch};
+use splitnets_ops::{LogRateLimit, Phase, PhaseWatch};
 use splitnets_proto::codec::{self, CodecSpec};
 use splitnets_proto::wire::{
     self, AggregatorMessage, Control, Credit, Drain, FrameAck, Hello, HelloReply, RejectReason,
@@ -41,6 +41,15 @@ pub struct LinkState {
     pub metrics: AggregatorMetrics,
     /// Trigger epoch, watermark and credits of the whole fleet.
     pub fleet: Arc<Fleet>,
+    /// A stream must send its Hello within this.
+    pub handshake_timeout: Duration,
+    /// An admitted view that sends nothing for this long (or 4 frame periods, if longer) is
+    /// disconnected, so a silent holder cannot lock the real sensor out.
+    pub view_idle_timeout: Duration,
+    /// The feature link's decoding limit (bytes per message), for the RESOURCE_EXHAUSTED reply.
+    pub max_message_bytes: usize,
+    /// Budget for warnings a peer can provoke.
+    pub log: Arc<LogRateLimit>,
 }
 
 #[derive(Debug, Clone)]
@@ -75,7 +84,9 @@ fn msg(kind: aggregator_message::Kind) -> Result<AggregatorMessage, Status> {
 fn rejection(st: &LinkState, reason: RejectReason, detail: String) -> OutStream {
     let (views, id) = (st.views, &st.aggregator_id);
     st.metrics.sensor_rejected(reason.as_str_name());
-    tracing::warn!(reason = reason.as_str_name(), %detail, "sensor rejected");
+    if let Some(suppressed) = st.log.admit() {
+        tracing::warn!(reason = reason.as_str_name(), %detail, suppressed, "sensor rejected");
+    }
     let reply = msg(aggregator_message::Kind::HelloReply(HelloReply {
         accepted: false,
         reason: reason as i32,
@@ -111,7 +122,9 @@ fn admit(st: &LinkState, hello: &Hello) -> Result<(), (RejectReason, String)> {
             RejectReason::BundleDigest,
             format!(
                 "bundle digest mismatch: sensor {} loaded {}, aggregator runs {}; deploy the same bundle to both",
-                hello.sensor_id, hello.bundle_digest, st.bundle_digest
+                wire::sanitize_id(&hello.sensor_id),
+                wire::sanitize_id(&hello.bundle_digest),
+                st.bundle_digest
             ),
         ));
     }
@@ -161,10 +174,25 @@ impl FeatureLink for FeatureLinkService {
     ) -> Result<Response<Self::StreamFeaturesStream>, Status> {
         let st = self.state.clone();
         let mut inbound = request.into_inner();
-        let first = inbound
-            .message()
-            .await?
-            .ok_or_else(|| Status::invalid_argument("stream ended before the hello"))?;
+        let first = match tokio::time::timeout(st.handshake_timeout, inbound.message()).await {
+            Ok(Ok(Some(m))) => m,
+            Ok(Ok(None)) => return Err(Status::invalid_argument("stream ended before the hello")),
+            Ok(Err(status)) => return Err(inbound_error(&st, None, status)),
+            Err(_) => {
+                st.metrics.handshake_timeouts.increment(1);
+                if let Some(suppressed) = st.log.admit() {
+                    tracing::warn!(
+                        timeout_ms = st.handshake_timeout.as_millis() as u64,
+                        suppressed,
+                        "feature stream closed: no Hello"
+                    );
+                }
+                return Err(Status::deadline_exceeded(format!(
+                    "no Hello within {} ms",
+                    st.handshake_timeout.as_millis()
+                )));
+            }
+        };
         let Some(sensor_message::Kind::Hello(hello)) = first.kind else {
             return Ok(Response::new(rejection(
                 &st,
@@ -208,15 +236,26 @@ impl FeatureLink for FeatureLinkService {
         .await
         .map_err(|_| Status::cancelled("sensor went away"))?;
 
+        // Idle from the later of now and the fleet's trigger start (a sensor may join early).
+        let idle_timeout = if hello.frames_per_second > 0.0 {
+            st.view_idle_timeout
+                .max(Duration::from_secs_f64(4.0 / hello.frames_per_second))
+        } else {
+            st.view_idle_timeout
+        };
+        let starts_in = Duration::from_millis(epoch.saturating_sub(unix_ns() / 1_000_000));
         tokio::spawn(async move {
             let _slot = slot;
             let mut phase = st.phase.clone();
             let mut credit = st.fleet.credit();
             let mut drain_sent = false;
+            let idle = tokio::time::sleep(idle_timeout + starts_in);
+            tokio::pin!(idle);
             loop {
                 tokio::select! {
                     m = inbound.message() => match m {
                         Ok(Some(m)) => {
+                            idle.as_mut().reset(tokio::time::Instant::now() + idle_timeout);
                             let ack = handle_message(&st, view, epoch, m).await;
                             if tx.send(msg(aggregator_message::Kind::Ack(ack))).await.is_err() {
                                 break;
@@ -225,9 +264,21 @@ impl FeatureLink for FeatureLinkService {
                         Ok(None) => break,
                         Err(status) => {
                             tracing::debug!(view, %status, "sensor stream ended with an error");
+                            let _ = tx.send(Err(inbound_error(&st, Some(view), status))).await;
                             break;
                         }
                     },
+                    () = &mut idle => {
+                        st.metrics.idle_streams_closed.increment(1);
+                        if let Some(suppressed) = st.log.admit() {
+                            tracing::warn!(view, idle_ms = idle_timeout.as_millis() as u64, suppressed, "sensor idle: view freed");
+                        }
+                        let _ = tx.send(Err(Status::deadline_exceeded(format!(
+                            "no frame for {} ms: view {view} freed",
+                            idle_timeout.as_millis()
+                        )))).await;
+                        break;
+                    }
                     changed = credit.changed(), if max_rate => {
                         if changed.is_err() {
                             continue;
@@ -249,6 +300,27 @@ impl FeatureLink for FeatureLinkService {
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
+}
+
+/// What a stream's reader error becomes for the peer: a message over the size limit is
+/// RESOURCE_EXHAUSTED and counted (tonic's decoder reports it as OUT_OF_RANGE).
+fn inbound_error(st: &LinkState, view: Option<u32>, status: Status) -> Status {
+    if status.code() != tonic::Code::OutOfRange {
+        return status;
+    }
+    st.metrics.oversize_messages.increment(1);
+    if let Some(suppressed) = st.log.admit() {
+        tracing::warn!(
+            ?view,
+            limit = st.max_message_bytes,
+            suppressed,
+            "message over the size limit"
+        );
+    }
+    Status::resource_exhausted(format!(
+        "message over the feature link's limit of {} bytes",
+        st.max_message_bytes
+    ))
 }
 
 /// Validates one message (structure only: decoding happens on the tail thread, straight into
@@ -363,7 +435,9 @@ fn reject_frame(
     st.metrics.views[view as usize]
         .rejected(reason)
         .increment(1);
-    tracing::warn!(view, sequence, reason, %message, "frame rejected");
+    if let Some(suppressed) = st.log.admit() {
+        tracing::warn!(view, sequence, reason, %message, suppressed, "frame rejected");
+    }
     FrameAck {
         sequence,
         code: CODE_INVALID_ARGUMENT,

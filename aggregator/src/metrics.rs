@@ -61,8 +61,18 @@ pub struct AggregatorMetrics {
     pub predictions: Vec<Counter>,
     pub tail_seconds: Histogram,
     pub end_to_end_seconds: Histogram,
+    pub handshake_timeouts: Counter,
+    pub idle_streams_closed: Counter,
+    pub oversize_messages: Counter,
+    pub log_lines_suppressed: Counter,
+    /// Indexed like [`CONNECTION_REFUSALS`].
+    connections_refused: Vec<Counter>,
     metrics: Metrics,
 }
+
+/// Why a connection was closed before any gRPC: the `reason` label of
+/// `aggregator_connections_refused_total`.
+pub const CONNECTION_REFUSALS: [&str; 2] = ["limit", "silent"];
 
 impl AggregatorMetrics {
     pub fn register(m: &Metrics, views: u32) -> Self {
@@ -139,6 +149,31 @@ impl AggregatorMetrics {
                 "Predictions published, by number of views used.",
             ),
             (
+                C,
+                "aggregator_connections_refused_total",
+                "Connections closed before any gRPC: over the connection limit, or silent past the handshake timeout.",
+            ),
+            (
+                C,
+                "aggregator_handshake_timeouts_total",
+                "Feature streams ended with DEADLINE_EXCEEDED because no Hello came within the handshake timeout.",
+            ),
+            (
+                C,
+                "aggregator_idle_streams_closed_total",
+                "Admitted feature streams closed because their view sent no frame within the idle timeout (the view is freed).",
+            ),
+            (
+                C,
+                "aggregator_oversize_messages_total",
+                "Messages over the feature link's size limit; their stream ended with RESOURCE_EXHAUSTED.",
+            ),
+            (
+                C,
+                "aggregator_log_lines_suppressed_total",
+                "Warnings about rejected peers not written because they exceeded the log rate limit.",
+            ),
+            (
                 H,
                 "aggregator_tail_seconds",
                 "Time in the tail model (ONNX Runtime) per fused frame.",
@@ -191,8 +226,30 @@ impl AggregatorMetrics {
                 .collect(),
             tail_seconds: m.histogram("aggregator_tail_seconds", &[]),
             end_to_end_seconds: m.histogram("aggregator_end_to_end_seconds", &[]),
+            handshake_timeouts: m.counter("aggregator_handshake_timeouts_total", &[]),
+            idle_streams_closed: m.counter("aggregator_idle_streams_closed_total", &[]),
+            oversize_messages: m.counter("aggregator_oversize_messages_total", &[]),
+            log_lines_suppressed: m.counter("aggregator_log_lines_suppressed_total", &[]),
+            connections_refused: CONNECTION_REFUSALS
+                .iter()
+                .map(|r| {
+                    m.counter(
+                        "aggregator_connections_refused_total",
+                        &[("reason", (*r).to_string())],
+                    )
+                })
+                .collect(),
             metrics: m.clone(),
         }
+    }
+
+    /// A connection closed before any gRPC, `reason` one of [`CONNECTION_REFUSALS`].
+    pub fn connection_refused(&self, reason: &str) {
+        let i = CONNECTION_REFUSALS
+            .iter()
+            .position(|r| *r == reason)
+            .unwrap_or(0);
+        self.connections_refused[i].increment(1);
     }
 
     /// Sensor handshakes refused (rare: registered when it happens).

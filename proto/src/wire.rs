@@ -97,6 +97,13 @@ pub fn feature_frame_wire_bytes(shape: &[usize], spec: crate::codec::CodecSpec) 
     ) as usize
 }
 
+/// The feature link's per-message decoding limit for a bundle whose frames are `shape` encoded
+/// with `spec`: twice the largest legitimate frame, at least 64 KiB, at most
+/// [`MAX_MESSAGE_BYTES`]. Anything larger is not a frame of this bundle, so it is never buffered.
+pub fn feature_link_message_limit(shape: &[usize], spec: crate::codec::CodecSpec) -> usize {
+    (2 * feature_frame_wire_bytes(shape, spec)).clamp(64 * 1024, MAX_MESSAGE_BYTES)
+}
+
 /// At most this many bytes of a peer-supplied string (sensor id) are echoed into replies, logs
 /// and metrics.
 pub const MAX_ECHOED_ID_BYTES: usize = 128;

@@ -1,6 +1,8 @@
 //! Fixtures for the end-to-end tests: bundles, a cluster on loopback, and a raw gRPC sensor that
 //! speaks the wire protocol directly (to send what a well-behaved sensor never would).
 
+pub mod abuse;
+
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

@@ -240,6 +240,24 @@ impl LocalCluster {
             .unwrap_or(out))
     }
 
+    /// The aggregator's process id (for resource measurements).
+    pub fn aggregator_pid(&self) -> Option<u32> {
+        self.aggregator.id()
+    }
+
+    /// Stops one sensor with SIGTERM and waits for it (it can be started again).
+    pub async fn stop_sensor(&mut self, view: u32) -> anyhow::Result<()> {
+        let Some(i) = self.sensors.iter().position(|(v, _)| *v == view) else {
+            bail!("sensor {view} is not running");
+        };
+        let (_, mut child) = self.sensors.remove(i);
+        terminate(&child);
+        tokio::time::timeout(Duration::from_secs(10), child.wait())
+            .await
+            .with_context(|| format!("sensor {view} did not stop within 10 s of SIGTERM"))??;
+        Ok(())
+    }
+
     /// Kills the aggregator abruptly (SIGKILL), as a crash would; sensors keep running.
     pub async fn kill_aggregator(&mut self) -> anyhow::Result<()> {
         self.aggregator.kill().await?;

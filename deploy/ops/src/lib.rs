@@ -209,6 +209,46 @@ pub fn unix_ns() -> u64 {
         .map_or(0, |d| d.as_nanos() as u64)
 }
 
+/// A budget of log lines per second for messages a peer can provoke (rejections): a flood of bad
+/// input must not become a flood of log. Lines over the budget are counted, not written; the next
+/// line written says how many were suppressed.
+#[derive(Debug)]
+pub struct LogRateLimit {
+    per_second: u32,
+    window: std::sync::Mutex<(std::time::Instant, u32, u64)>,
+    suppressed: Counter,
+}
+
+impl LogRateLimit {
+    /// At most `per_second` lines each second; suppressed lines counted in `suppressed`.
+    pub fn new(per_second: u32, suppressed: Counter) -> Self {
+        Self {
+            per_second,
+            window: std::sync::Mutex::new((std::time::Instant::now(), 0, 0)),
+            suppressed,
+        }
+    }
+
+    /// `Some(n)`: write the line, `n` lines were suppressed since the last one written.
+    /// `None`: over budget, skip it.
+    pub fn admit(&self) -> Option<u64> {
+        let mut w = self.window.lock().expect("log rate limit lock");
+        let now = std::time::Instant::now();
+        if now.duration_since(w.0) >= std::time::Duration::from_secs(1) {
+            w.0 = now;
+            w.1 = 0;
+        }
+        if w.1 < self.per_second {
+            w.1 += 1;
+            Some(std::mem::take(&mut w.2))
+        } else {
+            w.2 += 1;
+            self.suppressed.increment(1);
+            None
+        }
+    }
+}
+
 /// Readiness flag shared between a daemon and its admin endpoint.
 #[derive(Debug, Clone, Default)]
 pub struct Readiness(Arc<AtomicBool>);
@@ -336,5 +376,22 @@ where
             eprintln!("{name}: error: {e:#}");
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_rate_limit_writes_its_budget_and_counts_the_rest() {
+        let limit = LogRateLimit::new(3, Counter::noop());
+        let admitted: Vec<_> = (0..10).map(|_| limit.admit()).collect();
+        assert_eq!(admitted[..3], [Some(0), Some(0), Some(0)]);
+        assert!(admitted[3..].iter().all(Option::is_none));
+        std::thread::sleep(std::time::Duration::from_millis(1050));
+        // The first line of the next second reports what was suppressed.
+        assert_eq!(limit.admit(), Some(7));
+        assert_eq!(limit.admit(), Some(0));
     }
 }
