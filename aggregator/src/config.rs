@@ -15,6 +15,8 @@ use splitnets_ops::LogFormat;
     about = "SplitNets aggregator: fuses the sensors' split features and finishes inference"
 )]
 pub struct Args {
+    #[command(subcommand)]
+    pub command: Option<Command>,
     /// TOML file with any of the settings below (flags win over the file).
     #[arg(long, env = "SPLITNETS_AGG_CONFIG")]
     pub config: Option<PathBuf>,
@@ -60,6 +62,19 @@ pub struct Args {
     pub view_idle_timeout_ms: Option<u64>,
     #[arg(long, env = "SPLITNETS_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
+}
+
+/// Subcommands beside serving (the default).
+#[derive(clap::Subcommand, Debug, Clone)]
+pub enum Command {
+    /// Exit 0 when the aggregator at `--grpc` reports its feature link SERVING over gRPC health
+    /// (`grpc.health.v1`), 1 otherwise: for container healthchecks (no shell needed).
+    Healthcheck {
+        #[arg(long, default_value = "127.0.0.1:50051")]
+        grpc: SocketAddr,
+        #[arg(long, default_value_t = 2000)]
+        timeout_ms: u64,
+    },
 }
 
 #[derive(Debug, Deserialize, Default)]

@@ -29,7 +29,7 @@ use splitnets_proto::wire::{
 use tokio::net::TcpListener;
 use tokio::sync::{broadcast, mpsc};
 
-pub use config::{Args, Settings};
+pub use config::{Args, Command, Settings};
 use fusion::{Fusion, FusionJob};
 use link::{FeatureLinkService, LinkState};
 use metrics::AggregatorMetrics;
@@ -223,6 +223,38 @@ async fn serve_grpc(
         .add_service(pred_svc)
         .serve_with_incoming_shutdown(incoming, phase.until(Phase::Stopped))
         .await?;
+    Ok(())
+}
+
+/// Asks the aggregator at `grpc` whether its feature link is SERVING (gRPC health).
+pub async fn healthcheck(
+    grpc: std::net::SocketAddr,
+    timeout: std::time::Duration,
+) -> anyhow::Result<()> {
+    use tonic_health::pb::{
+        HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+    };
+    let ask = async {
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{grpc}"))?
+            .connect()
+            .await?;
+        let status = HealthClient::new(channel)
+            .check(HealthCheckRequest {
+                service: "splitnets.v1.FeatureLink".into(),
+            })
+            .await?
+            .into_inner()
+            .status;
+        anyhow::Ok(status)
+    };
+    let status = tokio::time::timeout(timeout, ask)
+        .await
+        .map_err(|_| anyhow::anyhow!("no health answer from {grpc} within {timeout:?}"))??;
+    anyhow::ensure!(
+        status == ServingStatus::Serving as i32,
+        "feature link at {grpc} is {:?}",
+        ServingStatus::try_from(status).unwrap_or(ServingStatus::Unknown)
+    );
     Ok(())
 }
 

@@ -8,6 +8,19 @@ use std::time::Duration;
 use serde::Deserialize;
 use splitnets_ops::LogFormat;
 
+/// Subcommands beside running the sensor (the default).
+#[derive(clap::Subcommand, Debug, Clone)]
+pub enum Command {
+    /// Exit 0 when the sensor whose admin server is at `--admin` answers `/ready` with 200, 1
+    /// otherwise: for container healthchecks (no shell or curl needed).
+    Healthcheck {
+        #[arg(long, default_value = "127.0.0.1:9100")]
+        admin: SocketAddr,
+        #[arg(long, default_value_t = 2000)]
+        timeout_ms: u64,
+    },
+}
+
 #[derive(clap::Parser, Debug, Default)]
 #[command(
     name = "sensor-node",
@@ -15,6 +28,8 @@ use splitnets_ops::LogFormat;
     about = "SplitNets sensor: runs the head of a split bundle on one camera and streams quantized features to the aggregator"
 )]
 pub struct Args {
+    #[command(subcommand)]
+    pub command: Option<Command>,
     /// TOML file with any of the settings below (flags win over the file).
     #[arg(long, env = "SPLITNETS_SENSOR_CONFIG")]
     pub config: Option<PathBuf>,

@@ -21,7 +21,7 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
 use camera::{Camera, CameraShared, Flow};
-pub use config::{Args, Settings, SourceKind};
+pub use config::{Args, Command, Settings, SourceKind};
 use link::LinkShared;
 use metrics::SensorMetrics;
 

@@ -4,6 +4,13 @@ use clap::Parser;
 
 fn main() -> std::process::ExitCode {
     let args = aggregator::Args::parse();
+    if let Some(aggregator::Command::Healthcheck { grpc, timeout_ms }) = args.command {
+        let timeout = std::time::Duration::from_millis(timeout_ms);
+        return splitnets_ops::daemon_main(
+            "aggregator healthcheck",
+            aggregator::healthcheck(grpc, timeout),
+        );
+    }
     splitnets_ops::daemon_main("aggregator", start(args))
 }
 

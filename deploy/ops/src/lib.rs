@@ -359,6 +359,28 @@ impl LogFormat {
     }
 }
 
+/// Asks a daemon's admin server for `/ready`; `Ok` only on HTTP 200 within `timeout`.
+pub async fn check_ready(admin: SocketAddr, timeout: std::time::Duration) -> anyhow::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let ask = async {
+        let mut s = tokio::net::TcpStream::connect(admin).await?;
+        s.write_all(b"GET /ready HTTP/1.0\r\nHost: localhost\r\n\r\n")
+            .await?;
+        let mut head = Vec::new();
+        s.take(64).read_to_end(&mut head).await?;
+        anyhow::Ok(String::from_utf8_lossy(&head).into_owned())
+    };
+    let head = tokio::time::timeout(timeout, ask)
+        .await
+        .map_err(|_| anyhow::anyhow!("no answer from {admin} within {timeout:?}"))??;
+    let status = head.lines().next().unwrap_or_default();
+    anyhow::ensure!(
+        status.contains(" 200 "),
+        "{admin}/ready answered {status:?}"
+    );
+    Ok(())
+}
+
 /// The shell of a daemon's `main`: runs `start` on a multi-threaded tokio runtime and turns an
 /// error into one line on stderr (`NAME: error: ...`) and a non-zero exit.
 pub fn daemon_main<F>(name: &str, start: F) -> std::process::ExitCode

@@ -4,6 +4,13 @@ use clap::Parser;
 
 fn main() -> std::process::ExitCode {
     let args = sensor_node::Args::parse();
+    if let Some(sensor_node::Command::Healthcheck { admin, timeout_ms }) = args.command {
+        let timeout = std::time::Duration::from_millis(timeout_ms);
+        return splitnets_ops::daemon_main(
+            "sensor-node healthcheck",
+            splitnets_ops::check_ready(admin, timeout),
+        );
+    }
     splitnets_ops::daemon_main("sensor-node", start(args))
 }
 

@@ -11,8 +11,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use clap::Parser;
-use splitnets_camera::dataset::{self, Split};
-use splitnets_camera::rig::{CameraRig, replay_frame};
+use splitnets_camera::dataset;
+use splitnets_deploy::replay::Replay;
 use splitnets_deploy::stats::summary;
 use splitnets_deploy::{ClusterOptions, LocalCluster, default_bin_dir, metric_sum};
 use splitnets_proto::bundle::Bundle;
@@ -75,48 +75,6 @@ fn main() -> std::process::ExitCode {
             eprintln!("splitnets-demo: error: {e:#}");
             std::process::ExitCode::FAILURE
         }
-    }
-}
-
-/// What the sensors replay for a bundle: Fashion-MNIST's test split through the bundle's camera
-/// rig, or the bundle's rendered scene. The demo's reference run and ground truth use the same.
-enum Replay {
-    Fashion(dataset::ImageSet),
-    Shapes(splitnets_camera::shapes::ShapeSetConfig),
-}
-
-impl Replay {
-    fn for_bundle(bundle: &Bundle, data_dir: &std::path::Path) -> anyhow::Result<Self> {
-        Ok(match &bundle.manifest.scene {
-            Some(scene) => Self::Shapes(splitnets_camera::shapes::config_of(scene)?),
-            None => Self::Fashion(dataset::load(data_dir, Split::Test)?),
-        })
-    }
-
-    fn label(&self, seq: u64) -> usize {
-        match self {
-            Self::Fashion(set) => set.labels[(seq % set.len() as u64) as usize] as usize,
-            Self::Shapes(cfg) => {
-                splitnets_camera::shapes::label((seq % cfg.test.max(1) as u64) as usize) as usize
-            }
-        }
-    }
-
-    fn frame(&self, rig: &CameraRig, view: u32, seq: u64) -> anyhow::Result<Vec<u8>> {
-        Ok(match self {
-            Self::Fashion(set) => replay_frame(rig, set, view, seq),
-            Self::Shapes(cfg) => {
-                let mut out = Vec::new();
-                splitnets_camera::shapes::render_view(
-                    cfg,
-                    splitnets_camera::shapes::ShapeSplit::Test,
-                    (seq % cfg.test.max(1) as u64) as usize,
-                    view as usize,
-                    &mut out,
-                )?;
-                out
-            }
-        })
     }
 }
 
