@@ -13,7 +13,10 @@
 # and their shared libraries, `docker import`ed); brings the services up (sensors and viewer wait
 # for the aggregator's gRPC health check); prints the viewer's predictions and its summary.
 # Bundle, configuration and data set are mounted read-only; the daemons log JSON
-# (`docker-compose -p splitnets -f deploy/compose/docker-compose.yml logs aggregator`).
+# (`docker-compose -p splitnets -f deploy/compose/docker-compose.yml logs aggregator`). The
+# aggregator is published on the host at 127.0.0.1:50051 (gRPC) and 127.0.0.1:9090 (/metrics);
+# SPLITNETS_COMPOSE_GRPC_PORT, SPLITNETS_COMPOSE_ADMIN_PORT and SPLITNETS_COMPOSE_PROJECT
+# change the ports and the project name.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -28,7 +31,7 @@ while [ $# -gt 0 ]; do
     --keep) KEEP=1; shift ;;
     --down) DOWN_ONLY=1; shift ;;
     --no-build) BUILD=0; shift ;;
-    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
     *) echo "compose-demo: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -38,7 +41,8 @@ STATE="$ROOT/.local/compose"
 mkdir -p "$STATE"
 DOCKER_HOST="$(./scripts/docker-engine.sh)"
 export DOCKER_HOST
-COMPOSE=(docker-compose -p splitnets -f deploy/compose/docker-compose.yml)
+PROJECT="${SPLITNETS_COMPOSE_PROJECT:-splitnets}"
+COMPOSE=(docker-compose -p "$PROJECT" -f deploy/compose/docker-compose.yml)
 touch "$STATE/demo.env"   # compose reads it even to take things down
 
 if [ "$DOWN_ONLY" = 1 ]; then

@@ -13,6 +13,9 @@ for tool in cargo-nextest cargo-machete; do
     cargo install --locked --quiet "$tool"
   fi
 done
+# A Docker engine for the compose demo's test: a running one, or installed and started here.
+DOCKER_HOST="$(./scripts/docker-engine.sh)"
+export DOCKER_HOST
 cargo fmt --all -- --check
 cargo machete
 cargo build --release --bins
