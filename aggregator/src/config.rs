@@ -60,6 +60,20 @@ pub struct Args {
     /// disconnected and its view freed, ms.
     #[arg(long, env = "SPLITNETS_AGG_VIEW_IDLE_TIMEOUT_MS")]
     pub view_idle_timeout_ms: Option<u64>,
+    /// TLS: the aggregator's certificate (PEM). With `--tls-key`; without them the feature link
+    /// is plaintext (local development only: it says so at start-up).
+    #[arg(long, env = "SPLITNETS_AGG_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    #[arg(long, env = "SPLITNETS_AGG_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// mTLS: the CA (PEM) whose client certificates identify sensors.
+    #[arg(long, env = "SPLITNETS_AGG_TLS_CLIENT_CA")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// mTLS: the identity (certificate DNS name) allowed for each view, in view order, e.g.
+    /// `sensor-0,sensor-1,sensor-2,sensor-3`. A sensor must present a certificate from
+    /// `--tls-client-ca` valid for its view's identity.
+    #[arg(long, env = "SPLITNETS_AGG_VIEW_IDENTITIES", value_delimiter = ',')]
+    pub view_identities: Option<Vec<String>>,
     #[arg(long, env = "SPLITNETS_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
 }
@@ -74,6 +88,12 @@ pub enum Command {
         grpc: SocketAddr,
         #[arg(long, default_value_t = 2000)]
         timeout_ms: u64,
+        /// Check over TLS, trusting this CA (PEM).
+        #[arg(long)]
+        tls_ca: Option<PathBuf>,
+        /// The name the aggregator's certificate is valid for.
+        #[arg(long, default_value = "localhost")]
+        tls_domain: String,
     },
 }
 
@@ -93,7 +113,21 @@ struct FileConfig {
     max_streams_per_connection: Option<u32>,
     handshake_timeout_ms: Option<u64>,
     view_idle_timeout_ms: Option<u64>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    tls_client_ca: Option<PathBuf>,
+    view_identities: Option<Vec<String>>,
     log_format: Option<String>,
+}
+
+/// The feature link's TLS: server certificate and key, and for mTLS the sensors' CA and the
+/// identity allowed for each view.
+#[derive(Debug, Clone)]
+pub struct TlsSettings {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub client_ca: Option<PathBuf>,
+    pub view_identities: Option<Vec<String>>,
 }
 
 /// Room for a fleet of sensors, watchers and health checks, not for a flood.
@@ -118,6 +152,8 @@ pub struct Settings {
     pub max_streams_per_connection: u32,
     pub handshake_timeout: Duration,
     pub view_idle_timeout: Duration,
+    /// `None`: plaintext.
+    pub tls: Option<TlsSettings>,
     pub log_format: LogFormat,
 }
 
@@ -138,6 +174,7 @@ impl Settings {
             max_streams_per_connection: DEFAULT_MAX_STREAMS_PER_CONNECTION,
             handshake_timeout: Duration::from_millis(DEFAULT_HANDSHAKE_TIMEOUT_MS),
             view_idle_timeout: Duration::from_millis(DEFAULT_VIEW_IDLE_TIMEOUT_MS),
+            tls: None,
             log_format: LogFormat::Text,
         }
     }
@@ -195,6 +232,12 @@ impl Settings {
                     .or(file.view_idle_timeout_ms)
                     .unwrap_or(DEFAULT_VIEW_IDLE_TIMEOUT_MS),
             ),
+            tls: tls_settings(
+                args.tls_cert.or(file.tls_cert),
+                args.tls_key.or(file.tls_key),
+                args.tls_client_ca.or(file.tls_client_ca),
+                args.view_identities.or(file.view_identities),
+            )?,
             log_format,
         };
         if s.max_pending_frames == 0 {
@@ -210,6 +253,33 @@ impl Settings {
             anyhow::bail!("handshake_timeout_ms and view_idle_timeout_ms must be at least 1");
         }
         Ok(s)
+    }
+}
+
+fn tls_settings(
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    client_ca: Option<PathBuf>,
+    view_identities: Option<Vec<String>>,
+) -> anyhow::Result<Option<TlsSettings>> {
+    match (cert, key) {
+        (Some(cert), Some(key)) => {
+            if view_identities.is_some() && client_ca.is_none() {
+                anyhow::bail!(
+                    "view_identities needs tls_client_ca (the CA that signs sensor certificates)"
+                );
+            }
+            Ok(Some(TlsSettings {
+                cert,
+                key,
+                client_ca,
+                view_identities,
+            }))
+        }
+        (None, None) if client_ca.is_none() && view_identities.is_none() => Ok(None),
+        _ => anyhow::bail!(
+            "TLS needs both tls_cert and tls_key (and tls_client_ca, view_identities only with them)"
+        ),
     }
 }
 

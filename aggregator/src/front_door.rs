@@ -1,7 +1,9 @@
 //! The front door: what any peer on the network can make the aggregator hold before it has
 //! proven to be a sensor. Connections are counted against a limit (over it they are closed at
 //! once), and a connection that sends nothing within the handshake timeout is closed, so idle
-//! sockets cannot pile up. Streams and Hellos are bounded in [`crate::link`].
+//! sockets cannot pile up. With TLS configured the handshake happens here too (within the same
+//! timeout), so a peer with a certificate from another CA is refused, logged and counted before
+//! any gRPC. Streams and Hellos are bounded in [`crate::link`].
 
 use std::io;
 use std::pin::Pin;
@@ -13,8 +15,11 @@ use splitnets_ops::LogRateLimit;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio_rustls::rustls::ServerConfig;
+use tokio_rustls::rustls::pki_types::CertificateDer;
+use tokio_rustls::server::TlsStream;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::server::{Connected, TcpConnectInfo};
+use tonic::transport::server::Connected;
 
 use crate::metrics::AggregatorMetrics;
 
@@ -23,22 +28,53 @@ use crate::metrics::AggregatorMetrics;
 pub struct ConnectionLimits {
     /// Open TCP connections at once (sensors, watchers, health checks).
     pub max_connections: usize,
-    /// A new connection must send its first byte within this.
+    /// A new connection must send its first byte (and finish its TLS handshake) within this.
     pub first_byte_timeout: Duration,
+}
+
+/// What the gRPC handlers know about a connection's peer (a request extension).
+#[derive(Debug, Clone)]
+pub struct PeerInfo {
+    pub remote: Option<std::net::SocketAddr>,
+    /// The client certificate, chain-verified against the configured CA (TLS only).
+    pub certificate: Option<CertificateDer<'static>>,
+    pub tls: bool,
+}
+
+#[derive(Debug)]
+enum Transport {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
 }
 
 /// An accepted connection holding one of the limited slots until it closes.
 #[derive(Debug)]
 pub struct AdmittedConnection {
-    stream: TcpStream,
+    transport: Transport,
+    peer: PeerInfo,
     _slot: OwnedSemaphorePermit,
 }
 
 impl Connected for AdmittedConnection {
-    type ConnectInfo = TcpConnectInfo;
-    fn connect_info(&self) -> TcpConnectInfo {
-        self.stream.connect_info()
+    type ConnectInfo = PeerInfo;
+    fn connect_info(&self) -> PeerInfo {
+        self.peer.clone()
     }
+}
+
+macro_rules! on_transport {
+    ($self:ident, $s:ident => $e:expr) => {
+        match &mut $self.transport {
+            Transport::Plain($s) => {
+                let $s = Pin::new($s);
+                $e
+            }
+            Transport::Tls($s) => {
+                let $s = Pin::new($s.as_mut());
+                $e
+            }
+        }
+    };
 }
 
 impl AsyncRead for AdmittedConnection {
@@ -47,7 +83,7 @@ impl AsyncRead for AdmittedConnection {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_read(cx, buf)
+        on_transport!(self, s => s.poll_read(cx, buf))
     }
 }
 
@@ -57,34 +93,81 @@ impl AsyncWrite for AdmittedConnection {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
+        on_transport!(self, s => s.poll_write(cx, buf))
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_flush(cx)
+        on_transport!(self, s => s.poll_flush(cx))
     }
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_shutdown(cx)
+        on_transport!(self, s => s.poll_shutdown(cx))
     }
     fn poll_write_vectored(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+        on_transport!(self, s => s.poll_write_vectored(cx, bufs))
     }
     fn is_write_vectored(&self) -> bool {
-        self.stream.is_write_vectored()
+        match &self.transport {
+            Transport::Plain(s) => s.is_write_vectored(),
+            Transport::Tls(s) => s.is_write_vectored(),
+        }
+    }
+}
+
+/// The TLS handshake, if configured, by `deadline`; `None`: refused (counted, logged).
+async fn handshake(
+    stream: TcpStream,
+    remote: std::net::SocketAddr,
+    acceptor: Option<tokio_rustls::TlsAcceptor>,
+    deadline: tokio::time::Instant,
+    metrics: &AggregatorMetrics,
+    log: &LogRateLimit,
+) -> Option<(Transport, PeerInfo)> {
+    let mut peer = PeerInfo {
+        remote: Some(remote),
+        certificate: None,
+        tls: acceptor.is_some(),
+    };
+    let Some(acceptor) = acceptor else {
+        return Some((Transport::Plain(stream), peer));
+    };
+    match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
+        Ok(Ok(tls)) => {
+            peer.certificate = tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .map(|c| c.clone().into_owned());
+            Some((Transport::Tls(Box::new(tls)), peer))
+        }
+        Ok(Err(e)) => {
+            metrics.connection_refused("tls");
+            if let Some(suppressed) = log.admit() {
+                tracing::warn!(%remote, error = %e, suppressed, "connection refused: TLS handshake failed");
+            }
+            None
+        }
+        Err(_) => {
+            metrics.connection_refused("silent");
+            None
+        }
     }
 }
 
 /// Accepts connections from `listener` under `limits`; the returned stream yields those that
-/// spoke within the first-byte timeout. The accept task ends when the stream is dropped.
+/// spoke (and, with `tls`, completed a TLS handshake) within the first-byte timeout. The accept
+/// task ends when the stream is dropped.
 pub fn admit_connections(
     listener: TcpListener,
     limits: ConnectionLimits,
+    tls: Option<Arc<ServerConfig>>,
     metrics: AggregatorMetrics,
     log: Arc<LogRateLimit>,
 ) -> ReceiverStream<io::Result<AdmittedConnection>> {
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     let (tx, rx) = mpsc::channel(64);
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     tokio::spawn(async move {
@@ -113,15 +196,22 @@ pub fn admit_connections(
             if let Err(e) = stream.set_nodelay(true) {
                 tracing::warn!(error = %e, "TCP_NODELAY not set");
             }
-            let (tx, metrics, log) = (tx.clone(), metrics.clone(), log.clone());
+            let (tx, metrics, log, acceptor) =
+                (tx.clone(), metrics.clone(), log.clone(), acceptor.clone());
             tokio::spawn(async move {
                 let mut first = [0u8; 1];
-                match tokio::time::timeout(limits.first_byte_timeout, stream.peek(&mut first)).await
-                {
+                let deadline = tokio::time::Instant::now() + limits.first_byte_timeout;
+                match tokio::time::timeout_at(deadline, stream.peek(&mut first)).await {
                     Ok(Ok(n)) if n > 0 => {
+                        let Some((transport, peer)) =
+                            handshake(stream, peer, acceptor, deadline, &metrics, &log).await
+                        else {
+                            return;
+                        };
                         let _ = tx
                             .send(Ok(AdmittedConnection {
-                                stream,
+                                transport,
+                                peer,
                                 _slot: slot,
                             }))
                             .await;

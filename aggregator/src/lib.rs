@@ -58,6 +58,18 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let m = &bundle.manifest;
+    if let Some(ids) = settings
+        .tls
+        .as_ref()
+        .and_then(|t| t.view_identities.as_ref())
+        && ids.len() != m.cameras.views as usize
+    {
+        anyhow::bail!(
+            "view_identities names {} identities; the bundle has {} views",
+            ids.len(),
+            m.cameras.views
+        );
+    }
     let handles = AggregatorMetrics::register(&metrics, m.cameras.views);
     let lifecycle = Lifecycle::new();
     let readiness = Readiness::default();
@@ -112,13 +124,30 @@ pub async fn run(
         view_idle_timeout: settings.view_idle_timeout,
         max_message_bytes: wire::feature_link_message_limit(&m.split.feature_shape, m.codec),
         log: log.clone(),
+        view_identities: settings
+            .tls
+            .as_ref()
+            .and_then(|t| t.view_identities.clone()),
     });
+    let tls = match &settings.tls {
+        Some(t) => {
+            let (c, k, ca) = (t.cert.clone(), t.key.clone(), t.client_ca.clone());
+            Some(
+                tokio::task::spawn_blocking(move || {
+                    splitnets_ops::tls::server_config(&c, &k, ca.as_deref())
+                })
+                .await??,
+            )
+        }
+        None => None,
+    };
     let incoming = front_door::admit_connections(
         grpc,
         front_door::ConnectionLimits {
             max_connections: settings.max_connections,
             first_byte_timeout: settings.handshake_timeout,
         },
+        tls,
         handles,
         log,
     );
@@ -139,6 +168,16 @@ pub async fn run(
         lifecycle.watch().until(Phase::Stopped),
     ));
 
+    match &settings.tls {
+        None => tracing::warn!(
+            "plaintext feature link: sensors are not authenticated and features travel unencrypted (local development only; see --tls-cert, --tls-client-ca, --view-identities)"
+        ),
+        Some(t) => tracing::info!(
+            mtls = t.view_identities.is_some(),
+            identities = ?t.view_identities,
+            "TLS on the feature link"
+        ),
+    }
     readiness.set(true);
     if let Some(path) = &settings.ready_file {
         let tmp = path.with_extension("tmp");
@@ -230,14 +269,18 @@ async fn serve_grpc(
 pub async fn healthcheck(
     grpc: std::net::SocketAddr,
     timeout: std::time::Duration,
+    tls: Option<tonic::transport::ClientTlsConfig>,
 ) -> anyhow::Result<()> {
     use tonic_health::pb::{
         HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
     };
     let ask = async {
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://{grpc}"))?
-            .connect()
-            .await?;
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let mut endpoint = tonic::transport::Endpoint::from_shared(format!("{scheme}://{grpc}"))?;
+        if let Some(tls) = tls {
+            endpoint = endpoint.tls_config(tls)?;
+        }
+        let channel = endpoint.connect().await?;
         let status = HealthClient::new(channel)
             .check(HealthCheckRequest {
                 service: "splitnets.v1.FeatureLink".into(),

@@ -17,6 +17,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::fleet::{Fleet, SequenceCheck, plausible_capture};
+use crate::front_door::PeerInfo;
 use crate::fusion::ViewArrival;
 use crate::metrics::AggregatorMetrics;
 
@@ -50,6 +51,8 @@ pub struct LinkState {
     pub max_message_bytes: usize,
     /// Budget for warnings a peer can provoke.
     pub log: Arc<LogRateLimit>,
+    /// mTLS: the certificate identity allowed for each view (`None`: no identity check).
+    pub view_identities: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone)]
@@ -100,7 +103,11 @@ fn rejection(st: &LinkState, reason: RejectReason, detail: String) -> OutStream 
 }
 
 /// Whether a sensor's hello is admitted; on success its view is marked connected.
-fn admit(st: &LinkState, hello: &Hello) -> Result<(), (RejectReason, String)> {
+fn admit(
+    st: &LinkState,
+    hello: &Hello,
+    peer: Option<&PeerInfo>,
+) -> Result<(), (RejectReason, String)> {
     if st.phase.reached(Phase::Draining) {
         return Err((
             RejectReason::Draining,
@@ -136,6 +143,27 @@ fn admit(st: &LinkState, hello: &Hello) -> Result<(), (RejectReason, String)> {
                 hello.view_index, st.views
             ),
         ));
+    }
+    if let Some(ids) = &st.view_identities {
+        let allowed = &ids[hello.view_index as usize];
+        let cert = peer.and_then(|p| p.certificate.as_ref()).ok_or_else(|| {
+            (
+                RejectReason::Identity,
+                format!(
+                    "no client certificate: view {} needs one for {allowed:?} (mTLS)",
+                    hello.view_index
+                ),
+            )
+        })?;
+        if !splitnets_ops::tls::certificate_valid_for(cert, allowed) {
+            return Err((
+                RejectReason::Identity,
+                format!(
+                    "certificate is not valid for {allowed:?}, the identity allowed for view {}",
+                    hello.view_index
+                ),
+            ));
+        }
     }
     if !st
         .fleet
@@ -173,6 +201,7 @@ impl FeatureLink for FeatureLinkService {
         request: Request<Streaming<SensorMessage>>,
     ) -> Result<Response<Self::StreamFeaturesStream>, Status> {
         let st = self.state.clone();
+        let peer = request.extensions().get::<PeerInfo>().cloned();
         let mut inbound = request.into_inner();
         let first = match tokio::time::timeout(st.handshake_timeout, inbound.message()).await {
             Ok(Ok(Some(m))) => m,
@@ -200,7 +229,7 @@ impl FeatureLink for FeatureLinkService {
                 "the first message of a stream must be a Hello".into(),
             )));
         };
-        if let Err((reason, detail)) = admit(&st, &hello) {
+        if let Err((reason, detail)) = admit(&st, &hello, peer.as_ref()) {
             return Ok(Response::new(rejection(&st, reason, detail)));
         }
         let view = hello.view_index;

@@ -72,7 +72,7 @@ pub struct AggregatorMetrics {
 
 /// Why a connection was closed before any gRPC: the `reason` label of
 /// `aggregator_connections_refused_total`.
-pub const CONNECTION_REFUSALS: [&str; 2] = ["limit", "silent"];
+pub const CONNECTION_REFUSALS: [&str; 3] = ["limit", "silent", "tls"];
 
 impl AggregatorMetrics {
     pub fn register(m: &Metrics, views: u32) -> Self {
@@ -151,7 +151,7 @@ impl AggregatorMetrics {
             (
                 C,
                 "aggregator_connections_refused_total",
-                "Connections closed before any gRPC: over the connection limit, or silent past the handshake timeout.",
+                "Connections closed before any gRPC: over the connection limit, silent past the handshake timeout, or a failed TLS handshake (e.g. a certificate from another CA).",
             ),
             (
                 C,

@@ -85,6 +85,18 @@ pub struct Args {
     /// Intra-op threads of the head's ONNX Runtime session.
     #[arg(long, env = "SPLITNETS_SENSOR_HEAD_THREADS")]
     pub head_threads: Option<usize>,
+    /// TLS: the CA (PEM) that signed the aggregator's certificate; use an `https://` address.
+    #[arg(long, env = "SPLITNETS_SENSOR_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+    /// mTLS: this sensor's certificate (PEM), valid for the identity the aggregator allows for
+    /// its view; with `--tls-key`.
+    #[arg(long, env = "SPLITNETS_SENSOR_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    #[arg(long, env = "SPLITNETS_SENSOR_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// The name the aggregator's certificate must be valid for (default: the address's host).
+    #[arg(long, env = "SPLITNETS_SENSOR_TLS_DOMAIN")]
+    pub tls_domain: Option<String>,
     #[arg(long, env = "SPLITNETS_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
 }
@@ -108,6 +120,10 @@ struct FileConfig {
     reconnect_min_ms: Option<u64>,
     reconnect_max_ms: Option<u64>,
     head_threads: Option<usize>,
+    tls_ca: Option<PathBuf>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    tls_domain: Option<String>,
     log_format: Option<String>,
 }
 
@@ -135,6 +151,8 @@ pub struct Settings {
     pub reconnect_min: Duration,
     pub reconnect_max: Duration,
     pub head_threads: usize,
+    /// `None`: plaintext.
+    pub tls: Option<tonic::transport::ClientTlsConfig>,
     pub log_format: LogFormat,
 }
 
@@ -166,6 +184,7 @@ impl Settings {
             reconnect_min: Duration::from_millis(100),
             reconnect_max: Duration::from_millis(5000),
             head_threads: 1,
+            tls: None,
             log_format: LogFormat::Text,
         }
     }
@@ -196,13 +215,49 @@ impl Settings {
         if !(fps >= 0.0 && fps.is_finite()) {
             anyhow::bail!("fps {fps} must be a finite number ≥ 0");
         }
+        let aggregator = args
+            .aggregator
+            .or(file.aggregator)
+            .unwrap_or_else(|| "http://127.0.0.1:50051".into());
+        let tls = match (
+            args.tls_ca.or(file.tls_ca),
+            args.tls_cert.or(file.tls_cert),
+            args.tls_key.or(file.tls_key),
+        ) {
+            (None, None, None) => None,
+            (Some(ca), cert, key) => {
+                let identity = match (&cert, &key) {
+                    (Some(c), Some(k)) => Some((c.as_path(), k.as_path())),
+                    (None, None) => None,
+                    _ => anyhow::bail!("tls_cert and tls_key go together"),
+                };
+                let domain = match args.tls_domain.or(file.tls_domain) {
+                    Some(d) => d,
+                    None => aggregator
+                        .parse::<tonic::transport::Uri>()
+                        .ok()
+                        .and_then(|u| u.host().map(str::to_string))
+                        .ok_or_else(|| {
+                            anyhow::anyhow!(
+                                "no host in aggregator address {aggregator:?}; pass --tls-domain"
+                            )
+                        })?,
+                };
+                if !aggregator.starts_with("https://") {
+                    anyhow::bail!(
+                        "TLS is configured: the aggregator address must be https://, not {aggregator:?}"
+                    );
+                }
+                Some(splitnets_ops::tls::client_config(&ca, identity, &domain)?)
+            }
+            (None, _, _) => anyhow::bail!(
+                "tls_cert and tls_key need tls_ca (the CA that signed the aggregator's certificate)"
+            ),
+        };
         let s = Self {
             bundle,
             view,
-            aggregator: args
-                .aggregator
-                .or(file.aggregator)
-                .unwrap_or_else(|| "http://127.0.0.1:50051".into()),
+            aggregator,
             fps,
             frames: args.frames.or(file.frames),
             start_frame: args.start_frame.or(file.start_frame).unwrap_or(0),
@@ -233,6 +288,7 @@ impl Settings {
                     .unwrap_or(5000),
             ),
             head_threads: args.head_threads.or(file.head_threads).unwrap_or(1),
+            tls,
             log_format,
         };
         if s.queue == 0 || s.head_threads == 0 {

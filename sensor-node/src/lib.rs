@@ -143,6 +143,11 @@ pub async fn run(
     let flow = Arc::new(Flow::new());
     let fps_bits = Arc::new(AtomicU64::new(settings.fps.to_bits()));
     let (frame_tx, mut frame_rx) = mpsc::channel(settings.queue);
+    if settings.tls.is_none() {
+        tracing::warn!(
+            "plaintext link to the aggregator: no TLS, no sensor identity (local development only; see --tls-ca, --tls-cert, --tls-key)"
+        );
+    }
     readiness.set(true);
     tracing::info!(
         view = settings.view,

@@ -34,6 +34,19 @@ enum LinkError {
     Transient(String),
 }
 
+/// An error with its causes ("transport error: ...: invalid peer certificate: UnknownIssuer"):
+/// tonic's own message alone does not say why a connection failed.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cause = c.source();
+    }
+    out
+}
+
 fn transient(e: &dyn std::fmt::Display) -> LinkError {
     LinkError::Transient(e.to_string())
 }
@@ -137,14 +150,19 @@ async fn handshake(
     LinkError,
 > {
     let s = l.settings;
-    let endpoint = tonic::transport::Endpoint::from_shared(s.aggregator.clone())
+    let mut endpoint = tonic::transport::Endpoint::from_shared(s.aggregator.clone())
         .map_err(|e| LinkError::Rejected(format!("aggregator address {:?}: {e}", s.aggregator)))?
         .connect_timeout(Duration::from_secs(2))
         .tcp_nodelay(true);
+    if let Some(tls) = &s.tls {
+        endpoint = endpoint
+            .tls_config(tls.clone())
+            .map_err(|e| LinkError::Rejected(format!("TLS configuration: {e}")))?;
+    }
     let channel = endpoint
         .connect()
         .await
-        .map_err(|e| transient(&format!("connect {}: {e}", s.aggregator)))?;
+        .map_err(|e| transient(&format!("connect {}: {}", s.aggregator, error_chain(&e))))?;
     let mut client = FeatureLinkClient::new(channel)
         .max_decoding_message_size(wire::MAX_MESSAGE_BYTES)
         .max_encoding_message_size(wire::MAX_MESSAGE_BYTES);

@@ -50,22 +50,28 @@ pub fn daemons_bin_dir() -> PathBuf {
     let built = BUILT.get_or_init(|| {
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-        let out = std::process::Command::new(cargo)
+        let mut build = std::process::Command::new(cargo);
+        // Not the variables cargo sets for this test process: ring's build script tracks
+        // CARGO_MANIFEST_DIR, so passing it on would rebuild ring and everything above it.
+        for (k, _) in std::env::vars_os() {
+            let k = k.to_string_lossy();
+            if k.starts_with("CARGO_MANIFEST_")
+                || k.starts_with("CARGO_PKG_")
+                || [
+                    "CARGO_CRATE_NAME",
+                    "CARGO_PRIMARY_PACKAGE",
+                    "CARGO_TARGET_TMPDIR",
+                ]
+                .contains(&k.as_ref())
+            {
+                build.env_remove(k.as_ref());
+            }
+        }
+        let out = build
             .current_dir(&root)
-            .args([
-                "build",
-                "--release",
-                "--quiet",
-                "-p",
-                "aggregator",
-                "-p",
-                "sensor-node",
-                "-p",
-                "splitnets-deploy",
-                "-p",
-                "splitnets-search",
-                "--bins",
-            ])
+            // Exactly the build `scripts/test.sh` does (all workspace binaries): a subset of
+            // packages would unify dependency features differently and rebuild everything.
+            .args(["build", "--release", "--quiet", "--workspace", "--bins"])
             .output()
             .map_err(|e| format!("running cargo: {e}"))?;
         if out.status.success() {

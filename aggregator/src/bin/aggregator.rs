@@ -4,12 +4,20 @@ use clap::Parser;
 
 fn main() -> std::process::ExitCode {
     let args = aggregator::Args::parse();
-    if let Some(aggregator::Command::Healthcheck { grpc, timeout_ms }) = args.command {
+    if let Some(aggregator::Command::Healthcheck {
+        grpc,
+        timeout_ms,
+        tls_ca,
+        tls_domain,
+    }) = args.command
+    {
         let timeout = std::time::Duration::from_millis(timeout_ms);
-        return splitnets_ops::daemon_main(
-            "aggregator healthcheck",
-            aggregator::healthcheck(grpc, timeout),
-        );
+        return splitnets_ops::daemon_main("aggregator healthcheck", async move {
+            let tls = tls_ca
+                .map(|ca| splitnets_ops::tls::client_config(&ca, None, &tls_domain))
+                .transpose()?;
+            aggregator::healthcheck(grpc, timeout, tls).await
+        });
     }
     splitnets_ops::daemon_main("aggregator", start(args))
 }

@@ -5,6 +5,7 @@
 //! wait). The demo binary and the end-to-end tests both use it. [`stats`]: percentiles for the
 //! demo's report.
 
+pub mod certs;
 pub mod replay;
 pub mod stats;
 

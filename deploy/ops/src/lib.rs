@@ -3,6 +3,8 @@
 //! format), one lifecycle signal ([`Lifecycle`]), shutdown on SIGTERM/SIGINT, TOML config files,
 //! and the shell of `main` ([`daemon_main`]).
 
+pub mod tls;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

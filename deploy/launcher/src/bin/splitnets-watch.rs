@@ -46,6 +46,12 @@ struct Args {
     /// summary's accuracy (sensors replaying their bundle's data; not for `--source folder:`).
     #[arg(long, env = "SPLITNETS_BUNDLE")]
     truth_bundle: Option<PathBuf>,
+    /// TLS: trust this CA (PEM) for an `https://` aggregator address.
+    #[arg(long, env = "SPLITNETS_WATCH_TLS_CA")]
+    tls_ca: Option<PathBuf>,
+    /// The name the aggregator's certificate is valid for (default: the address's host).
+    #[arg(long)]
+    tls_domain: Option<String>,
     /// Where Debian's dataset-fashion-mnist put the files (for `--truth-bundle`).
     #[arg(long, env = "SPLITNETS_DATA_DIR", default_value = splitnets_camera::dataset::DEFAULT_DIR)]
     data_dir: PathBuf,
@@ -74,10 +80,20 @@ fn main() -> std::process::ExitCode {
 
 async fn connect(args: &Args) -> anyhow::Result<PredictionsClient<tonic::transport::Channel>> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs_f64(args.connect_timeout_s);
+    let mut endpoint = tonic::transport::Endpoint::from_shared(args.aggregator.clone())
+        .with_context(|| format!("aggregator address {:?}", args.aggregator))?;
+    if let Some(ca) = &args.tls_ca {
+        let domain = match &args.tls_domain {
+            Some(d) => d.clone(),
+            None => endpoint.uri().host().unwrap_or("localhost").to_string(),
+        };
+        endpoint = endpoint.tls_config(splitnets_ops::tls::client_config(ca, None, &domain)?)?;
+    }
     loop {
-        match PredictionsClient::connect(args.aggregator.clone()).await {
-            Ok(c) => {
-                return Ok(c.max_decoding_message_size(splitnets_proto::wire::MAX_MESSAGE_BYTES));
+        match endpoint.connect().await {
+            Ok(channel) => {
+                return Ok(PredictionsClient::new(channel)
+                    .max_decoding_message_size(splitnets_proto::wire::MAX_MESSAGE_BYTES));
             }
             Err(e) if tokio::time::Instant::now() >= deadline => {
                 return Err(e).with_context(|| format!("connecting to {}", args.aggregator));
