@@ -12,7 +12,8 @@
 # `splitnets:local` from nothing (no registry: a root filesystem of the binaries, ONNX Runtime
 # and their shared libraries, `docker import`ed); brings the services up (sensors and viewer wait
 # for the aggregator's gRPC health check); prints the viewer's predictions and its summary.
-# Bundle, configuration and data set are mounted read-only; the daemons log JSON
+# The feature link runs mTLS with demo certificates (.local/compose/certs, made by
+# splitnets-certs). Bundle, configuration, certificates and data set are mounted read-only; the daemons log JSON
 # (`docker-compose -p splitnets -f deploy/compose/docker-compose.yml logs aggregator`). The
 # aggregator is published on the host at 127.0.0.1:50051 (gRPC) and 127.0.0.1:9090 (/metrics);
 # SPLITNETS_COMPOSE_GRPC_PORT, SPLITNETS_COMPOSE_ADMIN_PORT and SPLITNETS_COMPOSE_PROJECT
@@ -57,6 +58,14 @@ if [ "$BUILD" = 1 ]; then
   log "building the release binaries"
   cargo build --release --bins --quiet
   ./scripts/compose-image.sh
+fi
+
+# The demo fleet's certificates (mTLS), made once: a CA, the aggregator's server certificate,
+# one client certificate per sensor (identity sensor-V).
+if [ ! -f "$STATE/certs/ca.pem" ]; then
+  log "writing demo certificates to $STATE/certs (splitnets-certs)"
+  target/release/splitnets-certs --out "$STATE/certs" --views 4 \
+    --aggregator-names aggregator,localhost,127.0.0.1 >/dev/null
 fi
 
 # Everything the containers need that changes per run. A shared camera trigger a few seconds

@@ -144,9 +144,22 @@ async fn compose_demo_degrades_and_recovers_when_a_sensor_container_stops() {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 
-    let mut client = PredictionsClient::connect(format!("http://127.0.0.1:{}", c.grpc_port))
-        .await
-        .expect("aggregator published on the host");
+    // The demo runs mTLS; a watcher needs only the demo CA.
+    let tls = splitnets_ops::tls::client_config(
+        &root().join(".local/compose/certs/ca.pem"),
+        None,
+        "localhost",
+    )
+    .unwrap();
+    let channel =
+        tonic::transport::Endpoint::from_shared(format!("https://localhost:{}", c.grpc_port))
+            .unwrap()
+            .tls_config(tls)
+            .unwrap()
+            .connect()
+            .await
+            .expect("aggregator published on the host");
+    let mut client = PredictionsClient::new(channel);
     let mut stream = client.watch(WatchRequest {}).await.unwrap().into_inner();
     let before = collect(&mut stream, Duration::from_secs(60), |s| {
         tail_with(s, 30, 4)
