@@ -95,21 +95,45 @@ pub(crate) fn run_nas(a: NasArgs) -> anyhow::Result<()> {
         )
         .expect("valid template"),
     );
+    // In a log (stderr not a terminal) the bar is hidden: print a line per 2 % of the steps
+    // with the loss and ETA instead, and every other event as it happens.
+    let plain = !std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let started = std::time::Instant::now();
+    let say = |line: String| {
+        if plain {
+            eprintln!("{line}");
+        } else {
+            bar.println(line);
+        }
+    };
     let mut last_loss = f64::NAN;
+    let mut first_step = None; // steps run in this process (a resumed run starts later)
     let outcome = splitnets_nas::run_nas(&cfg, &mut |p| match p {
         Progress::Step(r) => {
             last_loss = r.loss_largest;
             bar.set_position(r.step);
             bar.set_message(format!("loss {:.3}", r.loss_largest));
+            let first = *first_step.get_or_insert(r.step);
+            if plain && (r.step % (r.steps / 50).max(1) == 0 || r.step == r.steps) {
+                let elapsed = started.elapsed().as_secs_f64();
+                let done = (r.step + 1)
+                    .saturating_sub(*first_step.get_or_insert(r.step))
+                    .max(1);
+                let eta = elapsed / done as f64 * (r.steps - r.step) as f64;
+                eprintln!(
+                    "[nas] supernet step {}/{}  loss {:.3}  elapsed {:.0} s  ETA {:.0} s",
+                    r.step, r.steps, r.loss_largest, elapsed, eta
+                );
+            }
             if r.step == r.steps {
                 bar.finish();
             }
         }
         Progress::Resumed { step } => {
             bar.set_position(step);
-            bar.println(format!("[nas] resumed from the checkpoint at step {step}"));
+            say(format!("[nas] resumed from the checkpoint at step {step}"));
         }
-        other => bar.println(format!("[nas] {other:?}")),
+        other => say(format!("[nas] {other:?}")),
     })?;
     std::fs::write(
         a.out.join("report.md"),
