@@ -116,9 +116,7 @@ pub(crate) fn run_nas(a: NasArgs) -> anyhow::Result<()> {
             let first = *first_step.get_or_insert(r.step);
             if plain && (r.step % (r.steps / 50).max(1) == 0 || r.step == r.steps) {
                 let elapsed = started.elapsed().as_secs_f64();
-                let done = (r.step + 1)
-                    .saturating_sub(*first_step.get_or_insert(r.step))
-                    .max(1);
+                let done = (r.step + 1).saturating_sub(first).max(1);
                 let eta = elapsed / done as f64 * (r.steps - r.step) as f64;
                 eprintln!(
                     "[nas] supernet step {}/{}  loss {:.3}  elapsed {:.0} s  ETA {:.0} s",
