@@ -24,8 +24,9 @@ answers() { DOCKER_HOST="$1" docker version --format '{{.Server.Version}}' >/dev
 
 if [ "${1:-}" = "stop" ]; then
   if [ -f "$STATE/dockerd.pid" ] && kill -0 "$(cat "$STATE/dockerd.pid")" 2>/dev/null; then
-    $SUDO kill "$(cat "$STATE/dockerd.pid")"
-    for _ in $(seq 1 100); do kill -0 "$(cat "$STATE/dockerd.pid")" 2>/dev/null || break; sleep 0.1; done
+    pid="$(cat "$STATE/dockerd.pid")"
+    $SUDO kill "$pid"
+    for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
     log "stopped the project's dockerd"
   fi
   exit 0
