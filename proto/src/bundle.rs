@@ -231,6 +231,26 @@ fn read(dir: &Path, file: &str) -> Result<Vec<u8>, BundleError> {
     })
 }
 
+/// Why a manifest's text is not a bundle manifest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ManifestError {
+    /// Not TOML of the manifest's shape (one line).
+    Syntax(String),
+    /// Well-formed, but inconsistent (see [`Manifest::validate`]).
+    Invalid(String),
+}
+
+impl Manifest {
+    /// Parses and validates a manifest's text: everything `Bundle::load` checks before it
+    /// reads the model files (the bundle-parsing fuzz target drives this).
+    pub fn parse(text: &str) -> Result<Self, ManifestError> {
+        let manifest: Manifest = toml::from_str(text)
+            .map_err(|e| ManifestError::Syntax(e.to_string().trim().replace('\n', " ")))?;
+        manifest.validate().map_err(ManifestError::Invalid)?;
+        Ok(manifest)
+    }
+}
+
 impl Bundle {
     /// Reads and verifies a bundle directory.
     pub fn load(dir: &Path) -> Result<Self, BundleError> {
@@ -241,14 +261,16 @@ impl Bundle {
             file: MANIFEST_FILE.into(),
             reason: e.to_string(),
         })?;
-        let manifest: Manifest = toml::from_str(text).map_err(|e| BundleError::Manifest {
-            dir: d.clone(),
-            file: MANIFEST_FILE.into(),
-            reason: e.to_string().trim().replace('\n', " "),
-        })?;
-        manifest.validate().map_err(|reason| BundleError::Invalid {
-            dir: d.clone(),
-            reason,
+        let manifest = Manifest::parse(text).map_err(|e| match e {
+            ManifestError::Syntax(reason) => BundleError::Manifest {
+                dir: d.clone(),
+                file: MANIFEST_FILE.into(),
+                reason,
+            },
+            ManifestError::Invalid(reason) => BundleError::Invalid {
+                dir: d.clone(),
+                reason,
+            },
         })?;
         let load_checked = |f: &FileRef| -> Result<Vec<u8>, BundleError> {
             let bytes = read(dir, &f.path)?;

@@ -1,0 +1,142 @@
+//! Bounded fuzzing in CI (issue 8, item 6): random and mutated bytes through what the aggregator
+//! does with a message off the wire (protobuf decode, structural validation, dequantization) and
+//! through the bundle manifest parser. Nothing may panic; what validates must decode to finite
+//! values; what parses must be internally consistent. The long runs use cargo-fuzz on the same
+//! paths (`fuzz/`, see its README).
+
+use proptest::prelude::*;
+use prost::Message;
+use splitnets_proto::bundle::{Manifest, ManifestError};
+use splitnets_proto::codec::{self, CodecSpec};
+use splitnets_proto::wire::{self, FeatureFrame, SensorMessage, sensor_message};
+
+const DEMO_MANIFEST: &str = include_str!("../../deploy/bundles/fashion-mnist-4view/bundle.toml");
+const SHAPE: [usize; 4] = [1, 4, 7, 7];
+
+fn specs() -> [CodecSpec; 5] {
+    [
+        CodecSpec::Float32,
+        CodecSpec::Float16,
+        CodecSpec::Affine {
+            bits: 8,
+            per_channel: false,
+        },
+        CodecSpec::Affine {
+            bits: 4,
+            per_channel: true,
+        },
+        CodecSpec::AffineCalibrated {
+            bits: 2,
+            min: -1.0,
+            max: 3.0,
+        },
+    ]
+}
+
+/// The aggregator's path for one message: decode, then for a frame, validation and decode.
+fn frame_path(bytes: &[u8]) {
+    let Ok(m) = SensorMessage::decode(bytes) else {
+        return;
+    };
+    let Some(sensor_message::Kind::Frame(f)) = m.kind else {
+        return;
+    };
+    frame_decode(&f);
+}
+
+fn frame_decode(f: &FeatureFrame) {
+    let mut out = vec![0f32; SHAPE.iter().product()];
+    for spec in specs() {
+        let t = wire::frame_tensor(f, spec, &SHAPE);
+        if codec::validate(&t).is_ok() {
+            codec::decode_to_slice(&t, &mut out).expect("a validated tensor decodes");
+            assert!(
+                out.iter().all(|v| v.is_finite()),
+                "validated but not finite"
+            );
+        }
+    }
+}
+
+/// A valid frame message to mutate.
+fn seed_message(seed: u64) -> Vec<u8> {
+    let payload: Vec<u8> = (0..196u64)
+        .map(|i| (i.wrapping_mul(seed | 1) >> 3) as u8)
+        .collect();
+    SensorMessage {
+        kind: Some(sensor_message::Kind::Frame(FeatureFrame {
+            sequence: Some(seed),
+            capture_time_unix_ns: Some(seed.wrapping_mul(7)),
+            sensor_ns: Some(1),
+            queue_ns: Some(2),
+            scale: vec![0.01],
+            zero_point: vec![3],
+            payload: payload.into(),
+        })),
+    }
+    .encode_to_vec()
+}
+
+fn mutate(mut bytes: Vec<u8>, edits: &[(usize, u8)]) -> Vec<u8> {
+    for &(at, v) in edits {
+        if bytes.is_empty() {
+            break;
+        }
+        let i = at % bytes.len();
+        match v % 4 {
+            0 => bytes[i] = v,
+            1 => bytes[i] ^= 1 << (v % 8),
+            2 => {
+                bytes.remove(i);
+            }
+            _ => bytes.insert(i, v),
+        }
+    }
+    bytes
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+    #[test]
+    fn random_bytes_never_panic_the_frame_path(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
+        frame_path(&bytes);
+    }
+
+    #[test]
+    fn mutated_frames_never_panic_the_frame_path(
+        seed in any::<u64>(),
+        edits in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..12),
+    ) {
+        frame_path(&mutate(seed_message(seed), &edits));
+    }
+
+    #[test]
+    fn arbitrary_frame_fields_never_panic(
+        scale in proptest::collection::vec(any::<f32>(), 0..6),
+        zero_point in proptest::collection::vec(any::<i32>(), 0..6),
+        payload in proptest::collection::vec(any::<u8>(), 0..800),
+    ) {
+        frame_decode(&FeatureFrame { sequence: Some(1), scale, zero_point, payload: payload.into(), ..Default::default() });
+    }
+
+    #[test]
+    fn mutated_manifests_are_parsed_or_refused_with_a_reason(
+        edits in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..8),
+    ) {
+        let bytes = mutate(DEMO_MANIFEST.as_bytes().to_vec(), &edits);
+        if let Ok(text) = std::str::from_utf8(&bytes) {
+            match Manifest::parse(text) {
+                Ok(m) => prop_assert!(m.validate().is_ok()),
+                Err(ManifestError::Syntax(reason) | ManifestError::Invalid(reason)) => {
+                    prop_assert!(!reason.is_empty());
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn the_demo_manifest_parses() {
+    Manifest::parse(DEMO_MANIFEST).expect("the demo manifest is valid");
+}
