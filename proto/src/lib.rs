@@ -11,4 +11,5 @@
 
 pub mod bundle;
 pub mod codec;
+pub mod untrusted;
 pub mod wire;

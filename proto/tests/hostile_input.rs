@@ -7,57 +7,10 @@
 use proptest::prelude::*;
 use prost::Message;
 use splitnets_proto::bundle::{Manifest, ManifestError};
-use splitnets_proto::codec::{self, CodecSpec};
-use splitnets_proto::wire::{self, FeatureFrame, SensorMessage, sensor_message};
+use splitnets_proto::untrusted;
+use splitnets_proto::wire::{FeatureFrame, SensorMessage, sensor_message};
 
 const DEMO_MANIFEST: &str = include_str!("../../deploy/bundles/fashion-mnist-4view/bundle.toml");
-const SHAPE: [usize; 4] = [1, 4, 7, 7];
-
-fn specs() -> [CodecSpec; 5] {
-    [
-        CodecSpec::Float32,
-        CodecSpec::Float16,
-        CodecSpec::Affine {
-            bits: 8,
-            per_channel: false,
-        },
-        CodecSpec::Affine {
-            bits: 4,
-            per_channel: true,
-        },
-        CodecSpec::AffineCalibrated {
-            bits: 2,
-            min: -1.0,
-            max: 3.0,
-        },
-    ]
-}
-
-/// The aggregator's path for one message: decode, then for a frame, validation and decode.
-fn frame_path(bytes: &[u8]) {
-    let Ok(m) = SensorMessage::decode(bytes) else {
-        return;
-    };
-    let Some(sensor_message::Kind::Frame(f)) = m.kind else {
-        return;
-    };
-    frame_decode(&f);
-}
-
-fn frame_decode(f: &FeatureFrame) {
-    let mut out = vec![0f32; SHAPE.iter().product()];
-    for spec in specs() {
-        let t = wire::frame_tensor(f, spec, &SHAPE);
-        if codec::validate(&t).is_ok() {
-            codec::decode_to_slice(&t, &mut out).expect("a validated tensor decodes");
-            assert!(
-                out.iter().all(|v| v.is_finite()),
-                "validated but not finite"
-            );
-        }
-    }
-}
-
 /// A valid frame message to mutate.
 fn seed_message(seed: u64) -> Vec<u8> {
     let payload: Vec<u8> = (0..196u64)
@@ -100,7 +53,7 @@ proptest! {
 
     #[test]
     fn random_bytes_never_panic_the_frame_path(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
-        frame_path(&bytes);
+        untrusted::message(&bytes);
     }
 
     #[test]
@@ -108,7 +61,7 @@ proptest! {
         seed in any::<u64>(),
         edits in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..12),
     ) {
-        frame_path(&mutate(seed_message(seed), &edits));
+        untrusted::message(&mutate(seed_message(seed), &edits));
     }
 
     #[test]
@@ -117,7 +70,7 @@ proptest! {
         zero_point in proptest::collection::vec(any::<i32>(), 0..6),
         payload in proptest::collection::vec(any::<u8>(), 0..800),
     ) {
-        frame_decode(&FeatureFrame { sequence: Some(1), scale, zero_point, payload: payload.into(), ..Default::default() });
+        untrusted::frame(&FeatureFrame { sequence: Some(1), scale, zero_point, payload: payload.into(), ..Default::default() });
     }
 
     #[test]
