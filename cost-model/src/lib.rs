@@ -5,10 +5,12 @@
 //! - [`split`]: a cut's sensor/link/aggregator latency, sensor peak memory, link bytes, sustained
 //!   frame rate and energy.
 //! - [`link`]: the link budget a bundle manifest records.
+//! - [`sim`]: a discrete-event what-if simulation of N sensors, their links and the aggregator.
 
 pub mod graph;
 pub mod link;
 pub mod profile;
+pub mod sim;
 pub mod split;
 
 pub use link::{LinkBudget, LinkBudgetInput, feature_message_bytes, link_budget};

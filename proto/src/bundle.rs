@@ -431,4 +431,22 @@ impl Manifest {
         );
         self
     }
+
+    /// The same network for a rig of the first `views` cameras (a tail fuses any number of
+    /// views): link budget recomputed, a rendered scene keeps its first `views` cameras. Used
+    /// to measure one network with 1..N sensors.
+    pub fn with_views(mut self, views: u32) -> Self {
+        self.cameras.views = views;
+        if let Some(scene) = &mut self.scene {
+            scene.cameras.truncate(views as usize);
+        }
+        self.link_budget = link_budget_for(
+            &self.split.feature_shape,
+            self.codec,
+            views,
+            self.link_budget.target_fps,
+            self.input.raw_frame_bytes(),
+        );
+        self
+    }
 }

@@ -77,7 +77,9 @@ pub struct Args {
     /// Frames buffered between the camera and the link; beyond this, frames are dropped.
     #[arg(long, env = "SPLITNETS_SENSOR_QUEUE")]
     pub queue: Option<usize>,
-    /// Reconnect backoff bounds, milliseconds.
+    /// Reconnect backoff bounds, milliseconds (default 100 to 1000: the backoff doubles from
+    /// the minimum; the maximum bounds how long after the aggregator's return the sensor is
+    /// back, and one attempt a second costs a dedicated link nothing).
     #[arg(long, env = "SPLITNETS_SENSOR_RECONNECT_MIN_MS")]
     pub reconnect_min_ms: Option<u64>,
     #[arg(long, env = "SPLITNETS_SENSOR_RECONNECT_MAX_MS")]
@@ -182,7 +184,7 @@ impl Settings {
             flush_timeout: Duration::from_secs(5),
             queue: 8,
             reconnect_min: Duration::from_millis(100),
-            reconnect_max: Duration::from_millis(5000),
+            reconnect_max: Duration::from_millis(1000),
             head_threads: 1,
             tls: None,
             log_format: LogFormat::Text,
@@ -285,7 +287,7 @@ impl Settings {
             reconnect_max: Duration::from_millis(
                 args.reconnect_max_ms
                     .or(file.reconnect_max_ms)
-                    .unwrap_or(5000),
+                    .unwrap_or(1000),
             ),
             head_threads: args.head_threads.or(file.head_threads).unwrap_or(1),
             tls,

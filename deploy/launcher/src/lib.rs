@@ -48,6 +48,8 @@ pub struct LocalCluster {
     opts: ClusterOptions,
     aggregator: Child,
     sensors: Vec<(u32, Child)>,
+    /// Aggregators started after the first (fault injection).
+    restarts: u32,
     pub grpc: SocketAddr,
     pub admin: SocketAddr,
 }
@@ -85,74 +87,99 @@ pub fn terminate(child: &Child) {
     }
 }
 
+/// Spawns an aggregator listening on `listen`, waits for its ready file and for its health
+/// service to say SERVING; logs go to `<work_dir>/<name>.log`.
+async fn spawn_aggregator(
+    opts: &ClusterOptions,
+    listen: SocketAddr,
+    name: &str,
+) -> anyhow::Result<(Child, SocketAddr, SocketAddr)> {
+    let ready = opts.work_dir.join(format!("{name}.ready.json"));
+    let _ = std::fs::remove_file(&ready);
+    let log = opts.work_dir.join(format!("{name}.log"));
+    let mut aggregator = Command::new(executable(&opts.bin_dir, "aggregator")?)
+        .arg("--bundle")
+        .arg(&opts.bundle)
+        .arg("--listen")
+        .arg(listen.to_string())
+        .args(["--admin-listen", "127.0.0.1:0"])
+        .arg("--fusion-deadline-ms")
+        .arg(opts.fusion_deadline_ms.to_string())
+        .arg("--ready-file")
+        .arg(&ready)
+        .args(&opts.aggregator_args)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log)?)
+        .kill_on_drop(true)
+        .spawn()
+        .context("starting the aggregator")?;
+    let started = Instant::now();
+    let addrs: serde_json::Value = loop {
+        if let Ok(text) = std::fs::read_to_string(&ready) {
+            break serde_json::from_str(&text).context("aggregator ready file")?;
+        }
+        if let Some(status) = aggregator.try_wait()? {
+            bail!(
+                "aggregator exited ({status}) before it was ready: {}",
+                last_line(&log)
+            );
+        }
+        if started.elapsed() > Duration::from_secs(60) {
+            bail!("aggregator not ready after 60 s; log: {}", log.display());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let addr = |k: &str| -> anyhow::Result<SocketAddr> {
+        addrs[k]
+            .as_str()
+            .ok_or_else(|| anyhow::anyhow!("ready file lacks {k}"))?
+            .parse()
+            .context("ready file address")
+    };
+    let (grpc, admin) = (addr("grpc")?, addr("admin")?);
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{grpc}"))?
+        .connect()
+        .await?;
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    let status = health
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: "splitnets.v1.FeatureLink".into(),
+        })
+        .await?
+        .into_inner()
+        .status;
+    if status != tonic_health::pb::health_check_response::ServingStatus::Serving as i32 {
+        bail!("aggregator health is {status}, not SERVING");
+    }
+    Ok((aggregator, grpc, admin))
+}
+
 impl LocalCluster {
     /// Starts the aggregator and waits until it is ready and its health service says SERVING.
     pub async fn start(opts: ClusterOptions) -> anyhow::Result<Self> {
         std::fs::create_dir_all(&opts.work_dir)?;
-        let ready = opts.work_dir.join("aggregator.ready.json");
-        let _ = std::fs::remove_file(&ready);
-        let log = opts.work_dir.join("aggregator.log");
-        let mut aggregator = Command::new(executable(&opts.bin_dir, "aggregator")?)
-            .arg("--bundle")
-            .arg(&opts.bundle)
-            .arg("--listen")
-            .arg(opts.listen.to_string())
-            .args(["--admin-listen", "127.0.0.1:0"])
-            .arg("--fusion-deadline-ms")
-            .arg(opts.fusion_deadline_ms.to_string())
-            .arg("--ready-file")
-            .arg(&ready)
-            .args(&opts.aggregator_args)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log)?)
-            .kill_on_drop(true)
-            .spawn()
-            .context("starting the aggregator")?;
-        let started = Instant::now();
-        let addrs: serde_json::Value = loop {
-            if let Ok(text) = std::fs::read_to_string(&ready) {
-                break serde_json::from_str(&text).context("aggregator ready file")?;
-            }
-            if let Some(status) = aggregator.try_wait()? {
-                bail!(
-                    "aggregator exited ({status}) before it was ready: {}",
-                    last_line(&log)
-                );
-            }
-            if started.elapsed() > Duration::from_secs(60) {
-                bail!("aggregator not ready after 60 s; log: {}", log.display());
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        };
-        let addr = |k: &str| -> anyhow::Result<SocketAddr> {
-            addrs[k]
-                .as_str()
-                .ok_or_else(|| anyhow::anyhow!("ready file lacks {k}"))?
-                .parse()
-                .context("ready file address")
-        };
-        let (grpc, admin) = (addr("grpc")?, addr("admin")?);
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://{grpc}"))?
-            .connect()
-            .await?;
-        let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
-        let status = health
-            .check(tonic_health::pb::HealthCheckRequest {
-                service: "splitnets.v1.FeatureLink".into(),
-            })
-            .await?
-            .into_inner()
-            .status;
-        if status != tonic_health::pb::health_check_response::ServingStatus::Serving as i32 {
-            bail!("aggregator health is {status}, not SERVING");
-        }
+        let (aggregator, grpc, admin) = spawn_aggregator(&opts, opts.listen, "aggregator").await?;
         Ok(Self {
             opts,
             aggregator,
             sensors: Vec::new(),
+            restarts: 0,
             grpc,
             admin,
         })
+    }
+
+    /// Starts a new aggregator on the same gRPC address after the previous one died or was
+    /// killed (the sensors find it again by themselves); its log is `aggregator-N.log`.
+    pub async fn restart_aggregator(&mut self) -> anyhow::Result<()> {
+        if self.aggregator.try_wait()?.is_none() {
+            bail!("the aggregator is still running");
+        }
+        self.restarts += 1;
+        let name = format!("aggregator-{}", self.restarts);
+        let (child, grpc, admin) = spawn_aggregator(&self.opts, self.grpc, &name).await?;
+        (self.aggregator, self.grpc, self.admin) = (child, grpc, admin);
+        Ok(())
     }
 
     pub fn endpoint(&self) -> String {
@@ -183,7 +210,13 @@ impl LocalCluster {
             .stdout(std::fs::File::create(
                 self.opts.work_dir.join(format!("sensor-{view}.out")),
             )?)
-            .stderr(std::fs::File::create(&log)?)
+            // Appended: a sensor started again (fault injection) keeps its earlier log.
+            .stderr(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&log)?,
+            )
             .kill_on_drop(true)
             .spawn()
             .with_context(|| format!("starting sensor {view}"))?;
@@ -245,6 +278,24 @@ impl LocalCluster {
     /// The aggregator's process id (for resource measurements).
     pub fn aggregator_pid(&self) -> Option<u32> {
         self.aggregator.id()
+    }
+
+    /// A running sensor's process id.
+    pub fn sensor_pid(&self, view: u32) -> Option<u32> {
+        self.sensors
+            .iter()
+            .find(|(v, _)| *v == view)
+            .and_then(|(_, c)| c.id())
+    }
+
+    /// Kills one sensor abruptly (SIGKILL), as a power loss would; it can be started again.
+    pub async fn kill_sensor(&mut self, view: u32) -> anyhow::Result<()> {
+        let Some(i) = self.sensors.iter().position(|(v, _)| *v == view) else {
+            bail!("sensor {view} is not running");
+        };
+        let (_, mut child) = self.sensors.remove(i);
+        child.kill().await?;
+        Ok(())
     }
 
     /// Stops one sensor with SIGTERM and waits for it (it can be started again).

@@ -1,0 +1,181 @@
+//! Runs the real daemons (an aggregator and N sensor processes on loopback) and measures each
+//! prediction's stages and each process's CPU time.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use splitnets_deploy::{ClusterOptions, LocalCluster};
+use splitnets_proto::bundle::Bundle;
+
+/// What one run measured, per fused frame after the warm-up (milliseconds).
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Measured {
+    pub sensors: u32,
+    pub fps: f64,
+    pub frames: usize,
+    pub degraded: usize,
+    pub end_to_end_ms: Vec<f64>,
+    /// Per view: capture → encoded on the sensor.
+    pub sensor_ms: Vec<f64>,
+    /// Per view: encoded → received by the aggregator (sensor queue + link).
+    pub link_ms: Vec<f64>,
+    pub wait_ms: Vec<f64>,
+    pub decode_ms: Vec<f64>,
+    pub tail_ms: Vec<f64>,
+    /// End to end minus (the first view's arrival + wait + decode + tail): handing the frame
+    /// to the tail thread and publishing the prediction.
+    pub residual_ms: Vec<f64>,
+    pub message_bytes_per_view: f64,
+    /// CPU time (user + system) per fused frame of the aggregator, and per captured frame of
+    /// each sensor (mean over sensors), milliseconds.
+    pub aggregator_cpu_ms_per_frame: f64,
+    pub sensor_cpu_ms_per_frame: f64,
+}
+
+/// user + system CPU seconds of a process (from /proc/PID/stat).
+fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces) start after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let (utime, stime): (f64, f64) = (f.get(11)?.parse().ok()?, f.get(12)?.parse().ok()?);
+    // The kernel's USER_HZ is 100 on every Linux architecture this runs on.
+    Some((utime + stime) / 100.0)
+}
+
+/// A copy of `bundle` for a rig of its first `views` cameras, written under `dir`.
+pub fn bundle_with_views(bundle: &Bundle, views: u32, dir: &Path) -> anyhow::Result<PathBuf> {
+    if views == bundle.manifest.cameras.views {
+        return Ok(bundle.dir.clone());
+    }
+    let out = dir.join(format!("bundle-{views}-views"));
+    Bundle::write(
+        &out,
+        bundle.manifest.clone().with_views(views),
+        &bundle.head_onnx,
+        &bundle.tail_onnx,
+    )?;
+    Ok(out)
+}
+
+pub struct RunSpec<'a> {
+    pub bin_dir: PathBuf,
+    pub bundle_dir: PathBuf,
+    pub sensors: u32,
+    pub fps: f64,
+    pub warmup_s: f64,
+    pub measure_s: f64,
+    pub deadline_ms: u64,
+    pub data_dir: &'a Path,
+    pub work_dir: PathBuf,
+}
+
+pub async fn run(spec: &RunSpec<'_>) -> anyhow::Result<Measured> {
+    let mut cluster = LocalCluster::start(ClusterOptions {
+        bin_dir: spec.bin_dir.clone(),
+        bundle: spec.bundle_dir.clone(),
+        work_dir: spec.work_dir.clone(),
+        fusion_deadline_ms: spec.deadline_ms,
+        listen: "127.0.0.1:0".parse()?,
+        aggregator_args: vec![],
+        sensor_args: vec!["--data-dir".into(), spec.data_dir.display().to_string()],
+    })
+    .await?;
+    let mut watch = cluster.watch().await?;
+    let warmup_frames = (spec.warmup_s * spec.fps).round() as u64;
+    let frames = warmup_frames + (spec.measure_s * spec.fps).round() as u64;
+    let start_at = SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis() as u64 + 2000;
+    for v in 0..spec.sensors {
+        cluster.start_sensor(
+            v,
+            &[
+                "--fps".into(),
+                spec.fps.to_string(),
+                "--frames".into(),
+                frames.to_string(),
+                "--start-at-unix-ms".into(),
+                start_at.to_string(),
+            ],
+        )?;
+    }
+    let pids: Vec<u32> = (0..spec.sensors)
+        .filter_map(|v| cluster.sensor_pid(v))
+        .collect();
+    let agg_pid = cluster.aggregator_pid().context("aggregator pid")?;
+    let mut m = Measured {
+        sensors: spec.sensors,
+        fps: spec.fps,
+        ..Measured::default()
+    };
+    let mut cpu_start: Option<(f64, f64)> = None;
+    let mut cpu_end: Option<(f64, f64)> = None;
+    let read_cpu = || {
+        (
+            cpu_seconds(agg_pid).unwrap_or(0.0),
+            pids.iter().filter_map(|&p| cpu_seconds(p)).sum::<f64>(),
+        )
+    };
+    let mut bytes = 0u64;
+    let mut views_seen = 0u64;
+    let budget = Duration::from_secs_f64(frames as f64 / spec.fps + 30.0);
+    let until = Instant::now() + budget;
+    loop {
+        let left = until.saturating_duration_since(Instant::now());
+        let Ok(Ok(Some(p))) = tokio::time::timeout(left, watch.message()).await else {
+            break;
+        };
+        if p.sequence < warmup_frames {
+            continue;
+        }
+        if cpu_start.is_none() {
+            cpu_start = Some(read_cpu());
+        }
+        let ms = |ns: u64| ns as f64 / 1e6;
+        m.frames += 1;
+        if !p.views_missing.is_empty() {
+            m.degraded += 1;
+        }
+        let mut first_arrival = f64::INFINITY;
+        for v in &p.views {
+            m.sensor_ms.push(ms(v.sensor_ns));
+            let link = ms(v.queue_ns + v.link_ns);
+            m.link_ms.push(link);
+            first_arrival = first_arrival.min(ms(v.sensor_ns) + link);
+            bytes += v.message_bytes;
+            views_seen += 1;
+        }
+        let e2e = ms(p.end_to_end_ns);
+        m.end_to_end_ms.push(e2e);
+        m.wait_ms.push(ms(p.wait_ns));
+        m.decode_ms.push(ms(p.decode_ns));
+        m.tail_ms.push(ms(p.tail_ns));
+        m.residual_ms
+            .push((e2e - first_arrival - ms(p.wait_ns) - ms(p.decode_ns) - ms(p.tail_ns)).max(0.0));
+        if p.sequence + 1 >= frames {
+            cpu_end = Some(read_cpu());
+            break;
+        }
+    }
+    let cpu_end = cpu_end.unwrap_or_else(read_cpu);
+    if let Some((a0, s0)) = cpu_start
+        && m.frames > 0
+    {
+        m.aggregator_cpu_ms_per_frame = 1e3 * (cpu_end.0 - a0) / m.frames as f64;
+        m.sensor_cpu_ms_per_frame =
+            1e3 * (cpu_end.1 - s0) / (m.frames as f64 * f64::from(spec.sensors));
+    }
+    m.message_bytes_per_view = bytes as f64 / views_seen.max(1) as f64;
+    cluster
+        .wait_sensors(Duration::from_secs(30))
+        .await
+        .context("sensors")?;
+    cluster.stop().await?;
+    if m.frames == 0 {
+        anyhow::bail!(
+            "no predictions after the warm-up; logs in {}",
+            spec.work_dir.display()
+        );
+    }
+    Ok(m)
+}
