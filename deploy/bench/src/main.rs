@@ -284,10 +284,10 @@ async fn sensors(a: SensorsArgs) -> anyhow::Result<()> {
     );
     let _ = writeln!(
         md,
-        "**Fitted on the one-sensor run only**: the distributions of the sensor stage, of the link (sensor queue + gRPC stream, per message), of decode + tail for one view, and of the hand-off (first view in → published, minus decode and tail); the CPU the processes spend off the timed path (sensor {:.3} ms per frame beyond its camera stage, aggregator {:.3} ms per view beyond decode and tail, from their CPU counters) runs as background work on the shared cores. The extra tail time per view comes from the cost model ({:.4} ms, host profile `{}`). Rows with N > 1 are predictions, not fits.\n",
+        "**Fitted on the one-sensor run only**: the distributions of the sensor stage, of the link (sensor queue + gRPC stream, per message), of decode + tail for one view, and of the hand-off (first view in → published, minus decode and tail); the CPU the processes spend off the timed path (sensor {:.3} ms per frame beyond its camera stage, aggregator {:.3} ms per view beyond decode and tail, from their CPU counters) runs as background work on the shared cores. The extra tail time per view comes from the cost model ({:.2} µs, host profile `{}`). Rows with N > 1 are predictions, not fits.\n",
         f.send_cpu_seconds * 1e3,
         f.receive_cpu_seconds * 1e3,
-        costs.tail_per_view_seconds * 1e3,
+        costs.tail_per_view_seconds * 1e6,
         a.profile
     );
     let _ = writeln!(
@@ -477,12 +477,12 @@ fn whatif(a: WhatifArgs) -> anyhow::Result<()> {
     );
     let _ = writeln!(
         md,
-        "Bundle `{}`; cost model under `{}`: head {:.4} ms on each sensor, tail {:.4} ms + {:.4} ms per view on the aggregator, {} B per view per frame on the link ({:.0} Mbit/s, latency {:.0} µs{}). Compute times jittered log-normally (σ {}). {} fps, fusion deadline {} ms, {} frames simulated. Sustainable fps: the highest frame rate with nothing dropped, late or degraded and no resource above {:.0} % busy.\n",
+        "Bundle `{}`; cost model under `{}`: head {:.4} ms on each sensor, tail {:.4} ms + {:.2} µs per view on the aggregator, {} B per view per frame on the link ({:.0} Mbit/s, latency {:.0} µs{}). Compute times jittered log-normally (σ {}). {} fps, fusion deadline {} ms, {} frames simulated. Sustainable fps: the highest frame rate with nothing dropped, late or degraded and no resource above {:.0} % busy.\n",
         a.bundle.display(),
         a.profile,
         costs.head_seconds * 1e3,
         (costs.tail_one_view_seconds - costs.tail_per_view_seconds) * 1e3,
-        costs.tail_per_view_seconds * 1e3,
+        costs.tail_per_view_seconds * 1e6,
         message_bytes,
         profile.link.bandwidth_bits_per_second / 1e6,
         profile.link.latency_seconds * 1e6,

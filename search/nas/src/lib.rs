@@ -87,6 +87,15 @@ pub struct NasConfig {
     pub checkpoint_every: u64,
     /// Overrides the standard space (e.g. for tests).
     pub space: Option<SearchSpace>,
+    /// Narrows the space (standard or overridden) for ablations.
+    pub restrict: SpaceRestriction,
+}
+
+/// Narrows a search space for an ablation: only these bit widths, only these fusions.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SpaceRestriction {
+    pub bits: Option<Vec<u32>>,
+    pub fusions: Option<Vec<space::Fusion>>,
 }
 
 impl NasConfig {
@@ -158,6 +167,7 @@ impl NasConfig {
             out_dir,
             checkpoint_every: if quick { 100 } else { 500 },
             space: None,
+            restrict: SpaceRestriction::default(),
         }
     }
 }
@@ -329,10 +339,16 @@ pub fn run_nas(
         test_items: data.test.len(),
         seconds: t0.elapsed().as_secs_f64(),
     });
-    let space = cfg
+    let mut space = cfg
         .space
         .clone()
         .unwrap_or_else(|| SearchSpace::standard(data.side, data.views, data.classes));
+    if let Some(bits) = &cfg.restrict.bits {
+        space.bits.clone_from(bits);
+    }
+    if let Some(fusions) = &cfg.restrict.fusions {
+        space.fusions.clone_from(fusions);
+    }
     space.validate().map_err(NasError::Config)?;
     if space.input_size != data.side || space.views != data.views || space.classes != data.classes {
         return Err(NasError::Config(format!(

@@ -69,6 +69,13 @@ pub fn markdown(o: &NasOutcome) -> String {
     );
     let _ = writeln!(
         s,
+        "Split module choices: C_red {:?}, bits {:?}, fusion {:?}.\n",
+        o.space.reduce_channels,
+        o.space.bits,
+        o.space.fusions.iter().map(|f| f.name()).collect::<Vec<_>>(),
+    );
+    let _ = writeln!(
+        s,
         "## Latency targets\n\n| target (ms) | best subnet | val acc | predicted e2e (ms) |\n|---|---|---|---|"
     );
     for t in &o.targets {

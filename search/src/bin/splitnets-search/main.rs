@@ -34,6 +34,8 @@ enum Command {
     /// Split-aware architecture search: design the network, its split and its link together;
     /// write the Pareto front as bundles with a report.
     Nas(nas::NasArgs),
+    /// Compare finished NAS runs (ablations): best test accuracy within common latency budgets.
+    NasCompare(nas::NasCompareArgs),
     /// Measure this machine with ONNX Runtime, fit per-op-class throughput, write a host profile,
     /// and report prediction error on held-out models.
     Calibrate(calibrate::CalibrateArgs),
@@ -62,6 +64,7 @@ fn main() -> std::process::ExitCode {
         Command::BenchPlan(a) => bench_plan::run_bench(a),
         Command::Calibrate(a) => calibrate::run_calibrate(a),
         Command::Nas(a) => nas::run_nas(a),
+        Command::NasCompare(a) => nas::run_nas_compare(a),
         Command::SplitBundle(a) => rebundle::run_split_bundle(a),
         Command::SetCodec(a) => rebundle::run_set_codec(a),
     };

@@ -62,6 +62,48 @@ pub(crate) struct NasArgs {
     /// Where Debian's dataset-fashion-mnist put the files.
     #[arg(long, default_value = dataset::DEFAULT_DIR)]
     pub(crate) data_dir: PathBuf,
+    /// Ablations (comma-separated): switch a part of the method off or narrow the space.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub(crate) ablate: Vec<Ablation>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Ablation {
+    /// Reduce and recover initialised like every other convolution (Kaiming-normal).
+    NoSplitInit,
+    /// Largest, smallest and random subnets all split after the last stage at 8 bits.
+    NoSplitSampling,
+    /// Every view present in every training step.
+    NoViewDropout,
+    /// The split feature at 8 bits only.
+    Bits8,
+    /// At 4 bits only.
+    Bits4,
+    /// At 2 bits only.
+    Bits2,
+    /// Max fusion only.
+    FusionMax,
+    /// Mean fusion only.
+    FusionMean,
+    /// Learned (attention) fusion only.
+    FusionLearned,
+}
+
+fn apply_ablations(cfg: &mut NasConfig, ablations: &[Ablation]) {
+    use splitnets_nas::space::Fusion;
+    for a in ablations {
+        match a {
+            Ablation::NoSplitInit => cfg.train.init = splitnets_nas::supernet::InitScheme::Default,
+            Ablation::NoSplitSampling => cfg.train.split_aware_sampling = false,
+            Ablation::NoViewDropout => cfg.train.view_keep_prob = 1.0,
+            Ablation::Bits8 => cfg.restrict.bits = Some(vec![8]),
+            Ablation::Bits4 => cfg.restrict.bits = Some(vec![4]),
+            Ablation::Bits2 => cfg.restrict.bits = Some(vec![2]),
+            Ablation::FusionMax => cfg.restrict.fusions = Some(vec![Fusion::Max]),
+            Ablation::FusionMean => cfg.restrict.fusions = Some(vec![Fusion::Mean]),
+            Ablation::FusionLearned => cfg.restrict.fusions = Some(vec![Fusion::Learned]),
+        }
+    }
 }
 
 pub(crate) fn run_nas(a: NasArgs) -> anyhow::Result<()> {
@@ -80,11 +122,17 @@ pub(crate) fn run_nas(a: NasArgs) -> anyhow::Result<()> {
     if let Some(s) = a.steps {
         cfg.train.steps = s;
     }
+    apply_ablations(&mut cfg, &a.ablate);
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
     eprintln!(
-        "[nas] {} preset {:?}: {} supernet steps, then evolutionary search; output in {}",
+        "[nas] {} preset {:?}{}: {} supernet steps, then evolutionary search; output in {}",
         kind.name(),
         preset,
+        if a.ablate.is_empty() {
+            String::new()
+        } else {
+            format!(", ablations {:?}", a.ablate)
+        },
         cfg.train.steps,
         a.out.display()
     );
@@ -392,4 +440,87 @@ fn check_bundle(
         accuracy_through_codec: ok as f64 / labels.len().max(1) as f64,
         max_abs_diff: max_diff,
     })
+}
+
+#[derive(clap::Args, Debug)]
+pub(crate) struct NasCompareArgs {
+    /// Runs to compare, `NAME=DIR` (a `nas --out` directory), comma-separated; the first is the
+    /// reference whose latency targets become the common budgets.
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub(crate) runs: Vec<String>,
+    /// Markdown table written here (and printed).
+    #[arg(long)]
+    pub(crate) out: PathBuf,
+}
+
+/// Compares finished runs (ablations): per run, the best test accuracy its front reaches within
+/// each latency budget of the reference run, all views and with the worst camera missing.
+pub(crate) fn run_nas_compare(a: NasCompareArgs) -> anyhow::Result<()> {
+    use std::fmt::Write as _;
+    let mut runs = Vec::new();
+    for spec in &a.runs {
+        let (name, dir) = spec
+            .split_once('=')
+            .with_context(|| format!("--runs {spec:?}: expected NAME=DIR"))?;
+        let path = Path::new(dir).join("outcome.json");
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {} (is the run finished?)", path.display()))?;
+        let v: serde_json::Value = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not a NAS outcome", path.display()))?;
+        runs.push((name.to_string(), v));
+    }
+    let budgets: Vec<f64> = runs[0].1["targets"]
+        .as_array()
+        .context("reference run has no targets")?
+        .iter()
+        .filter_map(|t| t["latency_seconds"].as_f64())
+        .collect();
+    let best_within = |v: &serde_json::Value, key: &str, budget: f64| -> Option<f64> {
+        v["front"]
+            .as_array()?
+            .iter()
+            .filter(|m| m["cost"]["end_to_end_seconds"].as_f64().unwrap_or(f64::MAX) <= budget)
+            .filter_map(|m| m[key].as_f64())
+            .reduce(f64::max)
+    };
+    let cell = |x: Option<f64>| x.map_or("—".to_string(), |x| format!("{:.1}", 100.0 * x));
+    let mut md = String::new();
+    let _ = writeln!(
+        md,
+        "Best test accuracy (%) of each run's Pareto front within each end-to-end latency budget (the reference run's targets), all views / worst camera missing; — : nothing on the front that fast.\n"
+    );
+    let head: Vec<String> = budgets
+        .iter()
+        .map(|b| format!("≤ {:.3} ms", b * 1e3))
+        .collect();
+    let _ = writeln!(
+        md,
+        "| run | {} | best overall | supernet steps | training (s) |\n|---|{}---|---|---|",
+        head.join(" | "),
+        "---|".repeat(budgets.len())
+    );
+    for (name, v) in &runs {
+        let cells: Vec<String> = budgets
+            .iter()
+            .map(|&b| {
+                format!(
+                    "{} / {}",
+                    cell(best_within(v, "test_accuracy", b)),
+                    cell(best_within(v, "test_accuracy_one_missing", b))
+                )
+            })
+            .collect();
+        let _ = writeln!(
+            md,
+            "| {name} | {} | {} / {} | {} | {:.0} |",
+            cells.join(" | "),
+            cell(best_within(v, "test_accuracy", f64::MAX)),
+            cell(best_within(v, "test_accuracy_one_missing", f64::MAX)),
+            v["steps_run"].as_u64().unwrap_or(0),
+            v["train_seconds"].as_f64().unwrap_or(f64::NAN)
+        );
+    }
+    std::fs::write(&a.out, &md).with_context(|| format!("writing {}", a.out.display()))?;
+    print!("{md}");
+    Ok(())
 }
