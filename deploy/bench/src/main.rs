@@ -477,6 +477,11 @@ fn whatif(a: WhatifArgs) -> anyhow::Result<()> {
     );
     let _ = writeln!(
         md,
+        "Command: `{}`.\n",
+        std::env::args().collect::<Vec<_>>().join(" ")
+    );
+    let _ = writeln!(
+        md,
         "Bundle `{}`; cost model under `{}`: head {:.4} ms on each sensor, tail {:.4} ms + {:.2} µs per view on the aggregator, {} B per view per frame on the link ({:.0} Mbit/s, latency {:.0} µs{}). Compute times jittered log-normally (σ {}). {} fps, fusion deadline {} ms, {} frames simulated. Sustainable fps: the highest frame rate with nothing dropped, late or degraded and no resource above {:.0} % busy.\n",
         a.bundle.display(),
         a.profile,

@@ -560,6 +560,12 @@ fn write_reports(
     let _ = writeln!(md, "# Soak and fault injection\n");
     let _ = writeln!(
         md,
+        "Command: `{}` (on {}).\n",
+        std::env::args().collect::<Vec<_>>().join(" "),
+        splitnets_deploy::stats::machine()
+    );
+    let _ = writeln!(
+        md,
         "Bundle `{}`, {} sensors at {} fps, fusion deadline {} ms. Steady phase {} s (memory growth measured from {} s on); fault phase {} s, a fault every {:.0} s on average (uniform 0.5–1.5×), {:.0} % of them on the aggregator, processes down 0.5–{} s, seed {}.\n",
         args.bundle.display(),
         steady.views,
