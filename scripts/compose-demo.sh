@@ -15,7 +15,8 @@
 # The feature link runs mTLS with demo certificates (.local/compose/certs, made by
 # splitnets-certs). Bundle, configuration, certificates and data set are mounted read-only; the daemons log JSON
 # (`docker-compose -p splitnets -f deploy/compose/docker-compose.yml logs aggregator`). The
-# aggregator is published on the host at 127.0.0.1:50051 (gRPC) and 127.0.0.1:9090 (/metrics);
+# aggregator is published on the host at 127.0.0.1:50051 (gRPC) and 127.0.0.1:9090 (the live
+# dashboard at /, and /metrics);
 # SPLITNETS_COMPOSE_GRPC_PORT, SPLITNETS_COMPOSE_ADMIN_PORT and SPLITNETS_COMPOSE_PROJECT
 # change the ports and the project name.
 set -euo pipefail
@@ -83,6 +84,7 @@ log "starting: aggregator, sensor-0..3, viewer (sensors and viewer wait for the 
 "${COMPOSE[@]}" up -d
 "${COMPOSE[@]}" ps
 
+log "dashboard: http://127.0.0.1:${SPLITNETS_COMPOSE_ADMIN_PORT:-9090}/"
 if [ "$KEEP" = 1 ]; then
   log "running. Predictions: ${COMPOSE[*]} logs -f viewer"
   log "stop a camera: ${COMPOSE[*]} stop sensor-3   (and start it again with: start sensor-3)"

@@ -8,6 +8,7 @@
 //! daemons can share a process, and the binary stays a thin shell.
 
 pub mod config;
+pub mod dashboard;
 pub mod fleet;
 pub mod front_door;
 pub mod fusion;
@@ -80,13 +81,14 @@ pub async fn run(
     let (pred_tx, _) = broadcast::channel::<Prediction>(1024);
     let (job_tx, job_rx) = mpsc::channel::<FusionJob>(64);
     let (arrival_tx, arrival_rx) = mpsc::channel(1024);
+    let dashboard = dashboard::Dashboard::new();
 
     // The tail loads and warms up on its own thread before anything reports ready.
     let tail_thread = {
         let (bundle, threads) = (bundle.clone(), settings.tail_threads);
-        let (pred_tx, h) = (pred_tx.clone(), handles.clone());
+        let (pred_tx, h, tap) = (pred_tx.clone(), handles.clone(), dashboard.tap());
         tokio::task::spawn_blocking(move || {
-            tail::spawn_tail_thread(&bundle, threads, job_rx, pred_tx, h)
+            tail::spawn_tail_thread(&bundle, threads, job_rx, pred_tx, h, tap)
         })
         .await??
     };
@@ -128,6 +130,7 @@ pub async fn run(
             .tls
             .as_ref()
             .and_then(|t| t.view_identities.clone()),
+        dashboard: dashboard.tap(),
     });
     let tls = match &settings.tls {
         Some(t) => {
@@ -161,11 +164,25 @@ pub async fn run(
         },
         lifecycle.watch(),
     ));
-    let admin_task = tokio::spawn(splitnets_ops::serve_admin(
+    let admin_task = tokio::spawn(splitnets_ops::serve_admin_with(
         admin,
         readiness.clone(),
         metrics,
+        dashboard.routes(lifecycle.watch()),
         lifecycle.watch().until(Phase::Stopped),
+    ));
+    // Ends by itself at `Stopped`, like the page feeds it serves.
+    tokio::spawn(dashboard.run(
+        dashboard::DashboardSetup {
+            bundle_name: m.name.clone(),
+            classes: m.classes.clone(),
+            views: m.cameras.views,
+            feature_shape: m.split.feature_shape.clone(),
+            budget_bytes_per_second: m.link_budget.bits_per_second_per_view / 8.0,
+            fusion_deadline: settings.fusion_deadline,
+        },
+        pred_tx.clone(),
+        lifecycle.watch(),
     ));
 
     match &settings.tls {

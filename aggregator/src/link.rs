@@ -53,6 +53,8 @@ pub struct LinkState {
     pub log: Arc<LogRateLimit>,
     /// mTLS: the certificate identity allowed for each view (`None`: no identity check).
     pub view_identities: Option<Vec<String>>,
+    /// Rejections for the dashboard's timeline (dropped when no page is connected).
+    pub dashboard: crate::dashboard::DashboardTap,
 }
 
 #[derive(Debug, Clone)]
@@ -87,6 +89,10 @@ fn msg(kind: aggregator_message::Kind) -> Result<AggregatorMessage, Status> {
 fn rejection(st: &LinkState, reason: RejectReason, detail: String) -> OutStream {
     let (views, id) = (st.views, &st.aggregator_id);
     st.metrics.sensor_rejected(reason.as_str_name());
+    st.dashboard
+        .event(crate::dashboard::DashEvent::SensorRejected {
+            reason: reason.as_str_name(),
+        });
     if let Some(suppressed) = st.log.admit() {
         tracing::warn!(reason = reason.as_str_name(), %detail, suppressed, "sensor rejected");
     }
@@ -464,6 +470,8 @@ fn reject_frame(
     st.metrics.views[view as usize]
         .rejected(reason)
         .increment(1);
+    st.dashboard
+        .event(crate::dashboard::DashEvent::FrameRejected { view, reason });
     if let Some(suppressed) = st.log.admit() {
         tracing::warn!(view, sequence, reason, %message, suppressed, "frame rejected");
     }

@@ -6,6 +6,7 @@ use splitnets_proto::wire::{Prediction, ViewReport};
 use splitnets_runtime::{SessionOptions, TailStage, argmax};
 use tokio::sync::{broadcast, mpsc};
 
+use crate::dashboard::{DashboardTap, FEATURE_SAMPLE_PERIOD, FeatureSample};
 use crate::fusion::FusionJob;
 use crate::link::unix_ns;
 use crate::metrics::AggregatorMetrics;
@@ -18,6 +19,7 @@ pub fn spawn_tail_thread(
     jobs: mpsc::Receiver<FusionJob>,
     predictions: broadcast::Sender<Prediction>,
     metrics: AggregatorMetrics,
+    dashboard: DashboardTap,
 ) -> anyhow::Result<std::thread::JoinHandle<()>> {
     let mut tail = TailStage::new(
         bundle,
@@ -29,7 +31,7 @@ pub fn spawn_tail_thread(
     let classes = bundle.manifest.classes.clone();
     let handle = std::thread::Builder::new()
         .name("tail".into())
-        .spawn(move || tail_loop(tail, classes, jobs, predictions, metrics))?;
+        .spawn(move || tail_loop(tail, classes, jobs, predictions, metrics, dashboard))?;
     Ok(handle)
 }
 
@@ -39,7 +41,9 @@ fn tail_loop(
     mut jobs: mpsc::Receiver<FusionJob>,
     predictions: broadcast::Sender<Prediction>,
     metrics: AggregatorMetrics,
+    dashboard: DashboardTap,
 ) {
+    let mut last_sample: Option<std::time::Instant> = None;
     while let Some(job) = jobs.blocking_recv() {
         let n = job.views.len();
         let (logits, t) = match tail.run_encoded(job.views.iter().map(|v| &v.tensor)) {
@@ -50,14 +54,24 @@ fn tail_loop(
                 continue;
             }
         };
-        let class_index = argmax(logits);
+        let scores = logits.to_vec();
+        let class_index = argmax(&scores);
+        // A page is watching: a copy of the features now and then (a few kB, never per frame).
+        if dashboard.watched() && last_sample.is_none_or(|t| t.elapsed() >= FEATURE_SAMPLE_PERIOD) {
+            last_sample = Some(std::time::Instant::now());
+            dashboard.offer_features(FeatureSample {
+                sequence: job.sequence,
+                views: job.views.iter().map(|v| v.view).collect(),
+                values: tail.stacked_features().to_vec(),
+            });
+        }
         let completed = unix_ns();
         let p = Prediction {
             sequence: job.sequence,
             capture_time_unix_ns: job.capture_time_unix_ns,
             class_index: class_index as u32,
             class_name: classes.get(class_index).cloned().unwrap_or_default(),
-            scores: logits.to_vec(),
+            scores,
             views_used: job.views.iter().map(|v| v.view).collect(),
             views_missing: job.views_missing,
             views: job

@@ -9,12 +9,11 @@
 //! 1. every sensor captures frame `n` at `n / fps`; a sensor still busy with an earlier frame
 //!    skips the frame (as the camera thread does);
 //! 2. the head runs on the sensor's own compute (or, to model several processes on one host,
-//!    on a shared pool of cores), with the CPU the sensor spends per frame off the frame's path
-//!    (the transport stack) as background work that competes for the same compute;
+//!    on a shared pool of cores);
 //! 3. the feature frame queues for its link (bounded queue: a full one drops the frame), is
 //!    transmitted (`bytes × 8 / bandwidth`, on the camera's own link or on one shared bus) and
 //!    arrives after the link's latency;
-//! 4. the aggregator handles each arriving view (receive work) and fuses a frame when all views
+//! 4. the aggregator's receive path handles the arriving views one at a time and fuses a frame when all views
 //!    are in or when its fusion deadline, counted from the first view's arrival, passes;
 //! 5. the tail runs on one thread, frames in the order they became ready;
 //! 6. end to end = tail finished + publication overhead − capture time.
@@ -82,10 +81,6 @@ pub struct SimConfig {
     pub placement: Placement,
     /// Sensor: capture and preprocess, head, encode (the camera thread).
     pub sensor: Dist,
-    /// Sensor CPU per frame off the frame's path (the transport stack, acknowledgements):
-    /// occupies the sensor's compute (or the shared cores) after the head, delays nothing
-    /// directly.
-    pub sensor_background: Dist,
     /// Bytes one view's feature frame occupies on the link (message and transport overhead).
     pub message_bytes: u64,
     pub links: LinkTopology,
@@ -95,10 +90,10 @@ pub struct SimConfig {
     pub link_latency: Dist,
     /// Frames a sensor may queue for its link; beyond that, frames are dropped.
     pub sensor_queue: usize,
-    /// Aggregator work per arriving view (receive, validate), on its receive path.
+    /// Aggregator work per arriving view (receive, validate, hand over to fusion) on its
+    /// receive path, which handles views one at a time: with N views arriving together the
+    /// last waits for the N − 1 before it.
     pub receive: Dist,
-    /// Aggregator CPU per arriving view off the frame's path (like `sensor_background`).
-    pub aggregator_background: Dist,
     /// Tail per fused frame: `tail_base + views × tail_per_view` (dequantize, recover, fuse…).
     pub tail_base: Dist,
     pub tail_per_view: Dist,
@@ -156,7 +151,8 @@ pub struct SimReport {
     pub link_utilization: f64,
     /// Busy time / simulated time of the aggregator's tail thread.
     pub tail_utilization: f64,
-    /// Busy time / (simulated time × cores) of the shared cores, or of the busiest sensor.
+    /// Busy time / (simulated time × servers) of the busiest compute resource: a sensor, the
+    /// aggregator, its receive path, or the shared cores.
     pub compute_utilization: f64,
 }
 
@@ -214,21 +210,9 @@ enum Ev {
 
 #[derive(Debug, Clone, Copy)]
 enum Job {
-    Head {
-        sensor: u32,
-        frame: u64,
-    },
-    /// CPU work nothing waits for, on the sensor's compute (`Some`) or the aggregator's.
-    Background {
-        sensor: Option<u32>,
-    },
-    Receive {
-        frame: u64,
-    },
-    Tail {
-        frame: u64,
-        views: u32,
-    },
+    Head { sensor: u32, frame: u64 },
+    Receive { frame: u64 },
+    Tail { frame: u64, views: u32 },
 }
 
 struct Timed {
@@ -321,14 +305,10 @@ impl Sim<'_> {
     /// host, pool 0 for everything except the tail thread's ordering (kept by `tail_busy`).
     fn pool_of(&self, job: &Job) -> usize {
         match (self.c.placement, job) {
+            // The aggregator's receive path handles views one at a time, in arrival order.
+            (_, Job::Receive { .. }) => self.pools.len() - 1,
             (Placement::SharedHost { .. }, _) => 0,
-            (Placement::Dedicated, Job::Head { sensor, .. })
-            | (
-                Placement::Dedicated,
-                Job::Background {
-                    sensor: Some(sensor),
-                },
-            ) => *sensor as usize,
+            (Placement::Dedicated, Job::Head { sensor, .. }) => *sensor as usize,
             (Placement::Dedicated, _) => self.c.sensors as usize,
         }
     }
@@ -336,8 +316,6 @@ impl Sim<'_> {
     fn submit(&mut self, job: Job) {
         let dur = match job {
             Job::Head { .. } => self.c.sensor.sample(&mut self.rng),
-            Job::Background { sensor: Some(_) } => self.c.sensor_background.sample(&mut self.rng),
-            Job::Background { sensor: None } => self.c.aggregator_background.sample(&mut self.rng),
             Job::Receive { .. } => self.c.receive.sample(&mut self.rng),
             Job::Tail { views, .. } => {
                 let d = self.c.tail_base.sample(&mut self.rng)
@@ -431,9 +409,6 @@ impl Sim<'_> {
                 match job {
                     Job::Head { sensor, frame } => {
                         self.sensor_busy[sensor as usize] = false;
-                        self.submit(Job::Background {
-                            sensor: Some(sensor),
-                        });
                         let l = self.link_of(sensor);
                         let limit = c.sensor_queue.max(1) * self.links_share();
                         let link = &mut self.links[l];
@@ -445,7 +420,6 @@ impl Sim<'_> {
                             self.transmit_next(l);
                         }
                     }
-                    Job::Background { .. } => {}
                     Job::Receive { frame } => {
                         let f = &mut self.frames[frame as usize];
                         if f.fused {
@@ -481,10 +455,7 @@ impl Sim<'_> {
                 self.at(self.now + lat, Ev::Arrive { frame });
                 self.transmit_next(link);
             }
-            Ev::Arrive { frame, .. } => {
-                self.submit(Job::Receive { frame });
-                self.submit(Job::Background { sensor: None });
-            }
+            Ev::Arrive { frame, .. } => self.submit(Job::Receive { frame }),
             Ev::Deadline { frame } => {
                 if !self.frames[frame as usize].fused {
                     self.fuse(frame);
@@ -505,10 +476,10 @@ impl Sim<'_> {
 /// Runs the simulation.
 pub fn simulate(c: &SimConfig) -> SimReport {
     let pools = match c.placement {
-        Placement::SharedHost { cores } => vec![Pool::new(cores.max(1))],
-        // One pool per sensor, then the aggregator's receive path and tail share one core
-        // (the tail thread; receive work is small and runs beside it on the async workers).
-        Placement::Dedicated => (0..=c.sensors).map(|_| Pool::new(1)).collect(),
+        // The shared cores, then the aggregator's (serial) receive path.
+        Placement::SharedHost { cores } => vec![Pool::new(cores.max(1)), Pool::new(1)],
+        // One per sensor, the aggregator's compute (the tail), its receive path.
+        Placement::Dedicated => (0..c.sensors + 2).map(|_| Pool::new(1)).collect(),
     };
     let n_links = match c.links {
         LinkTopology::Parallel => c.sensors as usize,
@@ -556,14 +527,12 @@ pub fn simulate(c: &SimConfig) -> SimReport {
     }
     // Utilisation over the capture window (the deadline timers of the last frames run past it).
     let span = c.frames as f64 / c.fps;
-    let compute_utilization = match c.placement {
-        Placement::SharedHost { cores } => sim.pools[0].busy_seconds / (span * cores as f64),
-        Placement::Dedicated => sim
-            .pools
-            .iter()
-            .map(|p| p.busy_seconds / (span * p.servers as f64))
-            .fold(0.0, f64::max),
-    };
+    // The busiest of every compute resource (the receive path included).
+    let compute_utilization = sim
+        .pools
+        .iter()
+        .map(|p| p.busy_seconds / (span * p.servers as f64))
+        .fold(0.0, f64::max);
     SimReport {
         sensors: c.sensors,
         fps: c.fps,
@@ -627,14 +596,12 @@ mod tests {
             seed: 7,
             placement: Placement::Dedicated,
             sensor: Dist::Fixed(1e-3),
-            sensor_background: Dist::Fixed(0.0),
             message_bytes: 250,
             links: LinkTopology::Parallel,
             bandwidth_bits_per_second: 1e6,
             link_latency: Dist::Fixed(1e-4),
             sensor_queue: 8,
             receive: Dist::Fixed(1e-5),
-            aggregator_background: Dist::Fixed(0.0),
             tail_base: Dist::Fixed(2e-4),
             tail_per_view: Dist::Fixed(5e-5),
             publish: Dist::Fixed(0.0),

@@ -2,6 +2,7 @@
 //! speaks the wire protocol directly (to send what a well-behaved sensor never would).
 
 pub mod abuse;
+pub mod browser;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

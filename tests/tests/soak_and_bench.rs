@@ -58,7 +58,16 @@ fn the_harness_measures_one_and_two_sensors_and_puts_the_simulator_beside_them()
         .arg("sensors")
         .arg("--bundle")
         .arg(demo_bundle())
-        .args(["--counts", "1,2", "--measure-s", "2", "--warmup-s", "1"])
+        .args([
+            "--counts",
+            "1,2",
+            "--measure-s",
+            "2",
+            "--warmup-s",
+            "1",
+            "--repeat",
+            "1",
+        ])
         .args(["--deadline-ms", "500"])
         .arg("--profile")
         .arg(concat!(

@@ -51,6 +51,10 @@ struct SensorsArgs {
     measure_s: f64,
     #[arg(long, default_value_t = 3.0)]
     warmup_s: f64,
+    /// Rounds over all counts (1, 2, 3, 4, 1, 2, …); a count's samples are pooled over its
+    /// rounds, so a slow spell of a shared machine does not land on one count only.
+    #[arg(long, default_value_t = 2)]
+    repeat: u32,
     #[arg(long, default_value_t = 50)]
     deadline_ms: u64,
     /// Host profile for the cost model's compute predictions.
@@ -66,6 +70,9 @@ struct SensorsArgs {
     bin_dir: Option<PathBuf>,
     #[arg(long, default_value = "out/bench-sensors")]
     out: PathBuf,
+    /// Analyse the raw measurements of an earlier run (its `runs.json`) instead of measuring.
+    #[arg(long)]
+    from_runs: Option<PathBuf>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -122,40 +129,33 @@ fn median(v: &[f64]) -> f64 {
     percentile(v, 50.0)
 }
 
-/// Transport and hand-off times taken from a one-sensor measurement (seconds).
+/// What the simulator takes from measurements of this machine (seconds).
 ///
-/// The link keeps its measured delay (encoded on the sensor → received by the aggregator); the
-/// CPU each process spends per frame beyond the stages timed on the frame's path (from its CPU
-/// counters: the sensor beyond its camera stage, the aggregator beyond decode and tail) becomes
-/// background work on the shared cores, so more sensors add contention where the CPU really is
-/// spent without counting the one-sensor delay twice.
+/// From the one-sensor run, as measured distributions: the sensor stage (capture, head,
+/// encode), the link (sensor queue + gRPC stream, per message), decode + tail for one view, and
+/// the hand-off (first view in → published, minus decode and tail). From the two-sensor run,
+/// one number: the time the aggregator's receive path spends on a view, the only stage that
+/// one sensor cannot show (its views never queue there); it is chosen so that the simulated
+/// wait for the second view matches the measured one, and taken out of the link's delay so that
+/// the one-sensor total is unchanged.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 struct TransportFit {
-    /// Link time per message.
+    /// Link delay per message, the receive path's time taken out.
     link_seconds: Vec<f64>,
-    /// Sensor CPU per frame beyond its camera stage; aggregator CPU per view beyond decode and tail.
-    send_cpu_seconds: f64,
-    receive_cpu_seconds: f64,
-    /// First view in → prediction published, minus decode and tail.
+    receive_path_seconds: f64,
     handoff_seconds: Vec<f64>,
-    /// Measured sensor stage (capture, head, encode) and tail (decode + tail, one view).
     sensor_seconds: Vec<f64>,
     tail_one_view_seconds: Vec<f64>,
 }
 
-fn fit(one: &measure::Measured) -> TransportFit {
-    let tail_ms: Vec<f64> = one
-        .decode_ms
-        .iter()
-        .zip(&one.tail_ms)
-        .map(|(d, t)| d + t)
-        .collect();
-    let send = (one.sensor_cpu_ms_per_frame - median(&one.sensor_ms)).max(0.0);
-    let receive = (one.aggregator_cpu_ms_per_frame - median(&tail_ms)).max(0.0);
+fn fit_one(one: &measure::Measured, receive: f64) -> TransportFit {
     TransportFit {
-        link_seconds: secs(&one.link_ms),
-        send_cpu_seconds: send / 1e3,
-        receive_cpu_seconds: receive / 1e3,
+        link_seconds: one
+            .link_ms
+            .iter()
+            .map(|l| (l / 1e3 - receive).max(0.0))
+            .collect(),
+        receive_path_seconds: receive,
         // With one view, the wait is the hand-over from the link to fusion.
         handoff_seconds: one
             .residual_ms
@@ -173,8 +173,47 @@ fn fit(one: &measure::Measured) -> TransportFit {
     }
 }
 
-/// The simulator for `n` co-located sensors from a one-sensor fit and the cost model's per-view
-/// tail increment.
+/// Fits on one sensor, then the receive path's time on two (bisection on the simulated median
+/// wait for the second view).
+fn fit(
+    one: &measure::Measured,
+    two: Option<&measure::Measured>,
+    per_view: f64,
+    fps: f64,
+    deadline_ms: u64,
+) -> TransportFit {
+    let Some(two) = two else {
+        return fit_one(one, 0.0);
+    };
+    let target = median(&two.wait_ms) / 1e3;
+    let wait = |r: f64| {
+        simulate(&host_config(
+            &fit_one(one, r),
+            per_view,
+            2,
+            fps,
+            2000,
+            deadline_ms,
+        ))
+        .fusion_wait
+        .p50
+    };
+    let (mut lo, mut hi) = (0.0, median(&one.link_ms) / 1e3);
+    if wait(hi) < target {
+        return fit_one(one, hi);
+    }
+    for _ in 0..30 {
+        let mid = 0.5 * (lo + hi);
+        if wait(mid) < target {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    fit_one(one, 0.5 * (lo + hi))
+}
+
+/// The simulator for `n` co-located sensors (one host's cores shared by every process).
 fn host_config(
     f: &TransportFit,
     per_view: f64,
@@ -191,14 +230,12 @@ fn host_config(
         seed: 1,
         placement: Placement::SharedHost { cores },
         sensor: Dist::Empirical(f.sensor_seconds.clone()),
-        sensor_background: Dist::Fixed(f.send_cpu_seconds),
         message_bytes: 0,
         links: LinkTopology::Parallel,
         bandwidth_bits_per_second: f64::INFINITY,
         link_latency: Dist::Empirical(f.link_seconds.clone()),
         sensor_queue: 8,
-        receive: Dist::Fixed(0.0),
-        aggregator_background: Dist::Fixed(f.receive_cpu_seconds),
+        receive: Dist::Fixed(f.receive_path_seconds),
         tail_base: Dist::Empirical(f.tail_one_view_seconds.clone()),
         tail_per_view: Dist::Fixed(per_view),
         publish: Dist::Empirical(f.handoff_seconds.clone()),
@@ -210,6 +247,63 @@ fn pct_err(pred: f64, meas: f64) -> f64 {
     100.0 * (pred - meas) / meas
 }
 
+/// The raw measurements of a `sensors` run, kept for re-analysis (`--from-runs`).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SavedRuns {
+    runs: Vec<measure::Measured>,
+    /// Median end to end per count and round, milliseconds.
+    rounds: Vec<Vec<f64>>,
+}
+
+/// Runs every count `repeat` times round-robin; pools each count's samples.
+async fn measure_counts(
+    a: &SensorsArgs,
+    bundle: &Bundle,
+    bin_dir: &std::path::Path,
+) -> anyhow::Result<(Vec<measure::Measured>, Vec<Vec<f64>>)> {
+    let mut runs: Vec<measure::Measured> = Vec::new();
+    let mut rounds: Vec<Vec<f64>> = vec![Vec::new(); a.counts.len()]; // p50 per round
+    for round in 0..a.repeat.max(1) {
+        for (i, &n) in a.counts.iter().enumerate() {
+            let dir = measure::bundle_with_views(bundle, n, &a.out)?;
+            eprintln!(
+                "[bench] round {}/{}: {n} sensor(s) at {} fps, {} s warm-up + {} s measured ...",
+                round + 1,
+                a.repeat.max(1),
+                a.fps,
+                a.warmup_s,
+                a.measure_s
+            );
+            let m = measure::run(&measure::RunSpec {
+                bin_dir: bin_dir.to_path_buf(),
+                bundle_dir: dir,
+                sensors: n,
+                fps: a.fps,
+                warmup_s: a.warmup_s,
+                measure_s: a.measure_s,
+                deadline_ms: a.deadline_ms,
+                data_dir: &a.data_dir,
+                work_dir: a.out.join(format!("logs-{n}-{round}")),
+            })
+            .await?;
+            eprintln!(
+                "[bench]   {} frames, end-to-end p50 {:.3} ms p99 {:.3} ms; CPU per frame: aggregator {:.3} ms, sensor {:.3} ms",
+                m.frames,
+                median(&m.end_to_end_ms),
+                percentile(&m.end_to_end_ms, 99.0),
+                m.aggregator_cpu_ms_per_frame,
+                m.sensor_cpu_ms_per_frame
+            );
+            rounds[i].push(median(&m.end_to_end_ms));
+            match runs.iter_mut().find(|r| r.sensors == n) {
+                Some(r) => r.absorb(m),
+                None => runs.push(m),
+            }
+        }
+    }
+    Ok((runs, rounds))
+}
+
 async fn sensors(a: SensorsArgs) -> anyhow::Result<()> {
     let bundle = Bundle::load(&a.bundle)?;
     let profile = model::load_profile(&a.profile)?;
@@ -219,40 +313,29 @@ async fn sensors(a: SensorsArgs) -> anyhow::Result<()> {
         .bin_dir
         .clone()
         .unwrap_or_else(splitnets_deploy::default_bin_dir);
-    let mut runs = Vec::new();
-    for &n in &a.counts {
-        let dir = measure::bundle_with_views(&bundle, n, &a.out)?;
-        eprintln!(
-            "[bench] {n} sensor(s) at {} fps: {} s warm-up + {} s measured ...",
-            a.fps, a.warmup_s, a.measure_s
-        );
-        let m = measure::run(&measure::RunSpec {
-            bin_dir: bin_dir.clone(),
-            bundle_dir: dir,
-            sensors: n,
-            fps: a.fps,
-            warmup_s: a.warmup_s,
-            measure_s: a.measure_s,
-            deadline_ms: a.deadline_ms,
-            data_dir: &a.data_dir,
-            work_dir: a.out.join(format!("logs-{n}")),
-        })
-        .await?;
-        eprintln!(
-            "[bench]   {} frames, end-to-end p50 {:.3} ms p99 {:.3} ms; CPU per frame: aggregator {:.3} ms, sensor {:.3} ms",
-            m.frames,
-            median(&m.end_to_end_ms),
-            percentile(&m.end_to_end_ms, 99.0),
-            m.aggregator_cpu_ms_per_frame,
-            m.sensor_cpu_ms_per_frame
-        );
-        runs.push(m);
-    }
+    let (runs, rounds) = match &a.from_runs {
+        Some(p) => {
+            let text =
+                std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+            let saved: SavedRuns = serde_json::from_str(&text)
+                .with_context(|| format!("{} is not a runs.json of this tool", p.display()))?;
+            (saved.runs, saved.rounds)
+        }
+        None => measure_counts(&a, &bundle, &bin_dir).await?,
+    };
+    std::fs::write(
+        a.out.join("runs.json"),
+        serde_json::to_string(&SavedRuns {
+            runs: runs.clone(),
+            rounds: rounds.clone(),
+        })?,
+    )?;
     let one = runs
         .iter()
         .find(|m| m.sensors == 1)
         .context("the simulator is fitted on the one-sensor run: include 1 in --counts")?;
-    let f = fit(one);
+    let two = runs.iter().find(|m| m.sensors == 2);
+    let f = fit(one, two, costs.tail_per_view_seconds, a.fps, a.deadline_ms);
     std::fs::write(a.out.join("fit.json"), serde_json::to_string(&f)?)?;
     let frames = (a.measure_s * a.fps) as u64;
     let mut rows = Vec::new();
@@ -274,19 +357,19 @@ async fn sensors(a: SensorsArgs) -> anyhow::Result<()> {
     );
     let _ = writeln!(
         md,
-        "Bundle `{}` (the same network for a rig of N cameras), {} fps, {} s measured after {} s warm-up per count, fusion deadline {} ms, {} cores. Every process on one host: the simulator models that as a shared pool of the host's cores.\n",
+        "Bundle `{}` (the same network for a rig of N cameras), {} fps, {} s measured after {} s warm-up per count and round, {} rounds (samples pooled), fusion deadline {} ms, {} cores. Every process on one host: the simulator models that as a shared pool of the host's cores.\n",
         a.bundle.display(),
         a.fps,
         a.measure_s,
         a.warmup_s,
+        a.repeat.max(1),
         a.deadline_ms,
         std::thread::available_parallelism().map_or(1, |c| c.get())
     );
     let _ = writeln!(
         md,
-        "**Fitted on the one-sensor run only**: the distributions of the sensor stage, of the link (sensor queue + gRPC stream, per message), of decode + tail for one view, and of the hand-off (first view in → published, minus decode and tail); the CPU the processes spend off the timed path (sensor {:.3} ms per frame beyond its camera stage, aggregator {:.3} ms per view beyond decode and tail, from their CPU counters) runs as background work on the shared cores. The extra tail time per view comes from the cost model ({:.2} µs, host profile `{}`). Rows with N > 1 are predictions, not fits.\n",
-        f.send_cpu_seconds * 1e3,
-        f.receive_cpu_seconds * 1e3,
+        "**Fitted on one and two sensors**: from the one-sensor run, the distributions of the sensor stage, of the link (sensor queue + gRPC stream, per message), of decode + tail for one view and of the hand-off (first view in → published, minus decode and tail); from the two-sensor run, one number, the time the aggregator's receive path spends per view ({:.3} ms: it handles views one at a time, which a single sensor never shows), chosen so that the simulated median wait for the second view matches the measured one. The extra tail time per view comes from the cost model ({:.2} µs, host profile `{}`). Rows with N > 2 are predictions, not fits; N = 2's wait is fitted, its latency is not.\n",
+        f.receive_path_seconds * 1e3,
         costs.tail_per_view_seconds * 1e6,
         a.profile
     );
@@ -306,14 +389,18 @@ async fn sensors(a: SensorsArgs) -> anyhow::Result<()> {
             .zip(&sim)
             .map(|(m, s)| pct_err(*s, *m))
             .collect();
-        if m.sensors > 1 {
+        if m.sensors > 2 {
             errors.push((m.sensors, err.clone()));
         }
         let _ = writeln!(
             md,
             "| {}{} | {} | {:.3} / {:.3} / {:.3} | {:.3} / {:.3} / {:.3} | {:+.0} % / {:+.0} % / {:+.0} % | {:.3} | {:.3} | {:.3} | {:.3} |",
             m.sensors,
-            if m.sensors == 1 { " (fit)" } else { "" },
+            match m.sensors {
+                1 => " (fit)",
+                2 => " (wait fit)",
+                _ => "",
+            },
             m.frames,
             meas[0],
             meas[1],
@@ -354,7 +441,23 @@ async fn sensors(a: SensorsArgs) -> anyhow::Result<()> {
     let worst50 = errors.iter().map(|(_, e)| e[0].abs()).fold(0.0, f64::max);
     let _ = writeln!(
         md,
-        "\n**Validation error (N > 1)**: p50 within {worst50:.0} %, any of p50/p90/p99 within {worst:.0} %.\n"
+        "\n**Validation error (N > 2)**: p50 within {worst50:.0} %, any of p50/p90/p99 within {worst:.0} %.\n"
+    );
+    let _ = writeln!(
+        md,
+        "Measured p50 per round (ms), the spread of this machine: {}\n",
+        a.counts
+            .iter()
+            .zip(&rounds)
+            .map(|(n, r)| format!(
+                "N={n}: {}",
+                r.iter()
+                    .map(|x| format!("{x:.3}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+            .collect::<Vec<_>>()
+            .join("; ")
     );
     let _ = writeln!(
         md,
@@ -437,9 +540,7 @@ fn whatif(a: WhatifArgs) -> anyhow::Result<()> {
         ),
         None => Dist::Fixed(profile.link.latency_seconds),
     };
-    let (send, receive) = transport
-        .as_ref()
-        .map_or((0.0, 0.0), |t| (t.send_cpu_seconds, t.receive_cpu_seconds));
+    let receive = transport.as_ref().map_or(0.0, |t| t.receive_path_seconds);
     let publish = transport.as_ref().map_or(Dist::Fixed(0.0), |t| {
         Dist::Empirical(t.handoff_seconds.clone())
     });
@@ -451,14 +552,12 @@ fn whatif(a: WhatifArgs) -> anyhow::Result<()> {
         seed: 1,
         placement: Placement::Dedicated,
         sensor: jitter(costs.head_seconds),
-        sensor_background: Dist::Fixed(send),
         message_bytes,
         links,
         bandwidth_bits_per_second: profile.link.bandwidth_bits_per_second,
         link_latency: link_latency.clone(),
         sensor_queue: 8,
-        receive: Dist::Fixed(0.0),
-        aggregator_background: Dist::Fixed(receive),
+        receive: Dist::Fixed(receive),
         tail_base: jitter(costs.tail_one_view_seconds - costs.tail_per_view_seconds),
         tail_per_view: jitter(costs.tail_per_view_seconds),
         publish: publish.clone(),

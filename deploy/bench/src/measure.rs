@@ -9,7 +9,7 @@ use splitnets_deploy::{ClusterOptions, LocalCluster};
 use splitnets_proto::bundle::Bundle;
 
 /// What one run measured, per fused frame after the warm-up (milliseconds).
-#[derive(Debug, Clone, Default, serde::Serialize)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct Measured {
     pub sensors: u32,
     pub fps: f64,
@@ -31,6 +31,30 @@ pub struct Measured {
     /// each sensor (mean over sensors), milliseconds.
     pub aggregator_cpu_ms_per_frame: f64,
     pub sensor_cpu_ms_per_frame: f64,
+}
+
+impl Measured {
+    /// Pools another run of the same configuration into this one (CPU figures weighted by
+    /// frames).
+    pub fn absorb(&mut self, o: Measured) {
+        let (a, b) = (self.frames as f64, o.frames as f64);
+        let w = |x: f64, y: f64| (x * a + y * b) / (a + b).max(1.0);
+        self.aggregator_cpu_ms_per_frame = w(
+            self.aggregator_cpu_ms_per_frame,
+            o.aggregator_cpu_ms_per_frame,
+        );
+        self.sensor_cpu_ms_per_frame = w(self.sensor_cpu_ms_per_frame, o.sensor_cpu_ms_per_frame);
+        self.message_bytes_per_view = w(self.message_bytes_per_view, o.message_bytes_per_view);
+        self.frames += o.frames;
+        self.degraded += o.degraded;
+        self.end_to_end_ms.extend(o.end_to_end_ms);
+        self.sensor_ms.extend(o.sensor_ms);
+        self.link_ms.extend(o.link_ms);
+        self.wait_ms.extend(o.wait_ms);
+        self.decode_ms.extend(o.decode_ms);
+        self.tail_ms.extend(o.tail_ms);
+        self.residual_ms.extend(o.residual_ms);
+    }
 }
 
 /// user + system CPU seconds of a process (from /proc/PID/stat).

@@ -271,7 +271,18 @@ pub async fn serve_admin(
     metrics: Metrics,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let app = Router::new()
+    serve_admin_with(listener, readiness, metrics, Router::new(), shutdown).await
+}
+
+/// [`serve_admin`] plus a daemon's own routes (the aggregator's dashboard).
+pub async fn serve_admin_with(
+    listener: TcpListener,
+    readiness: Readiness,
+    metrics: Metrics,
+    extra: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let app = extra
         .route("/live", get(|| async { "live\n" }))
         .route(
             "/ready",

@@ -284,6 +284,12 @@ impl TailStage {
         Ok((&self.logits, TailTimings { decode_ns, tail_ns }))
     }
 
+    /// The dequantized features of the last [`Self::run_encoded`]: `[views, C, H, W]`, views
+    /// as they were given.
+    pub fn stacked_features(&self) -> &[f32] {
+        &self.stacked
+    }
+
     /// Runs the tail on already stacked float features `[views, C, H, W]` (views ascending).
     pub fn run_floats(&mut self, stacked: &[f32], views: usize) -> Result<&[f32], StageError> {
         if views == 0 || views > self.max_views {
