@@ -70,6 +70,10 @@ struct SensorsArgs {
     bin_dir: Option<PathBuf>,
     #[arg(long, default_value = "out/bench-sensors")]
     out: PathBuf,
+    /// Keep a dashboard page's feed open on the aggregator during every run (to measure what
+    /// a connected browser costs the frame path).
+    #[arg(long)]
+    dashboard_viewer: bool,
     /// Analyse the raw measurements of an earlier run (its `runs.json`) instead of measuring.
     #[arg(long)]
     from_runs: Option<PathBuf>,
@@ -284,6 +288,7 @@ async fn measure_counts(
                 deadline_ms: a.deadline_ms,
                 data_dir: &a.data_dir,
                 work_dir: a.out.join(format!("logs-{n}-{round}")),
+                dashboard_viewer: a.dashboard_viewer,
             })
             .await?;
             eprintln!(
@@ -603,7 +608,7 @@ fn whatif(a: WhatifArgs) -> anyhow::Result<()> {
     );
     let _ = writeln!(
         md,
-        "| sensors | links | e2e p50 (ms) | p99 (ms) | p99.9 (ms) | wait for views p99 (ms) | link utilisation | aggregator utilisation | sustainable fps |\n|---|---|---|---|---|---|---|---|---|"
+        "| sensors | links | e2e p50 (ms) | p99 (ms) | p99.9 (ms) | wait for views p99 (ms) | link utilisation | tail utilisation | busiest compute (receive path included) | sustainable fps |\n|---|---|---|---|---|---|---|---|---|---|"
     );
     let mut out: Vec<serde_json::Value> = Vec::new();
     for &n in &a.sensors {
@@ -617,13 +622,14 @@ fn whatif(a: WhatifArgs) -> anyhow::Result<()> {
             };
             let _ = writeln!(
                 md,
-                "| {n} | {name} | {:.3} | {:.3} | {:.3} | {:.3} | {:.1} % | {:.1} % | {} |",
+                "| {n} | {name} | {:.3} | {:.3} | {:.3} | {:.3} | {:.1} % | {:.1} % | {:.1} % | {} |",
                 r.end_to_end.p50 * 1e3,
                 r.end_to_end.p99 * 1e3,
                 r.end_to_end.p999 * 1e3,
                 r.fusion_wait.p99 * 1e3,
                 100.0 * r.link_utilization,
                 100.0 * r.tail_utilization,
+                100.0 * r.compute_utilization,
                 sustainable.map_or("< 1".to_string(), |f| format!("{f:.0}"))
             );
             out.push(serde_json::json!({"sensors": n, "links": name, "report": r, "sustainable_fps": sustainable}));

@@ -93,6 +93,19 @@ pub struct RunSpec<'a> {
     pub deadline_ms: u64,
     pub data_dir: &'a Path,
     pub work_dir: PathBuf,
+    /// Keep a dashboard page's feed (`/events`) open during the run, read as a browser would.
+    pub dashboard_viewer: bool,
+}
+
+/// Reads the aggregator's dashboard feed until aborted (what an open page costs the server).
+async fn dashboard_viewer(admin: std::net::SocketAddr) -> anyhow::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(admin).await?;
+    s.write_all(b"GET /events HTTP/1.1\r\nHost: localhost\r\nAccept: text/event-stream\r\n\r\n")
+        .await?;
+    let mut buf = vec![0u8; 64 * 1024];
+    while s.read(&mut buf).await? > 0 {}
+    Ok(())
 }
 
 pub async fn run(spec: &RunSpec<'_>) -> anyhow::Result<Measured> {
@@ -107,6 +120,9 @@ pub async fn run(spec: &RunSpec<'_>) -> anyhow::Result<Measured> {
     })
     .await?;
     let mut watch = cluster.watch().await?;
+    let viewer = spec
+        .dashboard_viewer
+        .then(|| tokio::spawn(dashboard_viewer(cluster.admin)));
     let warmup_frames = (spec.warmup_s * spec.fps).round() as u64;
     let frames = warmup_frames + (spec.measure_s * spec.fps).round() as u64;
     let start_at = SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis() as u64 + 2000;
@@ -190,6 +206,9 @@ pub async fn run(spec: &RunSpec<'_>) -> anyhow::Result<Measured> {
             1e3 * (cpu_end.1 - s0) / (m.frames as f64 * f64::from(spec.sensors));
     }
     m.message_bytes_per_view = bytes as f64 / views_seen.max(1) as f64;
+    if let Some(v) = viewer {
+        v.abort();
+    }
     cluster
         .wait_sensors(Duration::from_secs(30))
         .await
