@@ -50,12 +50,29 @@ pub struct FeatureSample {
     pub values: Vec<f32>,
 }
 
+/// A sensor's debug thumbnail (only from sensors started with `--debug-preview`).
+#[derive(Debug, Clone)]
+pub struct Preview {
+    pub sequence: u64,
+    pub width: u32,
+    pub height: u32,
+    pub gray8: Vec<u8>,
+    pub at: Instant,
+}
+
+/// The largest thumbnail side accepted.
+pub const PREVIEW_MAX_SIDE: u32 = 32;
+/// At most one thumbnail per view this often; more are dropped.
+pub const PREVIEW_PERIOD: Duration = Duration::from_millis(900);
+
 /// The handles the frame path holds; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct DashboardTap {
     viewers: Arc<AtomicUsize>,
     features: Arc<watch::Sender<Option<Arc<FeatureSample>>>>,
     events: broadcast::Sender<DashEvent>,
+    /// The latest thumbnail per view (bounded: one each).
+    previews: Arc<std::sync::Mutex<Vec<Option<Preview>>>>,
 }
 
 impl DashboardTap {
@@ -93,7 +110,7 @@ pub struct Dashboard {
 }
 
 impl Dashboard {
-    pub fn new() -> Self {
+    pub fn new(views: u32) -> Self {
         let (features, _) = watch::channel(None);
         let (events, _) = broadcast::channel(64);
         let (snapshot, _) = watch::channel(Arc::new(String::from("{}")));
@@ -102,6 +119,7 @@ impl Dashboard {
                 viewers: Arc::new(AtomicUsize::new(0)),
                 features: Arc::new(features),
                 events,
+                previews: Arc::new(std::sync::Mutex::new(vec![None; views as usize])),
             },
             snapshot,
         }
@@ -158,7 +176,8 @@ impl Dashboard {
                 _ = tick.tick() => {
                     if self.tap.watched() {
                         let f = features.borrow().clone();
-                        self.snapshot.send_replace(Arc::new(state.snapshot(&setup, f.as_deref())));
+                        let previews = self.tap.previews.lock().expect("previews lock").clone();
+                        self.snapshot.send_replace(Arc::new(state.snapshot(&setup, f.as_deref(), &previews)));
                     }
                 }
             }
@@ -166,9 +185,79 @@ impl Dashboard {
     }
 }
 
-impl Default for Dashboard {
-    fn default() -> Self {
-        Self::new()
+/// The `DebugPreview` service: checks each thumbnail, keeps the latest per view.
+#[derive(Debug, Clone)]
+pub struct PreviewService {
+    pub tap: DashboardTap,
+    pub bundle_digest: String,
+    pub views: u32,
+    /// mTLS: as on the feature link, only the identity allowed for a view may send its
+    /// thumbnail.
+    pub view_identities: Option<Vec<String>>,
+}
+
+#[tonic::async_trait]
+impl splitnets_proto::wire::debug_preview_server::DebugPreview for PreviewService {
+    async fn send(
+        &self,
+        request: tonic::Request<tonic::Streaming<splitnets_proto::wire::PreviewFrame>>,
+    ) -> Result<tonic::Response<splitnets_proto::wire::PreviewAck>, tonic::Status> {
+        let certificate = request
+            .extensions()
+            .get::<crate::front_door::PeerInfo>()
+            .and_then(|p| p.certificate.clone());
+        let mut inbound = request.into_inner();
+        while let Some(f) = inbound.message().await? {
+            if let Some(ids) = &self.view_identities {
+                let allowed = ids.get(f.view_index as usize);
+                let ok = allowed
+                    .zip(certificate.as_ref())
+                    .is_some_and(|(id, cert)| splitnets_ops::tls::certificate_valid_for(cert, id));
+                if !ok {
+                    return Err(tonic::Status::permission_denied(format!(
+                        "preview for view {}: no certificate valid for the identity allowed for it",
+                        f.view_index
+                    )));
+                }
+            }
+            if f.bundle_digest != self.bundle_digest {
+                return Err(tonic::Status::failed_precondition(
+                    "preview: bundle digest mismatch",
+                ));
+            }
+            if f.view_index >= self.views
+                || f.width == 0
+                || f.height == 0
+                || f.width > PREVIEW_MAX_SIDE
+                || f.height > PREVIEW_MAX_SIDE
+                || f.gray8.len() != (f.width * f.height) as usize
+            {
+                return Err(tonic::Status::invalid_argument(format!(
+                    "preview: view {} of {}, {}×{} px (at most {PREVIEW_MAX_SIDE}×{PREVIEW_MAX_SIDE}), {} bytes",
+                    f.view_index,
+                    self.views,
+                    f.width,
+                    f.height,
+                    f.gray8.len()
+                )));
+            }
+            let mut previews = self.tap.previews.lock().expect("previews lock");
+            let slot = &mut previews[f.view_index as usize];
+            if slot
+                .as_ref()
+                .is_some_and(|p| p.at.elapsed() < PREVIEW_PERIOD)
+            {
+                continue; // faster than allowed: dropped
+            }
+            *slot = Some(Preview {
+                sequence: f.sequence,
+                width: f.width,
+                height: f.height,
+                gray8: f.gray8.to_vec(),
+                at: Instant::now(),
+            });
+        }
+        Ok(tonic::Response::new(splitnets_proto::wire::PreviewAck {}))
     }
 }
 
@@ -338,7 +427,12 @@ impl FeedState {
         self.push_event(serde_json::json!({"t": t, "kind": "rejected", "text": text, "count": 1}));
     }
 
-    fn snapshot(&self, setup: &DashboardSetup, f: Option<&FeatureSample>) -> String {
+    fn snapshot(
+        &self,
+        setup: &DashboardSetup,
+        f: Option<&FeatureSample>,
+        previews: &[Option<Preview>],
+    ) -> String {
         let now = Instant::now();
         let pct = |mut v: Vec<f64>| -> serde_json::Value {
             v.retain(|x| *x > 0.0);
@@ -403,9 +497,21 @@ impl FeedState {
                         .collect();
                     Some(serde_json::json!({"sequence": s.sequence, "channels": channels}))
                 });
+                // A thumbnail older than 5 s is gone (the sensor stopped sending).
+                let preview = previews
+                    .get(v as usize)
+                    .and_then(Option::as_ref)
+                    .filter(|p| p.at.elapsed() < Duration::from_secs(5))
+                    .map(|p| {
+                        serde_json::json!({
+                            "sequence": p.sequence, "width": p.width, "height": p.height,
+                            "gray8": p.gray8,
+                        })
+                    });
                 serde_json::json!({
                     "view": v,
                     "present": present,
+                    "preview": preview,
                     "last_seen_s": last.map(|t| now.duration_since(t).as_secs_f64()),
                     "bytes_per_s": bytes,
                     "budget_bytes_per_s": setup.budget_bytes_per_second,

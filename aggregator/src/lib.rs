@@ -81,7 +81,7 @@ pub async fn run(
     let (pred_tx, _) = broadcast::channel::<Prediction>(1024);
     let (job_tx, job_rx) = mpsc::channel::<FusionJob>(64);
     let (arrival_tx, arrival_rx) = mpsc::channel(1024);
-    let dashboard = dashboard::Dashboard::new();
+    let dashboard = dashboard::Dashboard::new(m.cameras.views);
 
     // The tail loads and warms up on its own thread before anything reports ready.
     let tail_thread = {
@@ -161,6 +161,15 @@ pub async fn run(
         PredictionsService {
             tx: pred_tx.clone(),
             phase: lifecycle.watch(),
+        },
+        dashboard::PreviewService {
+            tap: dashboard.tap(),
+            bundle_digest: bundle.digest.clone(),
+            views: m.cameras.views,
+            view_identities: settings
+                .tls
+                .as_ref()
+                .and_then(|t| t.view_identities.clone()),
         },
         lifecycle.watch(),
     ));
@@ -242,6 +251,7 @@ async fn serve_grpc(
     max_streams_per_connection: u32,
     link_state: Arc<LinkState>,
     predictions: PredictionsService,
+    previews: dashboard::PreviewService,
     phase: splitnets_ops::PhaseWatch,
 ) -> anyhow::Result<()> {
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
@@ -261,6 +271,9 @@ async fn serve_grpc(
         .max_encoding_message_size(wire::MAX_MESSAGE_BYTES);
     let pred_svc =
         PredictionsServer::new(predictions).max_encoding_message_size(wire::MAX_MESSAGE_BYTES);
+    // A 32×32 thumbnail and its header: a few kB at most.
+    let preview_svc = wire::debug_preview_server::DebugPreviewServer::new(previews)
+        .max_decoding_message_size(8 * 1024);
     {
         let mut phase = phase.clone();
         let reporter = health_reporter.clone();
@@ -277,6 +290,7 @@ async fn serve_grpc(
         .add_service(reflection)
         .add_service(link_svc)
         .add_service(pred_svc)
+        .add_service(preview_svc)
         .serve_with_incoming_shutdown(incoming, phase.until(Phase::Stopped))
         .await?;
     Ok(())

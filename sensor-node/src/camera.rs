@@ -25,6 +25,8 @@ pub(crate) struct Camera {
     codec: splitnets_proto::codec::CodecSpec,
     view: u32,
     pixels: Vec<u8>,
+    height: usize,
+    width: usize,
 }
 
 impl Camera {
@@ -62,6 +64,8 @@ impl Camera {
             codec: m.codec,
             view: settings.view,
             pixels: Vec::new(),
+            height: m.input.height,
+            width: m.input.width,
         })
     }
 
@@ -81,6 +85,41 @@ impl Camera {
             capture_time_unix_ns,
             sensor_ns,
         ))
+    }
+}
+
+impl Camera {
+    /// The last captured frame shrunk (box filter) to at most 32 pixels a side: the debug
+    /// thumbnail.
+    fn thumbnail(&self, sequence: u64) -> wire::PreviewFrame {
+        let (h, w) = (self.height, self.width);
+        let f = h.max(w).div_ceil(32).max(1);
+        let (th, tw) = (h / f, w / f);
+        let mut gray8 = Vec::with_capacity(th * tw);
+        for y in 0..th {
+            for x in 0..tw {
+                let mut sum = 0u32;
+                for dy in 0..f {
+                    for dx in 0..f {
+                        sum += u32::from(
+                            self.pixels
+                                .get((y * f + dy) * w + x * f + dx)
+                                .copied()
+                                .unwrap_or(0),
+                        );
+                    }
+                }
+                gray8.push((sum / (f * f) as u32) as u8);
+            }
+        }
+        wire::PreviewFrame {
+            view_index: self.view,
+            bundle_digest: String::new(),
+            sequence,
+            width: tw as u32,
+            height: th as u32,
+            gray8,
+        }
     }
 }
 
@@ -108,6 +147,8 @@ pub(crate) struct CameraShared {
     pub metrics: SensorMetrics,
     /// The link's view of flow control (credits, where the fleet is).
     pub flow: Arc<Flow>,
+    /// `--debug-preview`: where a thumbnail goes once a second (`None`: no pixels leave).
+    pub preview: Option<mpsc::Sender<wire::PreviewFrame>>,
     /// To wait on async signals (credits, shutdown) from this plain thread.
     pub runtime: tokio::runtime::Handle,
 }
@@ -157,6 +198,7 @@ pub(crate) fn camera_loop(
     let end = settings.frames.map(|f| settings.start_frame + f);
     let mut epoch = trigger_epoch(settings.start_at_unix_ms);
     let mut n = settings.start_frame;
+    let mut last_preview: Option<Instant> = None;
     while !shared.phase.reached(Phase::Draining) && end.is_none_or(|e| n < e) {
         let fps = f64::from_bits(shared.fps_bits.load(Ordering::Relaxed));
         let fleet_at = shared.flow.next_sequence.load(Ordering::Relaxed);
@@ -205,6 +247,12 @@ pub(crate) fn camera_loop(
         };
         shared.counters.captured.fetch_add(1, Ordering::Relaxed);
         shared.metrics.frames_captured.increment(1);
+        if let Some(tx) = &shared.preview
+            && last_preview.is_none_or(|t| t.elapsed() >= Duration::from_secs(1))
+        {
+            last_preview = Some(Instant::now());
+            let _ = tx.try_send(cam.thumbnail(n));
+        }
         let sent = if fps > 0.0 {
             out.try_send(frame)
                 .map_err(|e| matches!(e, mpsc::error::TrySendError::Closed(_)))

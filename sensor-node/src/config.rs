@@ -87,6 +87,11 @@ pub struct Args {
     /// Intra-op threads of the head's ONNX Runtime session.
     #[arg(long, env = "SPLITNETS_SENSOR_HEAD_THREADS")]
     pub head_threads: Option<usize>,
+    /// Debug only: also send a small grayscale thumbnail (≤ 32 × 32) of what the camera sees,
+    /// once a second, on a stream of its own, for the aggregator's dashboard. Off by default:
+    /// without it no pixels leave the sensor.
+    #[arg(long, env = "SPLITNETS_SENSOR_DEBUG_PREVIEW")]
+    pub debug_preview: bool,
     /// TLS: the CA (PEM) that signed the aggregator's certificate; use an `https://` address.
     #[arg(long, env = "SPLITNETS_SENSOR_TLS_CA")]
     pub tls_ca: Option<PathBuf>,
@@ -122,6 +127,7 @@ struct FileConfig {
     reconnect_min_ms: Option<u64>,
     reconnect_max_ms: Option<u64>,
     head_threads: Option<usize>,
+    debug_preview: Option<bool>,
     tls_ca: Option<PathBuf>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
@@ -153,6 +159,8 @@ pub struct Settings {
     pub reconnect_min: Duration,
     pub reconnect_max: Duration,
     pub head_threads: usize,
+    /// Send debug thumbnails (see `--debug-preview`).
+    pub debug_preview: bool,
     /// `None`: plaintext.
     pub tls: Option<tonic::transport::ClientTlsConfig>,
     pub log_format: LogFormat,
@@ -186,6 +194,7 @@ impl Settings {
             reconnect_min: Duration::from_millis(100),
             reconnect_max: Duration::from_millis(1000),
             head_threads: 1,
+            debug_preview: false,
             tls: None,
             log_format: LogFormat::Text,
         }
@@ -290,6 +299,7 @@ impl Settings {
                     .unwrap_or(1000),
             ),
             head_threads: args.head_threads.or(file.head_threads).unwrap_or(1),
+            debug_preview: args.debug_preview || file.debug_preview.unwrap_or(false),
             tls,
             log_format,
         };

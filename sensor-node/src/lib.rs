@@ -148,6 +148,22 @@ pub async fn run(
             "plaintext link to the aggregator: no TLS, no sensor identity (local development only; see --tls-ca, --tls-cert, --tls-key)"
         );
     }
+    let preview = if settings.debug_preview {
+        tracing::warn!(
+            "debug preview ON: a thumbnail (at most 32×32 grey pixels) of this camera's frames leaves the sensor once a second, on its own stream (--debug-preview)"
+        );
+        let (tx, rx) = mpsc::channel(1);
+        tokio::spawn(link::run_preview(
+            settings.clone(),
+            bundle.digest.clone(),
+            rx,
+            lifecycle.watch(),
+        ));
+        Some(tx)
+    } else {
+        tracing::info!("debug preview off: no pixels leave this sensor");
+        None
+    };
     readiness.set(true);
     tracing::info!(
         view = settings.view,
@@ -165,6 +181,7 @@ pub async fn run(
             metrics: handles.clone(),
             flow: flow.clone(),
             runtime: tokio::runtime::Handle::current(),
+            preview,
         };
         let s = settings.clone();
         std::thread::Builder::new()

@@ -139,6 +139,70 @@ fn give_up(l: &LinkShared<'_>, frames: &mut mpsc::Receiver<FeatureFrame>, why: &
     }
 }
 
+/// The aggregator's address as a tonic endpoint (TLS when configured).
+fn endpoint(s: &Settings) -> Result<tonic::transport::Endpoint, String> {
+    let mut endpoint = tonic::transport::Endpoint::from_shared(s.aggregator.clone())
+        .map_err(|e| format!("aggregator address {:?}: {e}", s.aggregator))?
+        .connect_timeout(Duration::from_secs(2))
+        .tcp_nodelay(true);
+    if let Some(tls) = &s.tls {
+        endpoint = endpoint
+            .tls_config(tls.clone())
+            .map_err(|e| format!("TLS configuration: {e}"))?;
+    }
+    Ok(endpoint)
+}
+
+/// Debug thumbnails (`--debug-preview`): forwards what the camera offers on a stream of their
+/// own, reconnecting every few seconds while the aggregator is away, until the sensor stops.
+pub(crate) async fn run_preview(
+    s: Settings,
+    digest: String,
+    mut thumbnails: mpsc::Receiver<wire::PreviewFrame>,
+    mut phase: PhaseWatch,
+) {
+    use wire::debug_preview_client::DebugPreviewClient;
+    loop {
+        let attempt = async {
+            let channel = endpoint(&s)?.connect().await.map_err(|e| error_chain(&e))?;
+            let mut client = DebugPreviewClient::new(channel);
+            let (tx, rx) = mpsc::channel(1);
+            let call = client.send(ReceiverStream::new(rx));
+            tokio::pin!(call);
+            loop {
+                tokio::select! {
+                    r = &mut call => return r.map(|_| false).map_err(|e| e.message().to_string()),
+                    t = thumbnails.recv() => match t {
+                        Some(mut t) => {
+                            t.bundle_digest.clone_from(&digest);
+                            // A busy stream drops the thumbnail: it is only a preview.
+                            let _ = tx.try_send(t);
+                        }
+                        None => return Ok(true),
+                    },
+                }
+            }
+        };
+        let done = tokio::select! {
+            r = attempt => match r {
+                Ok(done) => done,
+                Err(e) => {
+                    tracing::warn!(reason = %wire::sanitize_id(&e), "debug preview stream down; retrying in 5 s");
+                    false
+                }
+            },
+            () = phase.wait_for(Phase::Draining) => true,
+        };
+        if done {
+            return;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_secs(5)) => {}
+            () = phase.wait_for(Phase::Draining) => return,
+        }
+    }
+}
+
 /// Opens the stream and exchanges hello and reply.
 async fn handshake(
     l: &LinkShared<'_>,
@@ -150,16 +214,8 @@ async fn handshake(
     LinkError,
 > {
     let s = l.settings;
-    let mut endpoint = tonic::transport::Endpoint::from_shared(s.aggregator.clone())
-        .map_err(|e| LinkError::Rejected(format!("aggregator address {:?}: {e}", s.aggregator)))?
-        .connect_timeout(Duration::from_secs(2))
-        .tcp_nodelay(true);
-    if let Some(tls) = &s.tls {
-        endpoint = endpoint
-            .tls_config(tls.clone())
-            .map_err(|e| LinkError::Rejected(format!("TLS configuration: {e}")))?;
-    }
-    let channel = endpoint
+    let channel = endpoint(s)
+        .map_err(LinkError::Rejected)?
         .connect()
         .await
         .map_err(|e| transient(&format!("connect {}: {}", s.aggregator, error_chain(&e))))?;

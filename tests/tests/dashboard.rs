@@ -1,6 +1,7 @@
 //! The aggregator's dashboard in a real browser (headless Chromium over the DevTools protocol):
 //! four views, a prediction and latency figures appear and update; a stopped sensor's view shows
-//! as missing within about one fusion deadline; a screenshot is saved.
+//! as missing within about one fusion deadline; only the camera started with `--debug-preview`
+//! shows a thumbnail; a screenshot is saved.
 
 use std::time::Duration;
 
@@ -15,8 +16,12 @@ async fn the_dashboard_shows_views_prediction_latency_and_a_missing_camera() {
     let mut c = cluster(&demo_bundle(), tmp.path(), DEADLINE_MS).await;
     let trigger = trigger_in(1500);
     for v in 0..4 {
-        c.start_sensor(v, &sensor_args(None, 30.0, trigger))
-            .unwrap();
+        let mut args = sensor_args(None, 30.0, trigger);
+        // Only camera 0 sends a debug thumbnail (off by default).
+        if v == 0 {
+            args.push("--debug-preview".into());
+        }
+        c.start_sensor(v, &args).unwrap();
     }
     let url = format!("http://{}/", c.admin);
     // The browser is blocking I/O: its own thread.
@@ -38,6 +43,17 @@ async fn the_dashboard_shows_views_prediction_latency_and_a_missing_camera() {
                 .eval("document.querySelectorAll('.view .maps canvas').length")
                 .unwrap();
             assert_eq!(maps, 16, "{maps}");
+            // Camera 0's thumbnail arrives (once a second); no other camera sends pixels.
+            browser
+                .wait_for(
+                    "document.querySelector('.view[data-view=\"0\"] .preview canvas') !== null",
+                    Duration::from_secs(10),
+                )
+                .expect("camera 0's debug preview");
+            let others = browser
+                .eval("document.querySelectorAll('.view .preview canvas').length")
+                .unwrap();
+            assert_eq!(others, 1, "{others}");
             // It updates: the prediction count moves on.
             let count = |b: &mut Browser| -> u64 {
                 b.eval("parseInt(document.getElementById('count').textContent)")

@@ -20,20 +20,6 @@ pub fn summary(v: &[f64]) -> (f64, f64, f64) {
     )
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn nearest_rank() {
-        let v: Vec<f64> = (1..=100).map(f64::from).collect();
-        assert_eq!(percentile(&v, 50.0), 50.0);
-        assert_eq!(percentile(&v, 99.0), 99.0);
-        assert_eq!(percentile(&[3.0], 99.0), 3.0);
-        assert!(percentile(&[], 50.0).is_nan());
-    }
-}
-
 /// This machine in one line for reports: CPU model, cores, memory (from /proc).
 pub fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
@@ -56,4 +42,18 @@ pub fn machine() -> String {
         })
         .map_or(0.0, |kb| kb / 1024.0 / 1024.0);
     format!("{cpu}, {cores} cores, {mem_gb:.0} GiB")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nearest_rank() {
+        let v: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!(percentile(&v, 50.0), 50.0);
+        assert_eq!(percentile(&v, 99.0), 99.0);
+        assert_eq!(percentile(&[3.0], 99.0), 3.0);
+        assert!(percentile(&[], 50.0).is_nan());
+    }
 }
