@@ -29,6 +29,8 @@ const PAGE: &str = include_str!("dashboard.html");
 pub const FEED_PERIOD: Duration = Duration::from_millis(250);
 /// How often the tail thread copies features for the page (only while one is connected).
 pub const FEATURE_SAMPLE_PERIOD: Duration = Duration::from_millis(250);
+/// The closest two snapshots may be (a change of the views present is sent at once).
+const URGENT_MIN_GAP: Duration = Duration::from_millis(40);
 /// Predictions kept for the latency percentiles and histogram.
 const LATENCY_WINDOW: usize = 600;
 /// Events kept for the timeline.
@@ -160,11 +162,18 @@ impl Dashboard {
         let features = self.tap.features.subscribe();
         let mut tick = tokio::time::interval(FEED_PERIOD);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let mut last_sent = Instant::now();
         loop {
+            let mut urgent = false;
             tokio::select! {
                 () = phase.wait_for(Phase::Stopped) => return,
                 r = preds.recv() => match r {
-                    Ok(p) => state.prediction(&p),
+                    Ok(p) => {
+                        // A camera lost or back: the page hears of it now, not at the next
+                        // tick (at most every URGENT_MIN_GAP).
+                        urgent = state.last.as_ref().is_some_and(|l| l.views_missing != p.views_missing);
+                        state.prediction(&p);
+                    }
                     Err(broadcast::error::RecvError::Lagged(n)) => state.skipped += n,
                     Err(broadcast::error::RecvError::Closed) => return,
                 },
@@ -173,13 +182,17 @@ impl Dashboard {
                     Err(broadcast::error::RecvError::Lagged(n)) => state.events_dropped += n,
                     Err(broadcast::error::RecvError::Closed) => {}
                 },
-                _ = tick.tick() => {
-                    if self.tap.watched() {
-                        let f = features.borrow().clone();
-                        let previews = self.tap.previews.lock().expect("previews lock").clone();
-                        self.snapshot.send_replace(Arc::new(state.snapshot(&setup, f.as_deref(), &previews)));
-                    }
-                }
+                _ = tick.tick() => urgent = true,
+            }
+            if urgent && self.tap.watched() && last_sent.elapsed() >= URGENT_MIN_GAP {
+                last_sent = Instant::now();
+                let f = features.borrow().clone();
+                let previews = self.tap.previews.lock().expect("previews lock").clone();
+                self.snapshot.send_replace(Arc::new(state.snapshot(
+                    &setup,
+                    f.as_deref(),
+                    &previews,
+                )));
             }
         }
     }
