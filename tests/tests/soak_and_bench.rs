@@ -98,7 +98,7 @@ fn the_harness_measures_one_and_two_sensors_and_puts_the_simulator_beside_them()
         assert_eq!(run["simulated"]["frames_degraded"], 0, "{run}");
         assert!(run["simulated"]["end_to_end"]["p50"].as_f64().unwrap() > 0.0);
     }
-    assert!(stdout.contains("| 2 |"), "{stdout}");
+    assert!(stdout.contains("| 2 (wait fit) |"), "{stdout}");
     // The fit is written for `whatif --transport-from`.
     let whatif = Command::new(daemons_bin_dir().join("splitnets-bench"))
         .arg("whatif")

@@ -444,10 +444,17 @@ async fn sensors(a: SensorsArgs) -> anyhow::Result<()> {
         .flat_map(|(_, e)| e.iter().map(|x| x.abs()))
         .fold(0.0, f64::max);
     let worst50 = errors.iter().map(|(_, e)| e[0].abs()).fold(0.0, f64::max);
-    let _ = writeln!(
-        md,
-        "\n**Validation error (N > 2)**: p50 within {worst50:.0} %, any of p50/p90/p99 within {worst:.0} %.\n"
-    );
+    if errors.is_empty() {
+        let _ = writeln!(
+            md,
+            "\n**Validation error**: none measured (no count above 2 sensors in this run).\n"
+        );
+    } else {
+        let _ = writeln!(
+            md,
+            "\n**Validation error (N > 2)**: p50 within {worst50:.0} %, any of p50/p90/p99 within {worst:.0} %.\n"
+        );
+    }
     let _ = writeln!(
         md,
         "Measured p50 per round (ms), the spread of this machine: {}\n",
