@@ -1,9 +1,9 @@
 //! `splitnets-bench`: measure the daemons and predict what they would do elsewhere.
 //!
 //! - `sensors`: runs the real daemons with 1..N sensors on loopback, measures each stage, fits
-//!   the discrete-event simulator's transport and hand-off times on the one-sensor run only,
-//!   and puts the simulator's predictions for every sensor count beside the measurements (the
-//!   error for N > 1 is a validation, not a fit).
+//!   the discrete-event simulator on the one-sensor run's stage distributions and the
+//!   two-sensor run's wait for the second view, and puts its predictions for every sensor count
+//!   beside the measurements (the error for N > 2 is a validation, not a fit).
 //! - `whatif`: the simulator on a hardware profile (default: the headset) for many sensors, with
 //!   per-camera links or one shared bus: latency percentiles, link utilisation and the highest
 //!   sustainable frame rate.
