@@ -2,8 +2,7 @@
 # Makes a fresh Debian machine ready to build, run and test SplitNets. Idempotent: every step
 # checks before it acts, so running it twice costs seconds.
 #
-#   - Debian: the Fashion-MNIST data set (dataset-fashion-mnist), unzip, chromium (the
-#     dashboard's test runs it headless).
+#   - Debian: the Fashion-MNIST data set (dataset-fashion-mnist), unzip.
 #   - ONNX Runtime shared library, taken from the PyPI onnxruntime wheel (no CDN downloads),
 #     unpacked to .local/onnxruntime/ ; scripts/env.sh exports ORT_DYLIB_PATH to it.
 #   - Python packages used only by tests: onnx (checker, extract_model, real topologies),
@@ -25,8 +24,6 @@ if [ "$(id -u)" != "0" ]; then SUDO="sudo"; fi
 need_apt=()
 [ -f /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz ] || need_apt+=(dataset-fashion-mnist)
 command -v unzip >/dev/null || need_apt+=(unzip)
-# Headless Chromium: the dashboard's browser test.
-command -v chromium >/dev/null || need_apt+=(chromium)
 if [ "${#need_apt[@]}" -gt 0 ]; then
   log "apt-get install ${need_apt[*]}"
   $SUDO apt-get update -qq

@@ -7,6 +7,13 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 ./scripts/setup.sh
 source scripts/env.sh
+# Headless Chromium for the dashboard's browser test (tests only: the demo does not need it).
+if ! command -v chromium >/dev/null 2>&1; then
+  echo "[test] apt-get install chromium" >&2
+  SUDO=""; [ "$(id -u)" = "0" ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
+fi
 for tool in cargo-nextest cargo-machete; do
   if ! command -v "$tool" >/dev/null 2>&1; then
     echo "[test] cargo install --locked $tool" >&2

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use tungstenite::{Message, WebSocket, stream::MaybeTlsStream};
 
-/// Debian's `chromium` (installed by `scripts/setup.sh`).
+/// Debian's `chromium` (installed by `scripts/test.sh`).
 pub const CHROMIUM: &str = "chromium";
 
 #[derive(Debug)]
@@ -40,7 +40,7 @@ impl Browser {
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
-            .context("starting chromium (scripts/setup.sh installs Debian's chromium)")?;
+            .context("starting chromium (scripts/test.sh installs Debian's chromium)")?;
         // Chromium prints the DevTools address on stderr; keep draining it afterwards so a full
         // pipe never blocks the browser.
         let stderr = child.stderr.take().context("chromium stderr")?;
