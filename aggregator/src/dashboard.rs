@@ -168,6 +168,8 @@ impl Dashboard {
             tokio::select! {
                 () = phase.wait_for(Phase::Stopped) => return,
                 r = preds.recv() => match r {
+                    // Without a page only the counters move: no windows, no copies.
+                    Ok(p) if !self.tap.watched() => state.count(&p),
                     Ok(p) => {
                         // A camera lost or back: the page hears of it now, not at the next
                         // tick (at most every URGENT_MIN_GAP).
@@ -358,6 +360,14 @@ impl FeedState {
 
     fn t(&self) -> f64 {
         self.started.elapsed().as_secs_f64()
+    }
+
+    /// What is kept while no page is connected.
+    fn count(&mut self, p: &Prediction) {
+        self.predictions += 1;
+        if !p.views_missing.is_empty() {
+            self.degraded += 1;
+        }
     }
 
     fn prediction(&mut self, p: &Prediction) {
@@ -553,6 +563,7 @@ impl FeedState {
             "degraded": self.degraded,
             "rejected": self.rejected,
             "skipped_by_dashboard": self.skipped,
+            "events_dropped": self.events_dropped,
             "prediction": prediction,
             "latency_ms": {
                 "end_to_end": pct(col(|r| r.e2e_ms)),

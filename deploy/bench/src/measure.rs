@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
+use splitnets_deploy::stats::cpu_seconds;
 use splitnets_deploy::{ClusterOptions, LocalCluster};
 use splitnets_proto::bundle::Bundle;
 
@@ -55,17 +56,6 @@ impl Measured {
         self.tail_ms.extend(o.tail_ms);
         self.residual_ms.extend(o.residual_ms);
     }
-}
-
-/// user + system CPU seconds of a process (from /proc/PID/stat).
-fn cpu_seconds(pid: u32) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the command name (which may hold spaces) start after the last ')'.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let (utime, stime): (f64, f64) = (f.get(11)?.parse().ok()?, f.get(12)?.parse().ok()?);
-    // The kernel's USER_HZ is 100 on every Linux architecture this runs on.
-    Some((utime + stime) / 100.0)
 }
 
 /// A copy of `bundle` for a rig of its first `views` cameras, written under `dir`.

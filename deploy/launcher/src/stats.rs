@@ -1,4 +1,4 @@
-//! Percentiles of latency samples.
+//! Percentiles of latency samples; a process's memory and CPU time from /proc; the machine.
 
 /// p-th percentile (0..=100) of `v` by nearest rank; NaN for no samples.
 pub fn percentile(v: &[f64], p: f64) -> f64 {
@@ -42,6 +42,25 @@ pub fn machine() -> String {
         })
         .map_or(0.0, |kb| kb / 1024.0 / 1024.0);
     format!("{cpu}, {cores} cores, {mem_gb:.0} GiB")
+}
+
+/// Resident set size of a process, bytes (from /proc/PID/status).
+pub fn rss_bytes(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// User + system CPU seconds of a process (from /proc/PID/stat).
+pub fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces) start after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let (utime, stime): (f64, f64) = (f.get(11)?.parse().ok()?, f.get(12)?.parse().ok()?);
+    // The kernel's USER_HZ is 100 on every Linux architecture this runs on.
+    Some((utime + stime) / 100.0)
 }
 
 #[cfg(test)]

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::Context;
 use clap::Parser;
 use splitnets_camera::dataset;
-use splitnets_deploy::stats::percentile;
+use splitnets_deploy::stats::{percentile, rss_bytes};
 use splitnets_deploy::{ClusterOptions, LocalCluster, default_bin_dir, metric_sum};
 use splitnets_proto::bundle::Bundle;
 
@@ -92,14 +92,6 @@ fn now_unix_ms() -> u64 {
         .as_millis() as u64
 }
 
-/// Resident set size of a process, bytes (from /proc).
-fn rss_bytes(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
-}
-
 /// Which views were fused for each frame sequence, and when (from `Predictions/Watch`), kept
 /// across aggregator restarts: the watcher reconnects by itself.
 #[derive(Default)]
@@ -131,18 +123,6 @@ fn spawn_watcher(endpoint: String, seen: Arc<Mutex<Seen>>) -> tokio::task::JoinH
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     })
-}
-
-/// A tiny deterministic generator (SplitMix64) for the fault schedule.
-struct SplitMix(u64);
-impl SplitMix {
-    fn next_f64(&mut self) -> f64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        (z ^ (z >> 31)) as f64 / u64::MAX as f64
-    }
 }
 
 #[derive(serde::Serialize, Clone)]
@@ -392,7 +372,7 @@ async fn fault_phase(
     let seq_at = |unix_ms: u64| -> u64 {
         (unix_ms.saturating_sub(start_at) as f64 * args.fps / 1000.0).floor() as u64
     };
-    let mut rng = SplitMix(args.seed);
+    let mut rng = splitnets_camera::rig::SplitMix64::new(args.seed);
     let t0 = Instant::now();
     // Let everything settle first.
     tokio::time::sleep(Duration::from_secs(5)).await;
@@ -429,7 +409,7 @@ async fn fault_phase(
                 .context("restarting the aggregator")?;
             back_ms = now_unix_ms();
         } else {
-            let v = ((rng.next_f64() * views as f64) as u32).min(views - 1);
+            let v = rng.below(u64::from(views)) as u32;
             row.target = format!("sensor-{v}");
             cluster.kill_sensor(v).await?;
             tokio::time::sleep(Duration::from_secs_f64(down)).await;
