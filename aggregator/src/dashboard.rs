@@ -39,8 +39,22 @@ const EVENTS_KEPT: usize = 40;
 /// Something worth a mark on the timeline, from the frame path.
 #[derive(Debug, Clone)]
 pub enum DashEvent {
-    FrameRejected { view: u32, reason: &'static str },
-    SensorRejected { reason: &'static str },
+    FrameRejected {
+        view: u32,
+        reason: &'static str,
+    },
+    SensorRejected {
+        reason: &'static str,
+    },
+    /// Live split switching moved the fleet to another variant of the bundle set.
+    SplitSwitch {
+        from: u32,
+        to: u32,
+        reason: &'static str,
+        capacity_bps: f64,
+        /// The new variant's link budget per view, bytes per second.
+        budget_bytes_per_second: f64,
+    },
 }
 
 /// One fused frame's dequantized features, as the tail saw them.
@@ -50,6 +64,8 @@ pub struct FeatureSample {
     pub views: Vec<u32>,
     /// `[views, C, H, W]`, views in `views` order.
     pub values: Vec<f32>,
+    /// One view's feature shape `[1, C, H, W]` (variants of a bundle set differ).
+    pub shape: Vec<usize>,
 }
 
 /// A sensor's debug thumbnail (only from sensors started with `--debug-preview`).
@@ -332,6 +348,8 @@ struct FeedState {
     rejected: u64,
     skipped: u64,
     events_dropped: u64,
+    /// The link budget of the variant the fleet switched to last (bundle sets).
+    budget_now: Option<f64>,
 }
 
 impl FeedState {
@@ -348,6 +366,7 @@ impl FeedState {
             rejected: 0,
             skipped: 0,
             events_dropped: 0,
+            budget_now: None,
         }
     }
 
@@ -431,13 +450,32 @@ impl FeedState {
     }
 
     fn event(&mut self, e: DashEvent) {
-        self.rejected += 1;
         let t = self.t();
+        if let DashEvent::SplitSwitch {
+            from,
+            to,
+            reason,
+            capacity_bps,
+            budget_bytes_per_second,
+        } = e
+        {
+            self.budget_now = Some(budget_bytes_per_second);
+            self.push_event(serde_json::json!({
+                "t": t, "kind": "switch", "count": 1,
+                "text": format!(
+                    "split switch: variant {from} → {to} ({reason}; link ≈ {:.0} kbit/s)",
+                    capacity_bps / 1e3
+                ),
+            }));
+            return;
+        }
+        self.rejected += 1;
         let text = match e {
             DashEvent::FrameRejected { view, reason } => {
                 format!("frame from view {view} rejected: {reason}")
             }
             DashEvent::SensorRejected { reason } => format!("sensor refused: {reason}"),
+            DashEvent::SplitSwitch { .. } => unreachable!("handled above"),
         };
         // Collapse a burst of the same rejection into one line with a count.
         if let Some(last) = self.events.back_mut()
@@ -504,10 +542,10 @@ impl FeedState {
                 let present = !missing_now && last.is_some_and(|t| now.duration_since(t) <= fresh);
                 let feature = f.and_then(|s| {
                     let i = s.views.iter().position(|x| *x == v)?;
-                    let per: usize = setup.feature_shape.iter().skip(1).product();
+                    let per: usize = s.shape.iter().skip(1).product();
                     let vals = &s.values[i * per..(i + 1) * per];
                     // Per channel, scaled to 0..255 for the heat map.
-                    let hw: usize = setup.feature_shape.iter().skip(2).product();
+                    let hw: usize = s.shape.iter().skip(2).product();
                     let channels: Vec<Vec<u8>> = vals
                         .chunks(hw.max(1))
                         .map(|c| {
@@ -537,7 +575,7 @@ impl FeedState {
                     "preview": preview,
                     "last_seen_s": last.map(|t| now.duration_since(t).as_secs_f64()),
                     "bytes_per_s": bytes,
-                    "budget_bytes_per_s": setup.budget_bytes_per_second,
+                    "budget_bytes_per_s": self.budget_now.unwrap_or(setup.budget_bytes_per_second),
                     "feature": feature,
                 })
             })
@@ -555,7 +593,7 @@ impl FeedState {
         serde_json::json!({
             "bundle": setup.bundle_name,
             "classes": setup.classes,
-            "feature_shape": setup.feature_shape,
+            "feature_shape": f.map_or(&setup.feature_shape, |s| &s.shape),
             "fusion_deadline_ms": setup.fusion_deadline.as_secs_f64() * 1e3,
             "uptime_s": self.t(),
             "fused_per_s": fps,

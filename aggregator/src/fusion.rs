@@ -28,6 +28,8 @@ pub struct ViewArrival {
     pub epoch: u64,
     pub sequence: u64,
     pub view: u32,
+    /// The bundle set's variant that made it (0 with a single bundle).
+    pub variant: u32,
     pub capture_time_unix_ns: u64,
     /// Whether the capture time is plausible on the aggregator's clock (else it is kept out of
     /// the latency figures).
@@ -322,6 +324,7 @@ mod tests {
             epoch: 0,
             sequence: seq,
             view,
+            variant: 0,
             capture_time_unix_ns: 0,
             capture_plausible: false,
             sensor_ns: 0,

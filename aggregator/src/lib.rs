@@ -15,6 +15,7 @@ pub mod fusion;
 pub mod link;
 pub mod metrics;
 pub mod predictions;
+pub mod switching;
 pub mod tail;
 
 use std::future::Future;
@@ -23,7 +24,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use splitnets_ops::{Lifecycle, LogRateLimit, Metrics, Phase, Readiness};
-use splitnets_proto::bundle::Bundle;
+use splitnets_proto::bundle_set::BundleSet;
 use splitnets_proto::wire::{
     self, Prediction, feature_link_server::FeatureLinkServer, predictions_server::PredictionsServer,
 };
@@ -50,14 +51,19 @@ pub struct BoundAddrs {
 /// Runs the aggregator until `shutdown` resolves, then drains through the [`Phase`]s: sensors are
 /// told to stop (`Draining`), pending frames are fused and published (`Flushing`), watchers get
 /// everything published, and the servers stop (`Stopped`).
+///
+/// `bundle`: a bundle, or a bundle set whose variants the aggregator switches the fleet between
+/// as the links allow (live split switching).
 pub async fn run(
     settings: Settings,
-    bundle: Bundle,
+    bundle: impl Into<BundleSet>,
     grpc: TcpListener,
     admin: TcpListener,
     metrics: Metrics,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let set: BundleSet = bundle.into();
+    let bundle = set.primary().clone();
     let m = &bundle.manifest;
     if let Some(ids) = settings
         .tls
@@ -82,17 +88,38 @@ pub async fn run(
     let (job_tx, job_rx) = mpsc::channel::<FusionJob>(64);
     let (arrival_tx, arrival_rx) = mpsc::channel(1024);
     let dashboard = dashboard::Dashboard::new(m.cameras.views);
+    let switching = set.switchable.then(|| {
+        Arc::new(switching::Switching::new(
+            (0..set.variants.len())
+                .map(|v| set.frame_wire_bytes(v))
+                .collect(),
+            m.cameras.views as usize,
+            (0..set.variants.len())
+                .map(|v| set.link_budget(v).bits_per_second_per_view / 8.0)
+                .collect(),
+        ))
+    });
 
-    // The tail loads and warms up on its own thread before anything reports ready.
+    // The tails load and warm up on their own thread before anything reports ready.
     let tail_thread = {
-        let (bundle, threads) = (bundle.clone(), settings.tail_threads);
+        let (set, threads) = (set.clone(), settings.tail_threads);
         let (pred_tx, h, tap) = (pred_tx.clone(), handles.clone(), dashboard.tap());
+        let sw = switching.clone();
         tokio::task::spawn_blocking(move || {
-            tail::spawn_tail_thread(&bundle, threads, job_rx, pred_tx, h, tap)
+            tail::spawn_tail_thread(&set, threads, job_rx, pred_tx, h, tap, sw)
         })
         .await??
     };
     let fleet = Arc::new(fleet::Fleet::new());
+    if let Some(sw) = &switching {
+        tokio::spawn(switching::run_controller(
+            sw.clone(),
+            fleet.clone(),
+            handles.clone(),
+            dashboard.tap(),
+            lifecycle.watch(),
+        ));
+    }
     let fusion_task = tokio::spawn(fusion::run_fusion(
         Fusion::for_aggregator(
             m.cameras.views,
@@ -113,10 +140,14 @@ pub async fn run(
     ));
     let link_state = Arc::new(LinkState {
         aggregator_id: settings.id.clone(),
-        bundle_digest: bundle.digest.clone(),
+        bundle_digest: set.digest.clone(),
         views: m.cameras.views,
-        feature_shape: m.split.feature_shape.clone(),
-        codec: m.codec,
+        variants: set
+            .variants
+            .iter()
+            .map(|b| (b.manifest.split.feature_shape.clone(), b.manifest.codec))
+            .collect(),
+        switching: switching.clone(),
         connected: Mutex::new(Default::default()),
         arrivals: arrival_tx,
         phase: lifecycle.watch(),
@@ -124,7 +155,14 @@ pub async fn run(
         fleet,
         handshake_timeout: settings.handshake_timeout,
         view_idle_timeout: settings.view_idle_timeout,
-        max_message_bytes: wire::feature_link_message_limit(&m.split.feature_shape, m.codec),
+        max_message_bytes: set
+            .variants
+            .iter()
+            .map(|b| {
+                wire::feature_link_message_limit(&b.manifest.split.feature_shape, b.manifest.codec)
+            })
+            .max()
+            .unwrap_or(wire::MAX_MESSAGE_BYTES),
         log: log.clone(),
         view_identities: settings
             .tls
@@ -164,7 +202,7 @@ pub async fn run(
         },
         dashboard::PreviewService {
             tap: dashboard.tap(),
-            bundle_digest: bundle.digest.clone(),
+            bundle_digest: set.digest.clone(),
             views: m.cameras.views,
             view_identities: settings
                 .tls
@@ -187,7 +225,7 @@ pub async fn run(
             classes: m.classes.clone(),
             views: m.cameras.views,
             feature_shape: m.split.feature_shape.clone(),
-            budget_bytes_per_second: m.link_budget.bits_per_second_per_view / 8.0,
+            budget_bytes_per_second: set.link_budget(0).bits_per_second_per_view / 8.0,
             fusion_deadline: settings.fusion_deadline,
         },
         pred_tx.clone(),
@@ -215,8 +253,9 @@ pub async fn run(
     tracing::info!(
         grpc = %addrs.grpc,
         admin = %addrs.admin,
-        bundle = %bundle.dir.display(),
-        digest = %&bundle.digest[..16],
+        bundle = %set.dir.display(),
+        digest = %&set.digest[..16],
+        variants = set.variants.len(),
         views = m.cameras.views,
         codec = %m.codec,
         deadline_ms = settings.fusion_deadline.as_millis() as u64,

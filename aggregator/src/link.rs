@@ -33,8 +33,10 @@ pub struct LinkState {
     pub aggregator_id: String,
     pub bundle_digest: String,
     pub views: u32,
-    pub feature_shape: Vec<usize>,
-    pub codec: CodecSpec,
+    /// Each variant's feature shape and codec (one entry with a single bundle).
+    pub variants: Vec<(Vec<usize>, CodecSpec)>,
+    /// A bundle set: frames must name their variant; switching state.
+    pub switching: Option<Arc<crate::switching::Switching>>,
     pub connected: Mutex<HashSet<u32>>,
     pub arrivals: mpsc::Sender<ViewArrival>,
     /// The aggregator's lifecycle: streams send `Drain` once it reaches [`Phase::Draining`].
@@ -104,6 +106,8 @@ fn rejection(st: &LinkState, reason: RejectReason, detail: String) -> OutStream 
         aggregator_id: id.to_string(),
         credit_before_sequence: 0,
         next_sequence: 0,
+        variant: 0,
+        variant_from_sequence: 0,
     }));
     Box::pin(tokio_stream::iter([reply]))
 }
@@ -255,7 +259,14 @@ impl FeatureLink for FeatureLinkService {
         );
 
         let (tx, rx) = mpsc::channel::<Result<AggregatorMessage, Status>>(64);
+        let mut switch = st.switching.as_ref().map(|s| s.command.subscribe());
+        let now_running = switch
+            .as_mut()
+            .map(|w| *w.borrow_and_update())
+            .unwrap_or_default();
         tx.send(msg(aggregator_message::Kind::HelloReply(HelloReply {
+            variant: now_running.variant,
+            variant_from_sequence: now_running.from_sequence,
             accepted: true,
             reason: RejectReason::Unspecified as i32,
             detail: String::new(),
@@ -313,6 +324,20 @@ impl FeatureLink for FeatureLinkService {
                             idle_timeout.as_millis()
                         )))).await;
                         break;
+                    }
+                    changed = async { switch.as_mut().expect("guarded").changed().await }, if switch.is_some() => {
+                        if changed.is_err() {
+                            switch = None;
+                            continue;
+                        }
+                        let c = *switch.as_mut().expect("guarded").borrow_and_update();
+                        let m = Control { kind: Some(control::Kind::SwitchVariant(wire::SwitchVariant {
+                            variant: c.variant,
+                            from_sequence: c.from_sequence,
+                        })) };
+                        if tx.send(msg(aggregator_message::Kind::Control(m))).await.is_err() {
+                            break;
+                        }
                     }
                     changed = credit.changed(), if max_rate => {
                         if changed.is_err() {
@@ -411,8 +436,44 @@ async fn handle_message(st: &LinkState, view: u32, epoch: u64, m: SensorMessage)
             );
         }
     }
-    // The stream's constants come from the bundle; the frame brings only what changes.
-    let encoded = wire::frame_tensor(&frame, st.codec, &st.feature_shape);
+    // Which variant made it: a bundle set's frames say so, a single bundle's never do.
+    let variant = match (st.switching.is_some(), frame.variant) {
+        (false, None) => 0,
+        (false, Some(v)) => {
+            return reject_frame(
+                st,
+                view,
+                seq,
+                "variant",
+                format!("frame names variant {v}, but this aggregator runs a single bundle"),
+            );
+        }
+        (true, None) => {
+            return reject_frame(
+                st,
+                view,
+                seq,
+                "variant",
+                "frame names no variant; this aggregator runs a bundle set".into(),
+            );
+        }
+        (true, Some(v)) if v as usize >= st.variants.len() => {
+            return reject_frame(
+                st,
+                view,
+                seq,
+                "variant",
+                format!(
+                    "variant {v} does not exist: the set has variants 0..{}",
+                    st.variants.len()
+                ),
+            );
+        }
+        (true, Some(v)) => v,
+    };
+    // The stream's constants come from the variant; the frame brings only what changes.
+    let (shape, codec) = &st.variants[variant as usize];
+    let encoded = wire::frame_tensor(&frame, *codec, shape);
     if let Err(e) = codec::validate(&encoded) {
         return reject_frame(st, view, seq, "payload", e.to_string());
     }
@@ -432,7 +493,21 @@ async fn handle_message(st: &LinkState, view: u32, epoch: u64, m: SensorMessage)
     };
     vm.frames_received.increment(1);
     vm.link_received_bytes.increment(message_bytes);
+    if let Some(sw) = &st.switching
+        && capture_plausible
+    {
+        sw.observe(
+            view,
+            variant,
+            message_bytes,
+            link_ns,
+            seq,
+            capture,
+            received_unix_ns,
+        );
+    }
     let arrival = ViewArrival {
+        variant,
         epoch,
         sequence: seq,
         view,

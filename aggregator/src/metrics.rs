@@ -5,12 +5,13 @@ use metrics::{Counter, Gauge, Histogram};
 use splitnets_ops::{MetricKind, Metrics};
 
 /// Why a frame was rejected: the `reason` label of `aggregator_frames_rejected_total`.
-pub const REJECT_REASONS: [&str; 6] = [
+pub const REJECT_REASONS: [&str; 7] = [
     "hello",
     "empty",
     "no_sequence",
     "epoch",
     "sequence",
+    "variant",
     "payload",
 ];
 
@@ -65,6 +66,12 @@ pub struct AggregatorMetrics {
     pub idle_streams_closed: Counter,
     pub oversize_messages: Counter,
     pub log_lines_suppressed: Counter,
+    /// Live split switching (bundle sets).
+    pub split_switches: Counter,
+    pub split_switch_seconds: Histogram,
+    pub split_switch_frames_in_flight: Counter,
+    pub split_variant: Gauge,
+    pub variant_mismatched_views: Counter,
     /// Indexed like [`CONNECTION_REFUSALS`].
     connections_refused: Vec<Counter>,
     metrics: Metrics,
@@ -174,6 +181,31 @@ impl AggregatorMetrics {
                 "Warnings about rejected peers not written because they exceeded the log rate limit.",
             ),
             (
+                C,
+                "aggregator_split_switches_total",
+                "Live split switches decided (bundle sets): the fleet moved to another variant.",
+            ),
+            (
+                H,
+                "aggregator_split_switch_seconds",
+                "From a split switch's decision to the first frame fused with the new variant.",
+            ),
+            (
+                C,
+                "aggregator_split_switch_frames_in_flight_total",
+                "Frames fused with the old variant after a switch was decided (made before the boundary; none lost).",
+            ),
+            (
+                G,
+                "aggregator_split_variant",
+                "The variant of the bundle set the fleet was last told to run.",
+            ),
+            (
+                C,
+                "aggregator_variant_mismatched_views_total",
+                "Views left out of a fused frame because they were made with another variant than the frame's other views.",
+            ),
+            (
                 H,
                 "aggregator_tail_seconds",
                 "Time in the tail model (ONNX Runtime) per fused frame.",
@@ -230,6 +262,12 @@ impl AggregatorMetrics {
             idle_streams_closed: m.counter("aggregator_idle_streams_closed_total", &[]),
             oversize_messages: m.counter("aggregator_oversize_messages_total", &[]),
             log_lines_suppressed: m.counter("aggregator_log_lines_suppressed_total", &[]),
+            split_switches: m.counter("aggregator_split_switches_total", &[]),
+            split_switch_seconds: m.histogram("aggregator_split_switch_seconds", &[]),
+            split_switch_frames_in_flight: m
+                .counter("aggregator_split_switch_frames_in_flight_total", &[]),
+            split_variant: m.gauge("aggregator_split_variant", &[]),
+            variant_mismatched_views: m.counter("aggregator_variant_mismatched_views_total", &[]),
             connections_refused: CONNECTION_REFUSALS
                 .iter()
                 .map(|r| {

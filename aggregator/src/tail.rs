@@ -1,7 +1,9 @@
 //! The tail thread: owns the tail stage (ONNX Runtime session), decodes each fused frame's views
 //! straight into the stacked tail input, runs the tail, and publishes the prediction.
 
-use splitnets_proto::bundle::Bundle;
+use std::sync::Arc;
+
+use splitnets_proto::bundle_set::BundleSet;
 use splitnets_proto::wire::{Prediction, ViewReport};
 use splitnets_runtime::{SessionOptions, TailStage, argmax};
 use tokio::sync::{broadcast, mpsc};
@@ -11,41 +13,106 @@ use crate::fusion::FusionJob;
 use crate::link::unix_ns;
 use crate::metrics::AggregatorMetrics;
 
-/// Loads and warms up the tail (call off the async runtime), then starts its thread, which runs
-/// until `jobs` closes.
+/// Loads and warms up the tail of every variant (call off the async runtime), then starts its
+/// thread, which runs until `jobs` closes.
 pub fn spawn_tail_thread(
-    bundle: &Bundle,
+    set: &BundleSet,
     threads: usize,
     jobs: mpsc::Receiver<FusionJob>,
     predictions: broadcast::Sender<Prediction>,
     metrics: AggregatorMetrics,
     dashboard: DashboardTap,
+    switching: Option<Arc<crate::switching::Switching>>,
 ) -> anyhow::Result<std::thread::JoinHandle<()>> {
-    let mut tail = TailStage::new(
-        bundle,
-        SessionOptions {
-            intra_op_threads: threads,
-        },
-    )?;
-    tail.warm_up()?;
-    let classes = bundle.manifest.classes.clone();
+    let mut tails = Vec::with_capacity(set.variants.len());
+    for b in &set.variants {
+        let mut tail = TailStage::new(
+            b,
+            SessionOptions {
+                intra_op_threads: threads,
+            },
+        )?;
+        tail.warm_up()?;
+        tails.push((tail, b.manifest.split.feature_shape.clone()));
+    }
+    let classes = set.primary().manifest.classes.clone();
     let handle = std::thread::Builder::new()
         .name("tail".into())
-        .spawn(move || tail_loop(tail, classes, jobs, predictions, metrics, dashboard))?;
+        .spawn(move || {
+            tail_loop(
+                tails,
+                classes,
+                jobs,
+                predictions,
+                metrics,
+                dashboard,
+                switching,
+            );
+        })?;
     Ok(handle)
 }
 
+/// The variant a frame is finished with: the one most of its views were made with (all of
+/// them, except for a frame a sensor made on the wrong side of a switch boundary).
+fn frame_variant(job: &FusionJob) -> u32 {
+    let mut counts: Vec<(u32, usize)> = Vec::new();
+    for v in &job.views {
+        match counts.iter_mut().find(|(k, _)| *k == v.variant) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((v.variant, 1)),
+        }
+    }
+    counts.iter().max_by_key(|(_, n)| *n).map_or(0, |(k, _)| *k)
+}
+
 fn tail_loop(
-    mut tail: TailStage,
+    mut tails: Vec<(TailStage, Vec<usize>)>,
     classes: Vec<String>,
     mut jobs: mpsc::Receiver<FusionJob>,
     predictions: broadcast::Sender<Prediction>,
     metrics: AggregatorMetrics,
     dashboard: DashboardTap,
+    switching: Option<Arc<crate::switching::Switching>>,
 ) {
     let mut last_sample: Option<std::time::Instant> = None;
-    while let Some(job) = jobs.blocking_recv() {
+    let mut in_flight_old = 0u64;
+    while let Some(mut job) = jobs.blocking_recv() {
+        let variant = frame_variant(&job);
+        if job.views.iter().any(|v| v.variant != variant) {
+            let (keep, odd): (Vec<_>, Vec<_>) =
+                job.views.into_iter().partition(|v| v.variant == variant);
+            metrics.variant_mismatched_views.increment(odd.len() as u64);
+            tracing::warn!(sequence = job.sequence, variant, views = ?odd.iter().map(|v| v.view).collect::<Vec<_>>(), "views made with another variant left out");
+            job.views_missing.extend(odd.iter().map(|v| v.view));
+            job.views_missing.sort_unstable();
+            job.views = keep;
+        }
+        if let Some(sw) = &switching {
+            let mut issued = sw.issued.lock().expect("issued lock");
+            if let Some(i) = *issued {
+                if variant == i.to {
+                    let took = i.at.elapsed();
+                    metrics.split_switch_seconds.record(took.as_secs_f64());
+                    metrics
+                        .split_switch_frames_in_flight
+                        .increment(in_flight_old);
+                    tracing::info!(
+                        from = i.from,
+                        to = i.to,
+                        first_sequence = job.sequence,
+                        time_to_switch_ms = took.as_secs_f64() * 1e3,
+                        frames_in_flight = in_flight_old,
+                        "split switch complete"
+                    );
+                    *issued = None;
+                    in_flight_old = 0;
+                } else {
+                    in_flight_old += 1;
+                }
+            }
+        }
         let n = job.views.len();
+        let (tail, shape) = &mut tails[variant as usize];
         let (logits, t) = match tail.run_encoded(job.views.iter().map(|v| &v.tensor)) {
             Ok(r) => r,
             Err(e) => {
@@ -63,6 +130,7 @@ fn tail_loop(
                 sequence: job.sequence,
                 views: job.views.iter().map(|v| v.view).collect(),
                 values: tail.stacked_features().to_vec(),
+                shape: shape.clone(),
             });
         }
         let completed = unix_ns();
@@ -97,6 +165,7 @@ fn tail_loop(
             },
             completed_time_unix_ns: completed,
             skipped_before: 0,
+            variant,
         };
         metrics.tail_seconds.record(t.tail_ns as f64 * 1e-9);
         if p.end_to_end_ns > 0 {

@@ -13,4 +13,6 @@ pub mod profile;
 pub mod sim;
 pub mod split;
 
-pub use link::{LinkBudget, LinkBudgetInput, feature_message_bytes, link_budget};
+pub use link::{
+    LinkBudget, LinkBudgetInput, feature_message_bytes, feature_message_bytes_in_set, link_budget,
+};

@@ -119,6 +119,16 @@ fn varint_len(v: u64) -> u64 {
 /// stream's constants (shape, encoding, bit width) travel once, in the handshake; the proto crate
 /// tests this formula against real encoded messages.
 pub fn feature_message_bytes(parameter_pairs: usize, payload_bytes: u64) -> u64 {
+    feature_message_bytes_in_set(parameter_pairs, payload_bytes, false)
+}
+
+/// [`feature_message_bytes`] for a frame of a bundle set, which names its variant
+/// (`in_set`: a fixed32 field, 5 bytes).
+pub fn feature_message_bytes_in_set(
+    parameter_pairs: usize,
+    payload_bytes: u64,
+    in_set: bool,
+) -> u64 {
     let len_field = |n: u64| if n == 0 { 0 } else { 1 + varint_len(n) + n };
     let pairs = parameter_pairs as u64;
     let frame = 9 // sequence (fixed64)
@@ -127,7 +137,8 @@ pub fn feature_message_bytes(parameter_pairs: usize, payload_bytes: u64) -> u64 
         + 5 // queue time (fixed32)
         + len_field(4 * pairs) // scale, packed float
         + len_field(4 * pairs) // zero_point, packed sfixed32
-        + len_field(payload_bytes);
+        + len_field(payload_bytes)
+        + if in_set { 5 } else { 0 }; // variant (fixed32)
     let message = 1 + varint_len(frame) + frame;
     message + 5
 }

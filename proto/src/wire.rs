@@ -38,6 +38,7 @@ pub fn frame_to_wire(
             Vec::new()
         },
         payload: t.payload.clone(),
+        variant: None,
     }
 }
 
@@ -90,10 +91,20 @@ pub fn sensor_message_wire_bytes(m: &SensorMessage) -> usize {
 /// Bytes a feature frame of `shape` encoded with `spec` occupies on the stream: exact (see
 /// [`splitnets_cost_model::feature_message_bytes`]).
 pub fn feature_frame_wire_bytes(shape: &[usize], spec: crate::codec::CodecSpec) -> usize {
+    feature_frame_wire_bytes_in_set(shape, spec, false)
+}
+
+/// [`feature_frame_wire_bytes`] for a frame of a bundle set (`in_set`: it names its variant).
+pub fn feature_frame_wire_bytes_in_set(
+    shape: &[usize],
+    spec: crate::codec::CodecSpec,
+    in_set: bool,
+) -> usize {
     let elements: usize = shape.iter().product();
-    splitnets_cost_model::feature_message_bytes(
+    splitnets_cost_model::feature_message_bytes_in_set(
         spec.parameter_count(shape),
         spec.payload_bytes(elements) as u64,
+        in_set,
     ) as usize
 }
 
@@ -206,6 +217,17 @@ mod tests {
                     // The frame carries what the decoder needs, with the bundle's constants.
                     let back = frame_tensor(&m_frame(&m), spec, &shape);
                     assert_eq!(back, t, "shape {shape:?} {spec}");
+                    // A bundle set's frame names its variant: exactly 5 bytes more.
+                    let mut tagged = m_frame(&m);
+                    tagged.variant = Some(v as u32);
+                    let tagged = SensorMessage {
+                        kind: Some(sensor_message::Kind::Frame(tagged)),
+                    };
+                    assert_eq!(
+                        sensor_message_wire_bytes(&tagged),
+                        feature_frame_wire_bytes_in_set(&shape, spec, true),
+                        "shape {shape:?} {spec} value {v} in a set"
+                    );
                 }
             }
         }

@@ -25,6 +25,7 @@ fn seed_message(seed: u64) -> Vec<u8> {
             scale: vec![0.01],
             zero_point: vec![3],
             payload: payload.into(),
+            variant: None,
         })),
     }
     .encode_to_vec()

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use splitnets_ops::{Phase, PhaseWatch};
-use splitnets_proto::bundle::Bundle;
+use splitnets_proto::bundle_set::BundleSet;
 use splitnets_proto::wire::{self, FeatureFrame};
 use splitnets_runtime::{HeadStage, SessionOptions};
 use tokio::sync::mpsc;
@@ -18,11 +18,20 @@ use crate::metrics::SensorMetrics;
 use crate::source::FrameSource;
 use crate::{Counters, unix_ns};
 
-/// One camera's frame source and head stage.
-pub(crate) struct Camera {
-    source: FrameSource,
+/// One variant's head on this camera.
+struct VariantHead {
     head: HeadStage,
     codec: splitnets_proto::codec::CodecSpec,
+    /// `--emulate-compute`: the sensor stage is padded to this (the profile's prediction).
+    padded_to: Option<Duration>,
+}
+
+/// One camera's frame source and head stages (one per variant of a bundle set).
+pub(crate) struct Camera {
+    source: FrameSource,
+    heads: Vec<VariantHead>,
+    /// A bundle set: frames name their variant.
+    switchable: bool,
     view: u32,
     pixels: Vec<u8>,
     height: usize,
@@ -31,7 +40,8 @@ pub(crate) struct Camera {
 
 impl Camera {
     /// Opens the source and the head, and warms the head up (before the sensor reports ready).
-    pub(crate) fn open(settings: &Settings, bundle: &Bundle) -> anyhow::Result<Self> {
+    pub(crate) fn open(settings: &Settings, set: &BundleSet) -> anyhow::Result<Self> {
+        let bundle = set.primary();
         let m = &bundle.manifest;
         if settings.view >= m.cameras.views {
             anyhow::bail!(
@@ -50,18 +60,39 @@ impl Camera {
             }
             SourceKind::Folder(dir) => FrameSource::folder(dir, m.input.height, m.input.width)?,
         };
-        let mut head = HeadStage::new(
-            bundle,
-            SessionOptions {
-                intra_op_threads: settings.head_threads,
-            },
-        )?;
-        // The first runs allocate and pick kernels; do them before reporting ready.
-        head.warm_up(3).context("warming up the head")?;
+        let mut heads = Vec::with_capacity(set.variants.len());
+        for (i, b) in set.variants.iter().enumerate() {
+            let mut head = HeadStage::new(
+                b,
+                SessionOptions {
+                    intra_op_threads: settings.head_threads,
+                },
+            )?;
+            // The first runs allocate and pick kernels; do them before reporting ready (every
+            // variant: a switch must not stall the camera).
+            head.warm_up(3)
+                .with_context(|| format!("warming up the head of variant {i}"))?;
+            let padded_to = if settings.emulate_compute {
+                let p = b.manifest.predicted.as_ref().ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "--emulate-compute: bundle {} has no predicted costs to pad to",
+                        b.dir.display()
+                    )
+                })?;
+                Some(Duration::from_secs_f64(p.sensor_seconds.max(0.0)))
+            } else {
+                None
+            };
+            heads.push(VariantHead {
+                head,
+                codec: b.manifest.codec,
+                padded_to,
+            });
+        }
         Ok(Self {
             source,
-            head,
-            codec: m.codec,
+            heads,
+            switchable: set.switchable,
             view: settings.view,
             pixels: Vec::new(),
             height: m.input.height,
@@ -69,22 +100,33 @@ impl Camera {
         })
     }
 
-    /// Frame `n`: capture → head stage → a feature frame for the wire.
-    fn capture(&mut self, n: u64, metrics: &SensorMetrics) -> anyhow::Result<FeatureFrame> {
+    /// Frame `n` with `variant`: capture → head stage → a feature frame for the wire.
+    fn capture(
+        &mut self,
+        n: u64,
+        variant: u32,
+        metrics: &SensorMetrics,
+    ) -> anyhow::Result<FeatureFrame> {
         let capture_time_unix_ns = unix_ns();
         let t0 = Instant::now();
         self.source.frame_into(n, &mut self.pixels)?;
-        let (encoded, t) = self.head.encode(&self.pixels)?;
+        let v = &mut self.heads[variant as usize];
+        let (encoded, t) = v.head.encode(&self.pixels)?;
         metrics.head_seconds.record(t.head_ns as f64 * 1e-9);
         metrics.encode_seconds.record(t.encode_ns as f64 * 1e-9);
-        let sensor_ns = u32::try_from(t0.elapsed().as_nanos()).unwrap_or(u32::MAX);
-        Ok(wire::frame_to_wire(
-            encoded,
-            self.codec,
-            n,
-            capture_time_unix_ns,
-            sensor_ns,
-        ))
+        let mut frame = wire::frame_to_wire(encoded, v.codec, n, capture_time_unix_ns, 0);
+        if let Some(until) = v.padded_to {
+            // Spin-free padding: this machine is faster than the headset's sensor.
+            let left = until.saturating_sub(t0.elapsed());
+            if !left.is_zero() {
+                std::thread::sleep(left);
+            }
+        }
+        frame.sensor_ns = Some(u32::try_from(t0.elapsed().as_nanos()).unwrap_or(u32::MAX));
+        if self.switchable {
+            frame.variant = Some(variant);
+        }
+        Ok(frame)
     }
 }
 
@@ -162,6 +204,26 @@ pub(crate) struct Flow {
     /// Where the fleet is: a camera behind it (late join, no shared trigger) jumps ahead
     /// instead of sending stale frames.
     pub next_sequence: AtomicU64,
+    /// Bundle sets: which variant makes which frame, as the aggregator last said.
+    pub variant: std::sync::Mutex<VariantSchedule>,
+}
+
+/// Frames from `from_sequence` on use `variant`; earlier ones `previous`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct VariantSchedule {
+    pub variant: u32,
+    pub from_sequence: u64,
+    pub previous: u32,
+}
+
+impl VariantSchedule {
+    pub fn variant_for(&self, sequence: u64) -> u32 {
+        if sequence >= self.from_sequence {
+            self.variant
+        } else {
+            self.previous
+        }
+    }
 }
 
 impl Flow {
@@ -169,6 +231,35 @@ impl Flow {
         Self {
             credit: tokio::sync::watch::Sender::new(0),
             next_sequence: AtomicU64::new(0),
+            variant: std::sync::Mutex::new(VariantSchedule::default()),
+        }
+    }
+
+    /// The aggregator's word: `variant` from `from_sequence` on (a variant this sensor does not
+    /// have is ignored and logged: the aggregator checked the set's digest, so it is a bug).
+    pub fn switch_variant(&self, variant: u32, from_sequence: u64, variants: usize) {
+        if variant as usize >= variants {
+            tracing::error!(
+                variant,
+                variants,
+                "switch to a variant this set does not have ignored"
+            );
+            return;
+        }
+        let mut s = self.variant.lock().expect("variant schedule lock");
+        if s.variant != variant || s.from_sequence != from_sequence {
+            let previous = s.variant;
+            *s = VariantSchedule {
+                variant,
+                from_sequence,
+                previous,
+            };
+            tracing::info!(
+                variant,
+                from_sequence,
+                previous,
+                "split variant switch scheduled"
+            );
         }
     }
 }
@@ -237,7 +328,13 @@ pub(crate) fn camera_loop(
                 std::thread::sleep(due - now);
             }
         }
-        let frame = match cam.capture(n, &shared.metrics) {
+        let variant = shared
+            .flow
+            .variant
+            .lock()
+            .expect("variant schedule lock")
+            .variant_for(n);
+        let frame = match cam.capture(n, variant, &shared.metrics) {
             Ok(f) => f,
             Err(e) => {
                 tracing::error!(view = cam.view, frame = n, error = %e, "frame failed");

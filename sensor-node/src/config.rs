@@ -106,6 +106,24 @@ pub struct Args {
     pub tls_domain: Option<String>,
     #[arg(long, env = "SPLITNETS_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
+    /// Headset emulation, off by default: shape this sensor's link in process to this rate,
+    /// `KBPS` or a schedule `SECONDS:KBPS,...` from the sensor's start (e.g. `0:2000,5:100,12:2000`
+    /// drops to 100 kbit/s at 5 s and restores it at 12 s).
+    #[arg(long, env = "SPLITNETS_SENSOR_EMULATE_BANDWIDTH_KBPS")]
+    pub emulate_bandwidth_kbps: Option<String>,
+    /// Headset emulation: one-way link latency added per message, milliseconds.
+    #[arg(long, env = "SPLITNETS_SENSOR_EMULATE_LATENCY_MS")]
+    pub emulate_latency_ms: Option<f64>,
+    /// Headset emulation: extra delay drawn uniformly from 0..=this per message, milliseconds.
+    #[arg(long, env = "SPLITNETS_SENSOR_EMULATE_JITTER_MS")]
+    pub emulate_jitter_ms: Option<f64>,
+    /// Headset emulation: probability that a message is lost on the link (0..1).
+    #[arg(long, env = "SPLITNETS_SENSOR_EMULATE_LOSS")]
+    pub emulate_loss: Option<f64>,
+    /// Headset emulation: pad each frame's sensor stage to what the bundle's hardware profile
+    /// predicts (`predicted.sensor_seconds`), so this machine computes as slowly as the headset.
+    #[arg(long, env = "SPLITNETS_SENSOR_EMULATE_COMPUTE")]
+    pub emulate_compute: bool,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -133,6 +151,11 @@ struct FileConfig {
     tls_key: Option<PathBuf>,
     tls_domain: Option<String>,
     log_format: Option<String>,
+    emulate_bandwidth_kbps: Option<String>,
+    emulate_latency_ms: Option<f64>,
+    emulate_jitter_ms: Option<f64>,
+    emulate_loss: Option<f64>,
+    emulate_compute: Option<bool>,
 }
 
 /// Where frames come from.
@@ -164,6 +187,10 @@ pub struct Settings {
     /// `None`: plaintext.
     pub tls: Option<tonic::transport::ClientTlsConfig>,
     pub log_format: LogFormat,
+    /// Headset link emulation (`None`: the real link only).
+    pub emulate_link: Option<crate::emulation::LinkEmulation>,
+    /// Pad the sensor stage to the bundle's predicted sensor time.
+    pub emulate_compute: bool,
 }
 
 /// A sensor's default admin address: port 9100 + view, so sensors on one machine never collide.
@@ -197,6 +224,8 @@ impl Settings {
             debug_preview: false,
             tls: None,
             log_format: LogFormat::Text,
+            emulate_link: None,
+            emulate_compute: false,
         }
     }
 
@@ -265,7 +294,43 @@ impl Settings {
                 "tls_cert and tls_key need tls_ca (the CA that signed the aggregator's certificate)"
             ),
         };
+        let emulate_link = {
+            let bw = args.emulate_bandwidth_kbps.or(file.emulate_bandwidth_kbps);
+            let latency = args.emulate_latency_ms.or(file.emulate_latency_ms);
+            let jitter = args.emulate_jitter_ms.or(file.emulate_jitter_ms);
+            let loss = args.emulate_loss.or(file.emulate_loss);
+            if bw.is_none() && latency.is_none() && jitter.is_none() && loss.is_none() {
+                None
+            } else {
+                let ms = |v: Option<f64>, what: &str| -> anyhow::Result<Duration> {
+                    let v = v.unwrap_or(0.0);
+                    anyhow::ensure!(
+                        v >= 0.0 && v.is_finite(),
+                        "emulate_{what}_ms {v} must be a finite number ≥ 0"
+                    );
+                    Ok(Duration::from_secs_f64(v / 1e3))
+                };
+                let loss = loss.unwrap_or(0.0);
+                anyhow::ensure!(
+                    (0.0..1.0).contains(&loss),
+                    "emulate_loss {loss} must be in 0..1"
+                );
+                Some(crate::emulation::LinkEmulation {
+                    bandwidth_kbps: match bw {
+                        Some(text) => crate::emulation::LinkEmulation::parse_bandwidth(&text)
+                            .map_err(anyhow::Error::msg)?,
+                        None => Vec::new(),
+                    },
+                    latency: ms(latency, "latency")?,
+                    jitter: ms(jitter, "jitter")?,
+                    loss,
+                    seed: 0xE4A1 ^ u64::from(view),
+                })
+            }
+        };
         let s = Self {
+            emulate_link,
+            emulate_compute: args.emulate_compute || file.emulate_compute.unwrap_or(false),
             bundle,
             view,
             aggregator,
@@ -360,5 +425,22 @@ mod tests {
         assert!(e.to_string().contains("webcam"), "{e}");
         let e = Settings::resolve(parse(&["sensor-node", "--bundle", "b"]).unwrap()).unwrap_err();
         assert!(e.to_string().contains("--view"), "{e}");
+        assert!(s.emulate_link.is_none(), "no emulation unless asked");
+        let base = ["sensor-node", "--bundle", "b", "--view", "0"];
+        let with = |extra: &[&str]| Settings::resolve(parse(&[&base[..], extra].concat()).unwrap());
+        let s = with(&[
+            "--emulate-bandwidth-kbps",
+            "0:500,3:50",
+            "--emulate-latency-ms",
+            "2",
+        ])
+        .unwrap();
+        let l = s.emulate_link.unwrap();
+        assert_eq!(l.bandwidth_kbps, vec![(0.0, 500.0), (3.0, 50.0)]);
+        assert_eq!(l.latency, Duration::from_millis(2));
+        let e = with(&["--emulate-bandwidth-kbps", "fast"]).unwrap_err();
+        assert!(e.to_string().contains("bandwidth schedule"), "{e}");
+        let e = with(&["--emulate-loss", "1.5"]).unwrap_err();
+        assert!(e.to_string().contains("emulate_loss"), "{e}");
     }
 }

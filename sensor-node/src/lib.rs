@@ -8,6 +8,7 @@
 
 mod camera;
 pub mod config;
+pub mod emulation;
 mod link;
 pub mod metrics;
 pub mod source;
@@ -16,7 +17,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use splitnets_ops::{Lifecycle, Metrics, Phase, Readiness};
-use splitnets_proto::bundle::Bundle;
+use splitnets_proto::bundle_set::BundleSet;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
@@ -40,6 +41,8 @@ pub struct SensorReport {
     /// Frames still queued when the sensor gave up delivering (stopped, or flush timeout with
     /// no aggregator); included in `frames_dropped`.
     pub frames_unsent: u64,
+    /// Headset emulation: frames the emulated link lost (counted as sent).
+    pub frames_lost_on_emulated_link: u64,
 }
 
 #[derive(Debug)]
@@ -52,6 +55,7 @@ pub(crate) struct Counters {
     bytes: AtomicU64,
     connections: AtomicU64,
     unsent: AtomicU64,
+    emulated_lost: AtomicU64,
     connected: std::sync::atomic::AtomicBool,
     flush_timeout: std::time::Duration,
     camera_finished_at: std::sync::OnceLock<std::time::Instant>,
@@ -68,6 +72,7 @@ impl Counters {
             bytes_sent: self.bytes.load(Ordering::Relaxed),
             connections: self.connections.load(Ordering::Relaxed),
             frames_unsent: self.unsent.load(Ordering::Relaxed),
+            frames_lost_on_emulated_link: self.emulated_lost.load(Ordering::Relaxed),
         }
     }
 
@@ -81,6 +86,7 @@ impl Counters {
             bytes: AtomicU64::new(0),
             connections: AtomicU64::new(0),
             unsent: AtomicU64::new(0),
+            emulated_lost: AtomicU64::new(0),
             connected: std::sync::atomic::AtomicBool::new(false),
             flush_timeout,
             camera_finished_at: std::sync::OnceLock::new(),
@@ -116,14 +122,17 @@ impl Counters {
     }
 }
 
-/// Runs the sensor until its frames are done or `shutdown` resolves.
+/// Runs the sensor until its frames are done or `shutdown` resolves. `bundle`: a bundle, or a
+/// bundle set whose variants the aggregator may switch between.
 pub async fn run(
     settings: Settings,
-    bundle: Bundle,
+    bundle: impl Into<BundleSet>,
     admin: TcpListener,
     metrics: Metrics,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<SensorReport> {
+    let bundle: BundleSet = bundle.into();
+    let started = std::time::Instant::now();
     let handles = SensorMetrics::register(&metrics);
     let lifecycle = Lifecycle::new();
     let readiness = Readiness::default();
@@ -164,13 +173,23 @@ pub async fn run(
         tracing::info!("debug preview off: no pixels leave this sensor");
         None
     };
+    let shaper = settings.emulate_link.clone().map(|e| {
+        tracing::warn!(emulation = %e.describe(), "headset link emulation ON");
+        std::sync::Mutex::new(emulation::Shaper::new(e))
+    });
+    if settings.emulate_compute {
+        tracing::warn!(
+            "headset compute emulation ON: the sensor stage is padded to the bundle's predicted time"
+        );
+    }
     readiness.set(true);
     tracing::info!(
         view = settings.view,
         aggregator = %settings.aggregator,
         admin = %admin_addr,
         fps = settings.fps,
-        codec = %bundle.manifest.codec,
+        codec = %bundle.primary().manifest.codec,
+        variants = bundle.variants.len(),
         "sensor ready"
     );
     let camera = {
@@ -207,6 +226,9 @@ pub async fn run(
         fps_bits: &fps_bits,
         flow: &flow,
         phase: &phase,
+        variants: bundle.variants.len(),
+        shaper: shaper.as_ref(),
+        started,
     };
     let result = link::run_link(&shared, &mut frame_rx).await;
     lifecycle.advance(Phase::Draining);

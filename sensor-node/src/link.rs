@@ -60,6 +60,11 @@ pub(crate) struct LinkShared<'a> {
     pub fps_bits: &'a AtomicU64,
     pub flow: &'a Flow,
     pub phase: &'a PhaseWatch,
+    /// Variants in the bundle set (1: a single bundle).
+    pub variants: usize,
+    /// Headset emulation: the in-process link shaper, and the time its schedule counts from.
+    pub shaper: Option<&'a std::sync::Mutex<crate::emulation::Shaper>>,
+    pub started: std::time::Instant,
 }
 
 /// How long to keep delivering once the sensor is stopping: on SIGTERM at most a second; when
@@ -261,6 +266,10 @@ async fn handshake(
                     } else {
                         r.credit_before_sequence
                     });
+                if l.variants > 1 {
+                    l.flow
+                        .switch_variant(r.variant, r.variant_from_sequence, l.variants);
+                }
                 Ok((out_tx, inbound))
             }
             Some(aggregator_message::Kind::HelloReply(r)) => {
@@ -313,6 +322,21 @@ async fn one_connection(
     let _connected = l.counters.connected_guard();
     let mut camera_done = false;
     let mut in_flight = 0u64;
+    // Headset emulation: messages wait on a task of their own until the emulated link would
+    // have delivered them (in order), so acknowledgements keep flowing meanwhile.
+    let mut shaped_tx = l.shaper.map(|_| {
+        let (tx, mut rx) = mpsc::channel::<(tokio::time::Instant, SensorMessage)>(1024);
+        let forward = out_tx.clone();
+        tokio::spawn(async move {
+            while let Some((at, m)) = rx.recv().await {
+                tokio::time::sleep_until(at).await;
+                if forward.send(m).await.is_err() {
+                    break;
+                }
+            }
+        });
+        tx
+    });
     let mut out_tx = Some(out_tx);
     loop {
         tokio::select! {
@@ -324,7 +348,25 @@ async fn one_connection(
                     let m = SensorMessage { kind: Some(sensor_message::Kind::Frame(frame)) };
                     let bytes = wire::sensor_message_wire_bytes(&m) as u64;
                     let Some(tx) = out_tx.as_ref() else { break };
-                    if tx.send(m).await.is_err() {
+                    let fate = l.shaper.map(|s| {
+                        s.lock()
+                            .expect("shaper lock")
+                            .offer(l.started.elapsed().as_secs_f64(), bytes as usize)
+                    });
+                    let sent = match (fate, shaped_tx.as_ref()) {
+                        (Some(crate::emulation::Fate::Lost), _) => {
+                            // Lost on the emulated link: it left the sensor, it never arrives.
+                            l.counters.sent.fetch_add(1, Ordering::Relaxed);
+                            l.counters.bytes.fetch_add(bytes, Ordering::Relaxed);
+                            l.counters.emulated_lost.fetch_add(1, Ordering::Relaxed);
+                            continue;
+                        }
+                        (Some(crate::emulation::Fate::Deliver(d)), Some(stx)) => {
+                            stx.send((tokio::time::Instant::now() + d, m)).await.is_ok()
+                        }
+                        _ => tx.send(m).await.is_ok(),
+                    };
+                    if !sent {
                         l.counters.dropped.fetch_add(1, Ordering::Relaxed);
                         return Err(transient(&"stream closed while sending"));
                     }
@@ -337,8 +379,10 @@ async fn one_connection(
                 None => {
                     camera_done = true;
                     l.counters.camera_finished();
-                    // Half-close: the aggregator acknowledges what is in flight, then ends.
+                    // Half-close: the aggregator acknowledges what is in flight, then ends (the
+                    // shaper's task closes the stream once it has delivered what it holds).
                     out_tx = None;
+                    shaped_tx = None;
                     if in_flight == 0 {
                         return Ok(LinkEnd::Finished);
                     }
@@ -383,6 +427,9 @@ async fn one_connection(
                                 }
                                 raise
                             });
+                        }
+                        Some(control::Kind::SwitchVariant(v)) => {
+                            l.flow.switch_variant(v.variant, v.from_sequence, l.variants);
                         }
                         Some(control::Kind::SetFrameRate(r)) if r.frames_per_second >= 0.0 => {
                             tracing::info!(fps = r.frames_per_second, "frame rate changed by the aggregator");

@@ -26,9 +26,10 @@ async fn start(args: aggregator::Args) -> anyhow::Result<()> {
     let settings = aggregator::Settings::resolve(args)?;
     splitnets_ops::init_logging(settings.log_format, "info");
     let bundle_dir = settings.bundle.clone();
-    let bundle =
-        tokio::task::spawn_blocking(move || splitnets_proto::bundle::Bundle::load(&bundle_dir))
-            .await??;
+    let bundle = tokio::task::spawn_blocking(move || {
+        splitnets_proto::bundle_set::BundleSet::load(&bundle_dir)
+    })
+    .await??;
     splitnets_runtime::onnx_runtime::environment()?;
     let grpc = splitnets_ops::bind(settings.listen, "gRPC").await?;
     let admin = splitnets_ops::bind(settings.admin_listen, "admin HTTP").await?;

@@ -20,7 +20,7 @@ use crate::space::{Arch, Fusion, SearchSpace};
 const F32: u64 = 4;
 
 /// What a subnet costs per frame (all views), as the cost model predicts it.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct PredictedCost {
     pub sensor_macs: u64,
     pub aggregator_macs: u64,

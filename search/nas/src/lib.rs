@@ -89,6 +89,9 @@ pub struct NasConfig {
     pub space: Option<SearchSpace>,
     /// Narrows the space (standard or overridden) for ablations.
     pub restrict: SpaceRestriction,
+    /// At most this many front members are measured on the test split and returned (each
+    /// target's best first, the rest spread evenly over the front's latency range); `None`: all.
+    pub front_max: Option<usize>,
 }
 
 /// Narrows a search space for an ablation: only these bit widths, only these fusions.
@@ -168,6 +171,7 @@ impl NasConfig {
             checkpoint_every: if quick { 100 } else { 500 },
             space: None,
             restrict: SpaceRestriction::default(),
+            front_max: if quick { None } else { Some(12) },
         }
     }
 }
@@ -199,6 +203,15 @@ pub enum Progress {
     Testing {
         index: usize,
         of: usize,
+    },
+    /// Validation accuracies read back from an earlier run's evaluation log.
+    EvaluationsResumed {
+        count: usize,
+    },
+    /// The front was thinned to `front_max` members for the test split.
+    FrontThinned {
+        front: usize,
+        kept: usize,
     },
 }
 
@@ -320,6 +333,79 @@ fn load_checkpoint(path: &Path, key: u64) -> Option<(u64, Vec<Vec<f32>>)> {
     Some((step, params))
 }
 
+const EVAL_LOG: &str = "search-evaluated.csv";
+const EVAL_LOG_TAG: &str = "# splitnets-nas evaluations; resumable while this matches: config ";
+
+/// What a subnet's validation accuracy depends on: the training, the calibration and the
+/// validation items (not the hardware profile, which only prices it).
+fn evaluation_key(train_key: u64, cfg: &NasConfig) -> String {
+    format!(
+        "{train_key:016x} val {} calib {} batch {}",
+        cfg.val_items, cfg.calibration_batches, cfg.eval_batch
+    )
+}
+
+/// The accuracies logged by an earlier run with the same evaluation key, and the lines that
+/// held them (empty otherwise).
+fn read_evaluation_log(path: &Path, key: &str) -> (HashMap<Arch, f64>, Vec<String>) {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Default::default();
+    };
+    let mut lines = text.lines();
+    if lines.next().and_then(|l| l.strip_prefix(EVAL_LOG_TAG)) != Some(key) {
+        return Default::default();
+    }
+    lines
+        .skip(1) // the column header
+        .filter_map(|l| {
+            // evaluation,"arch",val_accuracy,predicted_ms
+            let mut q = l.split('"');
+            let arch = q.nth(1)?.parse::<Arch>().ok()?;
+            let acc = q.next()?.split(',').nth(1)?.parse::<f64>().ok()?;
+            Some(((arch, acc), l.to_string()))
+        })
+        .unzip()
+}
+
+/// Keeps at most `max` members: each target's best first, then members evenly spaced (by
+/// position along the latency-sorted front), the result sorted by latency again.
+fn thin_front(front: Vec<Candidate>, targets: &[TargetResult], max: usize) -> Vec<Candidate> {
+    if front.len() <= max {
+        return front;
+    }
+    let mut keep = vec![false; front.len()];
+    let mut kept = 0;
+    for t in targets.iter().filter_map(|t| t.best.as_ref()) {
+        if let Some(i) = front.iter().position(|c| c.arch == t.arch)
+            && !keep[i]
+            && kept < max
+        {
+            keep[i] = true;
+            kept += 1;
+        }
+    }
+    let spare = max - kept;
+    for j in 0..spare {
+        // Positions 0, …, len-1 spread over `spare` slots; a taken one moves to the next free.
+        let mut i = if spare == 1 {
+            0
+        } else {
+            j * (front.len() - 1) / (spare - 1)
+        };
+        while i < front.len() && keep[i] {
+            i += 1;
+        }
+        if i < front.len() {
+            keep[i] = true;
+        }
+    }
+    front
+        .into_iter()
+        .zip(keep)
+        .filter_map(|(c, k)| k.then_some(c))
+        .collect()
+}
+
 /// Trains the supernet, searches, and measures the front. See the crate documentation.
 pub fn run_nas(
     cfg: &NasConfig,
@@ -434,6 +520,39 @@ pub fn run_nas(
     val.frames.truncate(nv * val.views * val.side * val.side);
     val.labels.truncate(nv);
     let all_views = vec![true; space.views];
+    // A killed search resumes: every evaluation is appended to a log, and a rerun with the same
+    // training, calibration and validation reads the accuracies back instead of measuring them
+    // again (the evolution is seeded, so it retraces its steps and carries on where it stopped).
+    let eval_key = evaluation_key(key, cfg);
+    let log_path = cfg.out_dir.as_ref().map(|d| d.join(EVAL_LOG));
+    let (logged, logged_lines) = log_path
+        .as_deref()
+        .map(|p| read_evaluation_log(p, &eval_key))
+        .unwrap_or_default();
+    if !logged.is_empty() {
+        progress(Progress::EvaluationsResumed {
+            count: logged.len(),
+        });
+    }
+    let mut log = match log_path.as_deref() {
+        Some(p) => {
+            use std::io::Write as _;
+            let io = |e: std::io::Error| NasError::Checkpoint {
+                path: p.display().to_string(),
+                reason: e.to_string(),
+            };
+            // Rewritten from what was read back (a torn last line from a kill is dropped).
+            let mut f = std::io::BufWriter::new(std::fs::File::create(p).map_err(io)?);
+            writeln!(f, "{EVAL_LOG_TAG}{eval_key}").map_err(io)?;
+            writeln!(f, "evaluation,arch,val_accuracy,predicted_end_to_end_ms").map_err(io)?;
+            for l in &logged_lines {
+                writeln!(f, "{l}").map_err(io)?;
+            }
+            f.flush().map_err(io)?;
+            Some(f)
+        }
+        None => None,
+    };
     let mut cache: HashMap<Arch, f64> = HashMap::new();
     let mut evaluated: Vec<Candidate> = Vec::new();
     let mut cost_of = |a: &Arch| predict(&space, a, &profile, cfg.target_fps);
@@ -441,19 +560,37 @@ pub fn run_nas(
         if let Some(&acc) = cache.get(a) {
             return acc;
         }
-        let stats = calibrate(&net, &space, a, &calib, &base);
-        let acc = accuracy(
-            &net,
-            &space,
-            a,
-            &stats,
-            &val,
-            &all_views,
-            cfg.eval_batch,
-            &base,
-        );
-        cache.insert(a.clone(), acc);
         let c = predict(&space, a, &profile, cfg.target_fps);
+        let acc = match logged.get(a) {
+            Some(&acc) => acc,
+            None => {
+                let stats = calibrate(&net, &space, a, &calib, &base);
+                let acc = accuracy(
+                    &net,
+                    &space,
+                    a,
+                    &stats,
+                    &val,
+                    &all_views,
+                    cfg.eval_batch,
+                    &base,
+                );
+                if let Some(f) = log.as_mut() {
+                    use std::io::Write as _;
+                    // A failed log write loses only resumability, never the run.
+                    let _ = writeln!(
+                        f,
+                        "{},\"{}\",{acc:.4},{:.4}",
+                        evaluated.len() + 1,
+                        a.short(),
+                        c.end_to_end_seconds * 1e3
+                    )
+                    .and_then(|()| f.flush());
+                }
+                acc
+            }
+        };
+        cache.insert(a.clone(), acc);
         evaluated.push(Candidate {
             arch: a.clone(),
             cost: c,
@@ -512,7 +649,17 @@ pub fn run_nas(
         })
         .cloned()
         .collect();
-    let front = pareto_front(&feasible);
+    let mut front = pareto_front(&feasible);
+    if let Some(max) = cfg.front_max
+        && front.len() > max
+    {
+        let n = front.len();
+        front = thin_front(front, &targets, max);
+        progress(Progress::FrontThinned {
+            front: n,
+            kept: front.len(),
+        });
+    }
 
     // --- Test split, for the final front only.
     let mut members = Vec::with_capacity(front.len());
@@ -581,4 +728,73 @@ pub fn run_nas(
         input_mean: data::MEAN,
         input_std: data::STD,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cost::PredictedCost;
+
+    fn cand(space: &SearchSpace, split: usize, ms: f64, acc: f64) -> Candidate {
+        let mut arch = Arch::smallest(space, split);
+        arch.stem_width = space.stem_widths[(ms as usize) % space.stem_widths.len()];
+        arch.c_red = space.reduce_channels[(ms as usize / 3) % space.reduce_channels.len()];
+        Candidate {
+            arch,
+            cost: PredictedCost {
+                end_to_end_seconds: ms * 1e-3,
+                ..PredictedCost::default()
+            },
+            val_accuracy: acc,
+        }
+    }
+
+    #[test]
+    fn a_thinned_front_keeps_every_targets_best_and_spans_the_range() {
+        let space = SearchSpace::standard(28, 4, 10);
+        let front: Vec<Candidate> = (0..9)
+            .map(|i| cand(&space, 1 + i % 3, i as f64, 0.5 + 0.01 * i as f64))
+            .collect();
+        let targets = vec![TargetResult {
+            latency_seconds: 4.5e-3,
+            best: Some(front[4].clone()),
+        }];
+        let thin = thin_front(front.clone(), &targets, 4);
+        assert_eq!(thin.len(), 4);
+        assert!(thin.contains(&front[4]), "the target's best is kept");
+        assert_eq!(thin.first(), front.first(), "the cheapest is kept");
+        assert!(
+            thin.windows(2)
+                .all(|w| w[0].cost.end_to_end_seconds < w[1].cost.end_to_end_seconds)
+        );
+        assert_eq!(
+            thin_front(front.clone(), &targets, 20),
+            front,
+            "a short front is kept whole"
+        );
+    }
+
+    #[test]
+    fn the_evaluation_log_is_read_back_only_under_its_own_key() {
+        let dir = std::env::temp_dir().join(format!("nas-log-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join(EVAL_LOG);
+        let a = "s8|d1w16k3e2|d1w24k3e2|SPLIT c2 b2 max|d1w40k3e2";
+        std::fs::write(
+            &p,
+            format!(
+                "{EVAL_LOG_TAG}k1\nevaluation,arch,val_accuracy,predicted_end_to_end_ms\n1,\"{a}\",0.7875,0.3680\n2,\"s8|torn"
+            ),
+        )
+        .unwrap();
+        let (map, lines) = read_evaluation_log(&p, "k1");
+        assert_eq!(map.len(), 1, "the torn last line is dropped");
+        assert_eq!(map[&a.parse::<Arch>().unwrap()], 0.7875);
+        assert_eq!(lines.len(), 1);
+        assert!(
+            read_evaluation_log(&p, "k2").0.is_empty(),
+            "another configuration's log is ignored"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

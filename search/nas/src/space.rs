@@ -364,6 +364,64 @@ impl Arch {
     }
 }
 
+impl std::str::FromStr for Arch {
+    type Err = String;
+
+    /// Parses [`Arch::short`]'s form back (how a search's evaluation log is read on resume).
+    fn from_str(text: &str) -> Result<Self, String> {
+        let bad = |what: &str| format!("subnet `{text}`: {what}");
+        let num = |s: &str, what: &str| s.parse::<usize>().map_err(|_| bad(what));
+        let mut parts = text.split('|');
+        let stem = parts.next().and_then(|p| p.strip_prefix('s'));
+        let stem_width = num(stem.ok_or_else(|| bad("no stem `sN`"))?, "stem width")?;
+        let (mut stages, mut split, mut c_red, mut bits, mut fusion) =
+            (Vec::new(), None, 0, 0, Fusion::Max);
+        for p in parts {
+            if let Some(rest) = p.strip_prefix("SPLIT ") {
+                let f: Vec<&str> = rest.split(' ').collect();
+                let [c, b, fu] = f[..] else {
+                    return Err(bad("split is not `SPLIT cN bN fusion`"));
+                };
+                c_red = num(c.strip_prefix('c').unwrap_or(""), "reduce channels")?;
+                bits = num(b.strip_prefix('b').unwrap_or(""), "bits")? as u32;
+                fusion = Fusion::ALL
+                    .into_iter()
+                    .find(|x| x.name() == fu)
+                    .ok_or_else(|| bad("unknown fusion"))?;
+                split = Some(stages.len());
+                continue;
+            }
+            // dDwWkKeE
+            let field = |tag: char, next: Option<char>| -> Result<usize, String> {
+                let start = p.find(tag).ok_or_else(|| bad("stage is not `dNwNkNeN`"))? + 1;
+                let end = next.and_then(|n| p[start..].find(n).map(|i| start + i));
+                num(&p[start..end.unwrap_or(p.len())], "stage field")
+            };
+            if !p.starts_with('d') {
+                return Err(bad("stage is not `dNwNkNeN`"));
+            }
+            stages.push(StageArch {
+                depth: field('d', Some('w'))?,
+                width: field('w', Some('k'))?,
+                kernel: field('k', Some('e'))?,
+                expansion: field('e', None)?,
+            });
+        }
+        let split = split.ok_or_else(|| bad("no `SPLIT`"))?;
+        if split == 0 {
+            return Err(bad("the split is before the first stage"));
+        }
+        Ok(Self {
+            stem_width,
+            stages,
+            split,
+            c_red,
+            bits,
+            fusion,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -381,9 +439,23 @@ mod tests {
             let a = Arch::random(&space, &mut rng);
             let b = a.mutate(&space, 0.2, &mut rng).crossover(&big, &mut rng);
             assert!(a.is_in(&space) && b.is_in(&space));
+            assert_eq!(
+                b.short().parse::<Arch>().as_ref(),
+                Ok(&b),
+                "short form round-trips"
+            );
             seen.insert(a);
         }
         assert!(seen.len() > 150, "random subnets are diverse");
         assert_eq!(space.sides(), vec![28, 14, 7, 4]);
+        for bad in [
+            "",
+            "s8",
+            "s8|d1w16k3e2",
+            "x8|SPLIT c2 b2 max",
+            "s8|d1w16|SPLIT c2 b2 max",
+        ] {
+            assert!(bad.parse::<Arch>().is_err(), "{bad:?} is rejected");
+        }
     }
 }

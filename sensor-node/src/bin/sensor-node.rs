@@ -18,9 +18,10 @@ async fn start(args: sensor_node::Args) -> anyhow::Result<()> {
     let settings = sensor_node::Settings::resolve(args)?;
     splitnets_ops::init_logging(settings.log_format, "info");
     let bundle_dir = settings.bundle.clone();
-    let bundle =
-        tokio::task::spawn_blocking(move || splitnets_proto::bundle::Bundle::load(&bundle_dir))
-            .await??;
+    let bundle = tokio::task::spawn_blocking(move || {
+        splitnets_proto::bundle_set::BundleSet::load(&bundle_dir)
+    })
+    .await??;
     splitnets_runtime::onnx_runtime::environment()?;
     let admin = splitnets_ops::bind(settings.admin_listen, "admin HTTP").await?;
     let metrics = splitnets_ops::Metrics::new();

@@ -220,6 +220,20 @@ pub(crate) fn run_nas(a: NasArgs) -> anyhow::Result<()> {
         a.out.join("bundles.json"),
         serde_json::to_string_pretty(&written)?,
     )?;
+    if outcome.front.len() > 1 {
+        // The front as a bundle set, most accurate (dearest) first: the daemons preload it and
+        // the aggregator switches between its members as the links allow.
+        let names: Vec<String> = (0..outcome.front.len())
+            .rev()
+            .map(|i| format!("front-{i:02}"))
+            .collect();
+        splitnets_proto::bundle_set::BundleSet::write_set_file(&a.out, &names)?;
+        println!(
+            "bundle set (live split switching): --bundle {}  ({} variants)",
+            a.out.display(),
+            names.len()
+        );
+    }
     println!(
         "report: {}  ({:.0} s, {:.2} of {} cores busy)",
         a.out.join("report.md").display(),
