@@ -79,6 +79,21 @@ pub struct Switch {
     pub reason: &'static str,
 }
 
+/// One received frame, as the controller sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct FrameSeen {
+    pub view: usize,
+    /// The variant that made it.
+    pub variant: usize,
+    /// Bytes on the wire.
+    pub bytes: usize,
+    /// From written into the stream to received, seconds.
+    pub link_seconds: f64,
+    pub sequence: u64,
+    /// When it was captured (seconds on the capture clock).
+    pub capture_seconds: f64,
+}
+
 #[derive(Debug)]
 pub struct Controller {
     /// Bytes one view's frame of each variant occupies on the link, best variant first.
@@ -115,18 +130,16 @@ impl Controller {
         self.current
     }
 
-    /// A frame of `variant` from `view`: `bytes` on the wire, `link_seconds` from written to
-    /// received, sequence `sequence` captured at `capture_seconds`, received at `now`.
-    pub fn observe(
-        &mut self,
-        now: f64,
-        view: usize,
-        variant: usize,
-        bytes: usize,
-        link_seconds: f64,
-        sequence: u64,
-        capture_seconds: f64,
-    ) {
+    /// A frame received at `now`.
+    pub fn observe(&mut self, now: f64, f: FrameSeen) {
+        let FrameSeen {
+            view,
+            variant,
+            bytes,
+            link_seconds,
+            sequence,
+            capture_seconds,
+        } = f;
         let p = self.policy;
         let Some(v) = self.views.get_mut(view) else {
             return;
@@ -281,7 +294,15 @@ mod tests {
             for (view, free) in link_free.iter_mut().enumerate() {
                 let done = t.max(*free) + bytes as f64 * 8.0 / bps;
                 *free = done;
-                c.observe(done + 0.001, view, v, bytes, done + 0.001 - *t, *seq, *t);
+                let f = FrameSeen {
+                    view,
+                    variant: v,
+                    bytes,
+                    link_seconds: done + 0.001 - *t,
+                    sequence: *seq,
+                    capture_seconds: *t,
+                };
+                c.observe(done + 0.001, f);
             }
             *seq += 1;
             if let Some(s) = c.decide(*t, 30.0) {
@@ -333,7 +354,15 @@ mod tests {
     fn the_switch_boundary_is_where_the_cameras_are_not_where_the_frames_are() {
         let mut c = Controller::new(vec![100, 50], 2, SwitchPolicy::default());
         // The last frame that arrived was captured 0.5 s ago (it queued on a slow link).
-        c.observe(10.0, 0, 0, 100, 0.5, 300, 9.5);
+        let f = FrameSeen {
+            view: 0,
+            variant: 0,
+            bytes: 100,
+            link_seconds: 0.5,
+            sequence: 300,
+            capture_seconds: 9.5,
+        };
+        c.observe(10.0, f);
         assert_eq!(c.camera_frame_now(10.0, 30.0), 315);
         assert_eq!(c.decide(10.0, 30.0), None, "too few samples");
     }
@@ -401,12 +430,14 @@ impl Switching {
             .expect("switch controller lock")
             .observe(
                 secs(received_unix_ns),
-                view as usize,
-                variant as usize,
-                message_bytes as usize,
-                secs(link_ns),
-                sequence,
-                secs(capture_unix_ns),
+                FrameSeen {
+                    view: view as usize,
+                    variant: variant as usize,
+                    bytes: message_bytes as usize,
+                    link_seconds: secs(link_ns),
+                    sequence,
+                    capture_seconds: secs(capture_unix_ns),
+                },
             );
     }
 }

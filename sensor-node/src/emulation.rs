@@ -43,7 +43,7 @@ impl LinkEmulation {
                 .trim()
                 .parse::<f64>()
                 .map_err(|_| bad("rate is not a number of kbit/s"))?;
-            if !(t >= 0.0 && t.is_finite()) || !(rate > 0.0 && rate.is_finite()) {
+            if !(t >= 0.0 && t.is_finite() && rate > 0.0 && rate.is_finite()) {
                 return Err(bad("times must be ≥ 0 and rates > 0"));
             }
             if steps.last().is_some_and(|&(prev, _)| t <= prev) {
