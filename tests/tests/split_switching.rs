@@ -58,7 +58,7 @@ async fn a_bandwidth_drop_switches_to_a_smaller_variant_and_recovery_switches_ba
 
     let grpc = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let grpc_addr = grpc.local_addr().unwrap();
+    let (grpc_addr, admin_addr) = (grpc.local_addr().unwrap(), admin.local_addr().unwrap());
     let agg_metrics = Metrics::new();
     let (stop_agg, agg_stopped) = oneshot::channel::<()>();
     let mut settings = aggregator::Settings::local(tmp.path().to_path_buf());
@@ -84,6 +84,30 @@ async fn a_bandwidth_drop_switches_to_a_smaller_variant_and_recovery_switches_ba
             Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
         }
     };
+
+    // A dashboard page's feed: the switches must show on its timeline.
+    let page = tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(admin_addr).await.unwrap();
+        s.write_all(b"GET /events HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n")
+            .await
+            .unwrap();
+        let (mut seen, mut buf) = (String::new(), vec![0u8; 64 * 1024]);
+        while !(seen.contains("split switch: variant 0 → 1")
+            && seen.contains("split switch: variant 1 → 0"))
+        {
+            match tokio::time::timeout(Duration::from_secs(40), s.read(&mut buf)).await {
+                Ok(Ok(n)) if n > 0 => {
+                    let text = String::from_utf8_lossy(&buf[..n]);
+                    for line in text.lines().filter(|l| l.contains("split switch")) {
+                        seen.push_str(line);
+                    }
+                }
+                _ => break,
+            }
+        }
+        seen
+    });
 
     let trigger = unix_ms() + 1500;
     let mut sensors = Vec::new();
@@ -126,6 +150,12 @@ async fn a_bandwidth_drop_switches_to_a_smaller_variant_and_recovery_switches_ba
         assert_eq!(report.frames_dropped, 0, "{report:?}");
     }
     let metrics = agg_metrics.render();
+    let timeline = page.await.unwrap();
+    assert!(
+        timeline.contains("split switch: variant 0 → 1")
+            && timeline.contains("split switch: variant 1 → 0"),
+        "the dashboard's timeline shows both switches"
+    );
     let _ = stop_agg.send(());
     agg.await.unwrap().expect("aggregator drains cleanly");
 
