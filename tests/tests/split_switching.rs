@@ -150,6 +150,14 @@ async fn a_bandwidth_drop_switches_to_a_smaller_variant_and_recovery_switches_ba
         assert_eq!(report.frames_dropped, 0, "{report:?}");
     }
     let metrics = agg_metrics.render();
+    for l in metrics.lines().filter(|l| {
+        l.starts_with("aggregator_split_switch_seconds_sum")
+            || l.starts_with("aggregator_split_switch_seconds_count")
+            || l.starts_with("aggregator_split_switch_frames_in_flight_total")
+            || l.starts_with("aggregator_split_switch_seconds{quantile")
+    }) {
+        eprintln!("{l}");
+    }
     let timeline = page.await.unwrap();
     assert!(
         timeline.contains("split switch: variant 0 → 1")
