@@ -395,6 +395,13 @@ fn thin_front(front: Vec<Candidate>, targets: &[TargetResult], max: usize) -> Ve
         while i < front.len() && keep[i] {
             i += 1;
         }
+        if i == front.len() {
+            // Past the end: the nearest free one below instead.
+            i = (0..front.len())
+                .rev()
+                .find(|&k| !keep[k])
+                .unwrap_or(front.len());
+        }
         if i < front.len() {
             keep[i] = true;
         }
@@ -761,6 +768,12 @@ mod tests {
         }];
         let thin = thin_front(front.clone(), &targets, 4);
         assert_eq!(thin.len(), 4);
+        // The dearest taken by a target: the even spread still fills every slot.
+        let last = vec![TargetResult {
+            latency_seconds: 9e-3,
+            best: Some(front[8].clone()),
+        }];
+        assert_eq!(thin_front(front.clone(), &last, 4).len(), 4);
         assert!(thin.contains(&front[4]), "the target's best is kept");
         assert_eq!(thin.first(), front.first(), "the cheapest is kept");
         assert!(

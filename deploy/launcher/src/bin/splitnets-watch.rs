@@ -279,6 +279,7 @@ fn json_line(p: &Prediction) -> serde_json::Value {
         "scores": p.scores,
         "views_used": p.views_used,
         "views_missing": p.views_missing,
+        "variant": p.variant,
         "end_to_end_ms": ms(p.end_to_end_ns),
         "wait_ms": ms(p.wait_ns),
         "decode_ms": ms(p.decode_ns),
