@@ -37,7 +37,7 @@ cleanup() {
 trap cleanup EXIT
 scripts/headset-netns.sh down
 scripts/headset-netns.sh up 4 2000
-$BIN/aggregator --bundle "$SET" --listen 0.0.0.0:$PORT --admin-listen 127.0.0.1:0 \
+$BIN/aggregator --bundle "$SET" --listen 0.0.0.0:$PORT --admin-listen 127.0.0.1:0 --fusion-deadline-ms 200 \
   --log-format json > "$OUT/aggregator.log" 2>&1 &
 pids+=($!)
 sleep 2

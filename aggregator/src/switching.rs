@@ -38,6 +38,12 @@ pub struct SwitchPolicy {
     pub floor_window: f64,
     /// Fewer samples than this in the window: no estimate.
     pub min_samples: usize,
+    /// After a switch down, the capacity measured then caps the estimate for this long
+    /// (seconds): a shaper with a token bucket (`tc tbf`) passes a lighter load with no delay,
+    /// so a narrow link looks fast again as soon as the load fits. When a switch back up fails
+    /// (down again soon after), the hold doubles, up to `ceiling_hold_max`.
+    pub ceiling_hold: f64,
+    pub ceiling_hold_max: f64,
 }
 
 impl Default for SwitchPolicy {
@@ -51,6 +57,8 @@ impl Default for SwitchPolicy {
             window: 1.0,
             floor_window: 10.0,
             min_samples: 5,
+            ceiling_hold: 5.0,
+            ceiling_hold_max: 60.0,
         }
     }
 }
@@ -104,6 +112,10 @@ pub struct Controller {
     over_since: Option<f64>,
     /// (candidate, since when it has fitted).
     fits_since: Option<(usize, f64)>,
+    /// The capacity measured at the last switch down, and until when it caps the estimate.
+    ceiling: Option<(f64, f64)>,
+    hold: f64,
+    last_up: Option<f64>,
 }
 
 fn median(mut v: Vec<f64>) -> Option<f64> {
@@ -123,6 +135,9 @@ impl Controller {
             views: (0..views).map(|_| ViewLink::default()).collect(),
             over_since: None,
             fits_since: None,
+            ceiling: None,
+            hold: policy.ceiling_hold,
+            last_up: None,
         }
     }
 
@@ -223,6 +238,11 @@ impl Controller {
         };
         let util = |c: &Self, v: usize| c.load_bps(v, fps) / capacity;
         let current_util = util(self, self.current);
+        // What a better variant is judged against: the estimate, capped by a recent overload.
+        let up_capacity = match self.ceiling {
+            Some((c, until)) if now < until => capacity.min(c),
+            _ => capacity,
+        };
         let mut decision = None;
         if current_util > p.down_utilisation {
             self.fits_since = None;
@@ -243,7 +263,8 @@ impl Controller {
         } else {
             self.over_since = None;
             // The best variant better than the current one that fits comfortably.
-            let candidate = (0..self.current).find(|&v| util(self, v) <= p.up_utilisation);
+            let candidate = (0..self.current)
+                .find(|&v| self.load_bps(v, fps) / up_capacity <= p.up_utilisation);
             match (candidate, self.fits_since) {
                 (None, _) => self.fits_since = None,
                 (Some(c), Some((prev, since))) if prev == c => {
@@ -255,6 +276,18 @@ impl Controller {
             }
         }
         let (to, reason) = decision?;
+        if self.variant_bytes[to] < self.variant_bytes[self.current] {
+            // Down: a switch up that failed soon after doubles the hold.
+            if self
+                .last_up
+                .is_some_and(|t| now - t <= 2.0 * (p.up_after + p.down_after + p.window))
+            {
+                self.hold = (self.hold * 2.0).min(p.ceiling_hold_max);
+            }
+            self.ceiling = Some((capacity, now + self.hold));
+        } else {
+            self.last_up = Some(now);
+        }
         let s = Switch {
             from: self.current,
             to,
@@ -332,9 +365,32 @@ mod tests {
         assert!((down[0].capacity_bps - 120e3).abs() < 1e3, "{down:?}");
         let up = drive(&mut c, &mut t, 1.5, 1e6, &mut seq, &mut q);
         assert!(up.is_empty(), "no switch back before the hold: {up:?}");
-        let up = drive(&mut c, &mut t, 2.0, 1e6, &mut seq, &mut q);
+        // The capacity measured at the drop caps the estimate for 5 s, then the hold of 2 s.
+        let up = drive(&mut c, &mut t, 5.0, 1e6, &mut seq, &mut q);
         assert_eq!(up.len(), 1, "{up:?}");
         assert_eq!((up[0].from, up[0].to), (1, 0));
+    }
+
+    #[test]
+    fn a_token_bucket_that_looks_fast_under_a_light_load_does_not_make_it_flap() {
+        let mut c = Controller::new(vec![830, 236, 133], 2, SwitchPolicy::default());
+        let (mut t, mut seq, mut q) = (0.0, 0, [0.0; 2]);
+        drive(&mut c, &mut t, 3.0, 1e6, &mut seq, &mut q);
+        let down = drive(&mut c, &mut t, 3.0, 120e3, &mut seq, &mut q);
+        assert_eq!(down.len(), 1, "{down:?}");
+        // tbf passes the lighter variant at once: the link looks fast, but it is not.
+        let early = drive(&mut c, &mut t, 2.0, 1e9, &mut seq, &mut q);
+        assert!(early.is_empty(), "no probe within the hold: {early:?}");
+        // After the hold (5 s) one probe goes up; it fails and comes down again...
+        let probe = drive(&mut c, &mut t, 4.0, 1e9, &mut seq, &mut q);
+        assert_eq!(probe.len(), 1, "{probe:?}");
+        let back = drive(&mut c, &mut t, 2.0, 120e3, &mut seq, &mut q);
+        assert_eq!(back.len(), 1, "{back:?}");
+        // ...and the next probe waits twice as long.
+        let quiet = drive(&mut c, &mut t, 8.0, 1e9, &mut seq, &mut q);
+        assert!(quiet.is_empty(), "the hold doubled: {quiet:?}");
+        let later = drive(&mut c, &mut t, 4.0, 1e9, &mut seq, &mut q);
+        assert_eq!(later.len(), 1, "a probe after the doubled hold: {later:?}");
     }
 
     #[test]
