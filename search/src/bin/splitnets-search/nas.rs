@@ -117,6 +117,9 @@ pub(crate) fn run_nas(a: NasArgs) -> anyhow::Result<()> {
         NasPreset::Full => Preset::Full,
     };
     let profile = load_profile(&a.profile)?;
+    // The front's bundles are checked with ONNX Runtime at the end: find the library now, not
+    // after hours of training (a full run once lost its bundles this way).
+    splitnets_runtime::onnx_runtime::environment()?;
     let mut cfg = NasConfig::preset(preset, kind, profile, Some(a.out.clone()));
     cfg.data.fashion_mnist_dir = a.data_dir.clone();
     if let Some(s) = a.steps {
