@@ -497,13 +497,15 @@ async fn handle_message(st: &LinkState, view: u32, epoch: u64, m: SensorMessage)
         && capture_plausible
     {
         sw.observe(
-            view,
-            variant,
-            message_bytes,
-            link_ns,
-            seq,
-            capture,
             received_unix_ns,
+            crate::switching::FrameSeen {
+                view: view as usize,
+                variant: variant as usize,
+                bytes: message_bytes as usize,
+                link_seconds: link_ns as f64 * 1e-9,
+                sequence: seq,
+                capture_seconds: capture as f64 * 1e-9,
+            },
         );
     }
     let arrival = ViewArrival {

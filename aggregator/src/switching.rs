@@ -305,6 +305,117 @@ impl Controller {
     }
 }
 
+/// What the fleet is told to run: `variant` from frame `from_sequence` on.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SwitchCommand {
+    pub variant: u32,
+    pub from_sequence: u64,
+}
+
+/// A switch decided and not yet seen complete by the tail.
+#[derive(Debug, Clone, Copy)]
+pub struct Issued {
+    pub at: std::time::Instant,
+    pub from: u32,
+    pub to: u32,
+}
+
+/// The switching state the link, the tail and the controller task share (bundle sets only).
+#[derive(Debug)]
+pub struct Switching {
+    pub controller: std::sync::Mutex<Controller>,
+    pub command: tokio::sync::watch::Sender<SwitchCommand>,
+    pub issued: std::sync::Mutex<Option<Issued>>,
+    /// Each variant's link budget per view, bytes per second (for the dashboard).
+    pub budgets_bytes_per_second: Vec<f64>,
+}
+
+impl Switching {
+    pub fn new(
+        variant_bytes: Vec<usize>,
+        views: usize,
+        budgets_bytes_per_second: Vec<f64>,
+    ) -> Self {
+        Self {
+            controller: std::sync::Mutex::new(Controller::new(
+                variant_bytes,
+                views,
+                SwitchPolicy::default(),
+            )),
+            command: tokio::sync::watch::Sender::new(SwitchCommand::default()),
+            issued: std::sync::Mutex::new(None),
+            budgets_bytes_per_second,
+        }
+    }
+
+    /// A frame arrived at `received_unix_ns` (the link's hot path: one short lock).
+    pub fn observe(&self, received_unix_ns: u64, frame: FrameSeen) {
+        self.controller
+            .lock()
+            .expect("switch controller lock")
+            .observe(received_unix_ns as f64 * 1e-9, frame);
+    }
+}
+
+/// How often the controller looks at the estimates.
+pub const DECISION_PERIOD: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Decides switches until the aggregator drains; a switch is announced to every stream with a
+/// boundary about 100 ms (at least 2 frames) ahead of where the cameras are.
+pub async fn run_controller(
+    sw: std::sync::Arc<Switching>,
+    fleet: std::sync::Arc<crate::fleet::Fleet>,
+    metrics: crate::metrics::AggregatorMetrics,
+    dashboard: crate::dashboard::DashboardTap,
+    mut phase: splitnets_ops::PhaseWatch,
+) {
+    let mut tick = tokio::time::interval(DECISION_PERIOD);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = phase.wait_for(splitnets_ops::Phase::Draining) => return,
+        }
+        let fps = fleet.fps();
+        let now = splitnets_ops::unix_ns() as f64 * 1e-9;
+        let (decision, at) = {
+            let mut c = sw.controller.lock().expect("switch controller lock");
+            let d = c.decide(now, fps);
+            (d, c.camera_frame_now(now, fps))
+        };
+        let Some(s) = decision else { continue };
+        let lead = ((fps * 0.1).ceil() as u64).max(2);
+        let command = SwitchCommand {
+            variant: s.to as u32,
+            from_sequence: at + lead,
+        };
+        *sw.issued.lock().expect("issued lock") = Some(Issued {
+            at: std::time::Instant::now(),
+            from: s.from as u32,
+            to: s.to as u32,
+        });
+        sw.command.send_replace(command);
+        metrics.split_switches.increment(1);
+        metrics.split_variant.set(s.to as f64);
+        tracing::info!(
+            from = s.from,
+            to = s.to,
+            from_sequence = command.from_sequence,
+            capacity_kbps = s.capacity_bps / 1e3,
+            utilisation = s.utilisation,
+            reason = s.reason,
+            "split switch"
+        );
+        dashboard.event(crate::dashboard::DashEvent::SplitSwitch {
+            from: s.from as u32,
+            to: s.to as u32,
+            reason: s.reason,
+            capacity_bps: s.capacity_bps,
+            budget_bytes_per_second: sw.budgets_bytes_per_second[s.to],
+        });
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -421,139 +532,5 @@ mod tests {
         c.observe(10.0, f);
         assert_eq!(c.camera_frame_now(10.0, 30.0), 315);
         assert_eq!(c.decide(10.0, 30.0), None, "too few samples");
-    }
-}
-
-/// What the fleet is told to run: `variant` from frame `from_sequence` on.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct SwitchCommand {
-    pub variant: u32,
-    pub from_sequence: u64,
-}
-
-/// A switch decided and not yet seen complete by the tail.
-#[derive(Debug, Clone, Copy)]
-pub struct Issued {
-    pub at: std::time::Instant,
-    pub from: u32,
-    pub to: u32,
-    pub from_sequence: u64,
-}
-
-/// The switching state the link, the tail and the controller task share (bundle sets only).
-#[derive(Debug)]
-pub struct Switching {
-    pub controller: std::sync::Mutex<Controller>,
-    pub command: tokio::sync::watch::Sender<SwitchCommand>,
-    pub issued: std::sync::Mutex<Option<Issued>>,
-    /// Each variant's link budget per view, bytes per second (for the dashboard).
-    pub budgets_bytes_per_second: Vec<f64>,
-}
-
-impl Switching {
-    pub fn new(
-        variant_bytes: Vec<usize>,
-        views: usize,
-        budgets_bytes_per_second: Vec<f64>,
-    ) -> Self {
-        Self {
-            controller: std::sync::Mutex::new(Controller::new(
-                variant_bytes,
-                views,
-                SwitchPolicy::default(),
-            )),
-            command: tokio::sync::watch::Sender::new(SwitchCommand::default()),
-            issued: std::sync::Mutex::new(None),
-            budgets_bytes_per_second,
-        }
-    }
-
-    /// A frame arrived (the link's hot path: one short lock).
-    #[allow(clippy::too_many_arguments)]
-    pub fn observe(
-        &self,
-        view: u32,
-        variant: u32,
-        message_bytes: u64,
-        link_ns: u64,
-        sequence: u64,
-        capture_unix_ns: u64,
-        received_unix_ns: u64,
-    ) {
-        let secs = |ns: u64| ns as f64 * 1e-9;
-        self.controller
-            .lock()
-            .expect("switch controller lock")
-            .observe(
-                secs(received_unix_ns),
-                FrameSeen {
-                    view: view as usize,
-                    variant: variant as usize,
-                    bytes: message_bytes as usize,
-                    link_seconds: secs(link_ns),
-                    sequence,
-                    capture_seconds: secs(capture_unix_ns),
-                },
-            );
-    }
-}
-
-/// How often the controller looks at the estimates.
-pub const DECISION_PERIOD: std::time::Duration = std::time::Duration::from_millis(100);
-
-/// Decides switches until the aggregator drains; a switch is announced to every stream with a
-/// boundary about 100 ms (at least 2 frames) ahead of where the cameras are.
-pub async fn run_controller(
-    sw: std::sync::Arc<Switching>,
-    fleet: std::sync::Arc<crate::fleet::Fleet>,
-    metrics: crate::metrics::AggregatorMetrics,
-    dashboard: crate::dashboard::DashboardTap,
-    mut phase: splitnets_ops::PhaseWatch,
-) {
-    let mut tick = tokio::time::interval(DECISION_PERIOD);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            () = phase.wait_for(splitnets_ops::Phase::Draining) => return,
-        }
-        let fps = fleet.fps();
-        let now = splitnets_ops::unix_ns() as f64 * 1e-9;
-        let (decision, at) = {
-            let mut c = sw.controller.lock().expect("switch controller lock");
-            let d = c.decide(now, fps);
-            (d, c.camera_frame_now(now, fps))
-        };
-        let Some(s) = decision else { continue };
-        let lead = ((fps * 0.1).ceil() as u64).max(2);
-        let command = SwitchCommand {
-            variant: s.to as u32,
-            from_sequence: at + lead,
-        };
-        *sw.issued.lock().expect("issued lock") = Some(Issued {
-            at: std::time::Instant::now(),
-            from: s.from as u32,
-            to: s.to as u32,
-            from_sequence: command.from_sequence,
-        });
-        sw.command.send_replace(command);
-        metrics.split_switches.increment(1);
-        metrics.split_variant.set(s.to as f64);
-        tracing::info!(
-            from = s.from,
-            to = s.to,
-            from_sequence = command.from_sequence,
-            capacity_kbps = s.capacity_bps / 1e3,
-            utilisation = s.utilisation,
-            reason = s.reason,
-            "split switch"
-        );
-        dashboard.event(crate::dashboard::DashEvent::SplitSwitch {
-            from: s.from as u32,
-            to: s.to as u32,
-            reason: s.reason,
-            capacity_bps: s.capacity_bps,
-            budget_bytes_per_second: sw.budgets_bytes_per_second[s.to],
-        });
     }
 }

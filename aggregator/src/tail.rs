@@ -55,6 +55,11 @@ pub fn spawn_tail_thread(
 /// The variant a frame is finished with: the one most of its views were made with (all of
 /// them, except for a frame a sensor made on the wrong side of a switch boundary).
 fn frame_variant(job: &FusionJob) -> u32 {
+    let first = job.views.first().map_or(0, |v| v.variant);
+    // Every frame but one made across a switch boundary: no counting, no allocation.
+    if job.views.iter().all(|v| v.variant == first) {
+        return first;
+    }
     let mut counts: Vec<(u32, usize)> = Vec::new();
     for v in &job.views {
         match counts.iter_mut().find(|(k, _)| *k == v.variant) {

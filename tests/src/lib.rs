@@ -36,6 +36,20 @@ pub fn bundle_with_codec(dir: &Path, codec: CodecSpec) -> PathBuf {
     out
 }
 
+/// A `Predictions/Watch` stream on the aggregator at `endpoint`, retried until it is up (open it
+/// before the sensors start, so no prediction is missed).
+pub async fn watch_predictions(endpoint: &str) -> tonic::Streaming<wire::Prediction> {
+    use wire::{WatchRequest, predictions_client::PredictionsClient};
+    loop {
+        if let Ok(mut c) = PredictionsClient::connect(endpoint.to_string()).await
+            && let Ok(r) = c.watch(WatchRequest {}).await
+        {
+            return r.into_inner();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 pub fn unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)

@@ -9,7 +9,6 @@ use splitnets_camera::dataset::{self, Split};
 use splitnets_camera::rig::replay_frame;
 use splitnets_ops::Metrics;
 use splitnets_proto::bundle::Bundle;
-use splitnets_proto::wire::{WatchRequest, predictions_client::PredictionsClient};
 use splitnets_runtime::{LocalPipeline, SessionOptions};
 use splitnets_tests::{demo_bundle, unix_ms};
 use tokio::net::TcpListener;
@@ -41,16 +40,7 @@ async fn aggregator_and_sensors_in_one_process_equal_the_reference_pipeline() {
 
     // Watch before the sensors start, so no prediction is missed.
     let endpoint = format!("http://{grpc_addr}");
-    let mut watch = loop {
-        match PredictionsClient::connect(endpoint.clone()).await {
-            Ok(mut c) => {
-                if let Ok(r) = c.watch(WatchRequest {}).await {
-                    break r.into_inner();
-                }
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
-        }
-    };
+    let mut watch = splitnets_tests::watch_predictions(&endpoint).await;
 
     let trigger = unix_ms() + 1500;
     let mut sensors = Vec::new();

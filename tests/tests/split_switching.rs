@@ -12,7 +12,6 @@ use splitnets_camera::rig::replay_frame;
 use splitnets_ops::Metrics;
 use splitnets_proto::bundle_set::BundleSet;
 use splitnets_proto::codec::CodecSpec;
-use splitnets_proto::wire::{WatchRequest, predictions_client::PredictionsClient};
 use splitnets_runtime::{LocalPipeline, SessionOptions};
 use splitnets_tests::{bundle_with_codec, unix_ms};
 use tokio::net::TcpListener;
@@ -74,16 +73,7 @@ async fn a_bandwidth_drop_switches_to_a_smaller_variant_and_recovery_switches_ba
         },
     ));
     let endpoint = format!("http://{grpc_addr}");
-    let mut watch = loop {
-        match PredictionsClient::connect(endpoint.clone()).await {
-            Ok(mut c) => {
-                if let Ok(r) = c.watch(WatchRequest {}).await {
-                    break r.into_inner();
-                }
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
-        }
-    };
+    let mut watch = splitnets_tests::watch_predictions(&endpoint).await;
 
     // A dashboard page's feed: the switches must show on its timeline.
     let page = tokio::spawn(async move {
