@@ -157,6 +157,14 @@ pub struct AnalyzedGraph {
     pub tensors: Vec<TensorInfo>,
     pub inputs: Vec<usize>,
     pub outputs: Vec<usize>,
+    /// Constants computed from data tensors' static shapes (`Shape` of an activation and the
+    /// integer arithmetic on it, as exported graphs write a flatten), by output name, with
+    /// their values for the analysed input shapes. A split model carries them as initializers
+    /// instead of the nodes that computed them: the activation they were computed from may be on
+    /// the other side of the cut.
+    pub shape_constants: BTreeMap<String, ConstTensor>,
+    /// Data inputs whose symbolic leading (batch) dimension was taken as 1.
+    pub batch_taken_as_one: Vec<String>,
 }
 
 impl AnalyzedGraph {
@@ -172,10 +180,13 @@ impl AnalyzedGraph {
 pub enum GraphError {
     #[error("unsupported op {op} at node {node:?}")]
     UnsupportedOp { op: String, node: String },
-    #[error("input {tensor:?} has a dynamic dimension ({dims:?}) and no shape was given for it")]
+    #[error(
+        "input {tensor:?} has symbolic dimensions at positions {positions:?} (dims {dims:?}, None = symbolic) and no shape was given for it; a symbolic leading batch dimension alone is taken as 1, others need the input's full shape"
+    )]
     DynamicShape {
         tensor: String,
         dims: Vec<Option<usize>>,
+        positions: Vec<usize>,
     },
     #[error("node {node:?} ({op}): {reason}")]
     Shape {
@@ -309,17 +320,23 @@ pub fn analyze(
     let mut tensors: Vec<TensorInfo> = Vec::new();
     let mut tensor_ids: HashMap<String, usize> = HashMap::new();
     let mut inputs = Vec::new();
+    let mut batch_taken_as_one = Vec::new();
     for (i, (name, dims)) in g.inputs.iter().enumerate() {
         let shape = match input_shapes.get(name) {
             Some(s) => s.clone(),
-            None => dims
-                .iter()
-                .map(|d| d.ok_or(()))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|_| GraphError::DynamicShape {
-                    tensor: name.clone(),
-                    dims: dims.clone(),
-                })?,
+            None => {
+                let symbolic: Vec<usize> = (0..dims.len()).filter(|&k| dims[k].is_none()).collect();
+                if symbolic == [0] {
+                    batch_taken_as_one.push(name.clone());
+                } else if !symbolic.is_empty() {
+                    return Err(GraphError::DynamicShape {
+                        tensor: name.clone(),
+                        dims: dims.clone(),
+                        positions: symbolic,
+                    });
+                }
+                dims.iter().map(|d| d.unwrap_or(1)).collect()
+            }
         };
         let eb = g.input_elem_bytes.get(i).copied().unwrap_or(4) as u64;
         tensor_ids.insert(name.clone(), tensors.len());
@@ -336,6 +353,7 @@ pub fn analyze(
     }
     let mut nodes: Vec<NodeCost> = Vec::new();
     let mut constant_nodes = Vec::new();
+    let mut shape_constants: BTreeMap<String, ConstTensor> = BTreeMap::new();
     for (spec_index, node) in g.nodes.iter().enumerate() {
         let c = Ctx { node };
         let mut ins: Vec<Option<&Value>> = Vec::new();
@@ -357,9 +375,21 @@ pub fn analyze(
         let all_const = ins
             .iter()
             .all(|v| matches!(v, None | Some(Value::Const(_))));
-        if all_const {
+        // The shape of an activation is known here (input shapes are fixed): `Shape`/`Size` of
+        // data fold like constants, and so does everything computed from them.
+        let of_shape = matches!(node.op_type.as_str(), "Shape" | "Size")
+            && matches!(ins.first(), Some(Some(Value::Data(_))));
+        if all_const || of_shape {
+            let from_data = of_shape
+                || node
+                    .inputs
+                    .iter()
+                    .any(|n| shape_constants.contains_key(n.as_str()));
             let outs = fold_constant(&c, &ins)?;
             for (name, t) in node.outputs.iter().zip(outs) {
+                if from_data {
+                    shape_constants.insert(name.clone(), t.clone());
+                }
                 values.insert(name.clone(), Value::Const(t));
             }
             constant_nodes.push(spec_index);
@@ -438,6 +468,8 @@ pub fn analyze(
         tensors,
         inputs,
         outputs,
+        shape_constants,
+        batch_taken_as_one,
     })
 }
 
@@ -523,19 +555,240 @@ fn fold_constant(c: &Ctx<'_>, ins: &[Option<&Value>]) -> Result<Vec<ConstTensor>
         }
         "Shape" => {
             let s = shape_of(c, ins[0])?;
+            // Opset 15: an optional [start, end) range of the dims.
+            let r = s.len() as i64;
+            let clampi = |v: i64| (if v < 0 { v + r } else { v }).clamp(0, r) as usize;
+            let start = clampi(c.int("start").unwrap_or(0));
+            let end = clampi(c.int("end").unwrap_or(r)).max(start);
+            let v: Vec<i64> = s[start..end].iter().map(|&d| d as i64).collect();
             vec![ConstTensor {
-                dims: vec![s.len()],
+                dims: vec![v.len()],
                 elem_bytes: 8,
-                int_values: Some(s.iter().map(|&d| d as i64).collect()),
+                int_values: Some(v),
                 float_values: None,
             }]
         }
+        "Size" => vec![ConstTensor {
+            dims: vec![],
+            elem_bytes: 8,
+            int_values: Some(vec![prod(shape_of(c, ins[0])?) as i64]),
+            float_values: None,
+        }],
+        "Gather" => fold_gather(c, ins)?,
         _ => {
-            // Any other op on constants: infer its shape as if it were data; values unknown.
+            // Any other op on constants: infer its shape as if it were data; values where the op
+            // is shape arithmetic on known small values, unknown otherwise.
             let (_, _, shapes) = infer(c, ins)?;
-            shapes.into_iter().map(|s| ct(s, None)).collect()
+            let mut outs: Vec<ConstTensor> = shapes.into_iter().map(|s| ct(s, None)).collect();
+            if let Some(first) = outs.first_mut() {
+                fold_values(c, ins, first);
+            }
+            outs
         }
     })
+}
+
+fn const_of<'a>(v: Option<&'a Value>) -> Option<&'a ConstTensor> {
+    match v {
+        Some(Value::Const(t)) => Some(t),
+        _ => None,
+    }
+}
+
+/// `Gather` on a constant (shape vectors indexed by position): dims and values.
+fn fold_gather(c: &Ctx<'_>, ins: &[Option<&Value>]) -> Result<Vec<ConstTensor>, GraphError> {
+    let data = const_of(ins.first().copied().flatten()).ok_or_else(|| c.err("missing data"))?;
+    let idx = const_of(ins.get(1).copied().flatten()).ok_or_else(|| c.err("missing indices"))?;
+    let rank = data.dims.len().max(1);
+    let axis = norm_axis(c.int("axis").unwrap_or(0), rank);
+    let mut dims = data.dims[..axis.min(data.dims.len())].to_vec();
+    dims.extend(&idx.dims);
+    if axis < data.dims.len() {
+        dims.extend(&data.dims[axis + 1..]);
+    }
+    let mut out = ConstTensor {
+        dims,
+        elem_bytes: data.elem_bytes,
+        int_values: None,
+        float_values: None,
+    };
+    // Values only for the 1-D case shapes use.
+    if data.dims.len() == 1
+        && let Some(ix) = &idx.int_values
+    {
+        let n = data.dims[0] as i64;
+        let pick = |i: i64| (if i < 0 { i + n } else { i }) as usize;
+        if ix.iter().all(|&i| pick(i) < data.dims[0]) {
+            out.int_values = data
+                .int_values
+                .as_ref()
+                .map(|v| ix.iter().map(|&i| v[pick(i)]).collect());
+            out.float_values = data
+                .float_values
+                .as_ref()
+                .map(|v| ix.iter().map(|&i| v[pick(i)]).collect());
+        }
+    }
+    Ok(vec![out])
+}
+
+/// Values of `out` (whose dims are set) when the op is shape arithmetic on known values:
+/// Identity, Reshape, (Un)squeeze, Cast, Concat, Slice, elementwise arithmetic and the like.
+/// Leaves them unknown otherwise.
+fn fold_values(c: &Ctx<'_>, ins: &[Option<&Value>], out: &mut ConstTensor) {
+    let op = c.node.op_type.as_str();
+    let x = const_of(ins.first().copied().flatten());
+    let n_out: usize = out.dims.iter().product();
+    match op {
+        "Identity" | "Reshape" | "Squeeze" | "Unsqueeze" | "Flatten" => {
+            if let Some(x) = x {
+                out.elem_bytes = x.elem_bytes;
+                out.int_values = x.int_values.clone();
+                out.float_values = x.float_values.clone();
+            }
+        }
+        "Cast" => {
+            let Some(x) = x else { return };
+            // ONNX TensorProto.DataType: 1 float, 6 int32, 7 int64, 10 float16, 11 double.
+            let to = c.int("to").unwrap_or(0);
+            let as_float = x.float_values.clone().or_else(|| {
+                x.int_values
+                    .as_ref()
+                    .map(|v| v.iter().map(|&i| i as f32).collect())
+            });
+            let as_int = x.int_values.clone().or_else(|| {
+                x.float_values
+                    .as_ref()
+                    .map(|v| v.iter().map(|&f| f as i64).collect())
+            });
+            match to {
+                1 | 10 | 11 => {
+                    out.elem_bytes = if to == 11 { 8 } else { 4 };
+                    out.float_values = as_float;
+                }
+                6 | 7 => {
+                    out.elem_bytes = if to == 7 { 8 } else { 4 };
+                    out.int_values = as_int;
+                }
+                _ => {}
+            }
+        }
+        "Concat" => {
+            let parts: Vec<&ConstTensor> = ins.iter().filter_map(|v| const_of(*v)).collect();
+            if parts.iter().all(|p| p.dims.len() <= 1) {
+                out.elem_bytes = parts.first().map_or(8, |p| p.elem_bytes);
+                if parts.iter().all(|p| p.int_values.is_some()) {
+                    out.int_values = Some(
+                        parts
+                            .iter()
+                            .flat_map(|p| p.int_values.clone().unwrap_or_default())
+                            .collect(),
+                    );
+                } else if parts.iter().all(|p| p.float_values.is_some()) {
+                    out.float_values = Some(
+                        parts
+                            .iter()
+                            .flat_map(|p| p.float_values.clone().unwrap_or_default())
+                            .collect(),
+                    );
+                }
+            }
+        }
+        "Slice" => {
+            let Some(x) = x.filter(|x| x.dims.len() == 1) else {
+                return;
+            };
+            let g = |i: usize| const_ints(ins.get(i).copied().flatten());
+            let (Some(starts), Some(ends)) = (
+                g(1).or_else(|| c.ints("starts")),
+                g(2).or_else(|| c.ints("ends")),
+            ) else {
+                return;
+            };
+            let step = g(4).and_then(|s| s.first().copied()).unwrap_or(1);
+            let n = x.dims[0] as i64;
+            if step == 0 || starts.is_empty() || ends.is_empty() {
+                return;
+            }
+            let clampi = |v: i64, hi: i64| {
+                let v = if v < 0 { v + n } else { v };
+                v.clamp(if step > 0 { 0 } else { -1 }, hi)
+            };
+            let (s, e) = if step > 0 {
+                (clampi(starts[0], n), clampi(ends[0], n))
+            } else {
+                (clampi(starts[0], n - 1), clampi(ends[0], n - 1))
+            };
+            let mut idx = Vec::new();
+            let mut i = s;
+            while (step > 0 && i < e) || (step < 0 && i > e) {
+                idx.push(i as usize);
+                i += step;
+            }
+            out.elem_bytes = x.elem_bytes;
+            out.int_values = x
+                .int_values
+                .as_ref()
+                .map(|v| idx.iter().map(|&i| v[i]).collect());
+            out.float_values = x
+                .float_values
+                .as_ref()
+                .map(|v| idx.iter().map(|&i| v[i]).collect());
+        }
+        "Add" | "Sub" | "Mul" | "Div" | "Max" | "Min" | "Floor" | "Ceil" | "Neg" | "Abs" => {
+            let args: Vec<&ConstTensor> = ins.iter().filter_map(|v| const_of(*v)).collect();
+            if args.is_empty() || args.len() != ins.iter().flatten().count() {
+                return;
+            }
+            // Broadcast by repetition: operands are scalars or vectors of the output's length.
+            let at = |v: &Vec<f64>, i: usize| if v.len() == 1 { v[0] } else { v[i] };
+            let ints = args.iter().all(|a| a.int_values.is_some());
+            let vals: Option<Vec<Vec<f64>>> = args
+                .iter()
+                .map(|a| {
+                    a.int_values
+                        .as_ref()
+                        .map(|v| v.iter().map(|&i| i as f64).collect())
+                        .or_else(|| {
+                            a.float_values
+                                .as_ref()
+                                .map(|v| v.iter().map(|&f| f64::from(f)).collect())
+                        })
+                })
+                .collect();
+            let Some(vals) = vals else { return };
+            if vals.iter().any(|v| v.len() != 1 && v.len() != n_out) {
+                return;
+            }
+            let r: Vec<f64> = (0..n_out)
+                .map(|i| {
+                    let a = at(&vals[0], i);
+                    let b = vals.get(1).map(|v| at(v, i));
+                    match (op, b) {
+                        ("Add", Some(b)) => a + b,
+                        ("Sub", Some(b)) => a - b,
+                        ("Mul", Some(b)) => a * b,
+                        ("Div", Some(b)) if ints => (a / b).trunc(),
+                        ("Div", Some(b)) => a / b,
+                        ("Max", Some(b)) => a.max(b),
+                        ("Min", Some(b)) => a.min(b),
+                        ("Floor", _) => a.floor(),
+                        ("Ceil", _) => a.ceil(),
+                        ("Neg", _) => -a,
+                        ("Abs", _) => a.abs(),
+                        _ => a,
+                    }
+                })
+                .collect();
+            out.elem_bytes = args[0].elem_bytes;
+            if ints {
+                out.int_values = Some(r.iter().map(|&v| v as i64).collect());
+            } else {
+                out.float_values = Some(r.iter().map(|&v| v as f32).collect());
+            }
+        }
+        _ => {}
+    }
 }
 
 /// Op class, MACs and output shapes of one node.
@@ -718,6 +971,24 @@ fn infer(
                 return Err(c.err(format!("cannot reshape {xs:?} to {target:?}")));
             }
             (DataMovement, 0, vec![out])
+        }
+        "Expand" => {
+            let xs = x()?;
+            let target = const_ints(ins.get(1).copied().flatten())
+                .ok_or_else(|| c.err("target shape is not a known constant"))?;
+            let t: Vec<usize> = target.iter().map(|&d| d.max(0) as usize).collect();
+            let out = broadcast(&[xs, &t])
+                .ok_or_else(|| c.err(format!("{xs:?} does not expand to {target:?}")))?;
+            (DataMovement, prod(&out), vec![out])
+        }
+        "Gather" => {
+            let xs = x()?;
+            let idx = shape_of(c, ins.get(1).copied().flatten())?;
+            let axis = norm_axis(c.int("axis").unwrap_or(0), xs.len());
+            let mut out = xs[..axis].to_vec();
+            out.extend(idx);
+            out.extend(&xs[axis + 1..]);
+            (DataMovement, prod(&out), vec![out])
         }
         "Transpose" => {
             let xs = x()?;

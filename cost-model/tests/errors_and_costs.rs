@@ -117,10 +117,19 @@ fn unsupported_ops_and_dynamic_shapes_are_named() {
             node: "r1".into()
         }
     );
+    // A symbolic batch alone is taken as 1 (and said so); any other symbolic dim is an error
+    // naming its position.
     let mut g = small();
     g.inputs[0].1[0] = None;
+    let a = analyze(&g, &HashMap::new()).unwrap();
+    assert_eq!(a.batch_taken_as_one, vec!["x".to_string()]);
+    assert_eq!(a.tensors[a.inputs[0]].shape, vec![1, 3, 32, 32]);
+    g.inputs[0].1[2] = None;
     let e = analyze(&g, &HashMap::new()).unwrap_err();
-    assert!(matches!(e, GraphError::DynamicShape { .. }), "{e}");
+    assert!(
+        matches!(&e, GraphError::DynamicShape { positions, .. } if positions == &vec![0, 2]),
+        "{e}"
+    );
     assert!(analyze(&g, &HashMap::from([("x".to_string(), vec![1, 3, 32, 32])])).is_ok());
 }
 
@@ -202,4 +211,63 @@ fn resize_with_float_scales_and_more_ops_infer_shapes() {
     assert_eq!(a.nodes[1].class, OpClass::DepthwiseConv);
     assert_eq!(a.nodes[1].macs, 8 * 20 * 20 * 9);
     assert_eq!(a.tensors[a.tensor_id("z").unwrap()].shape, vec![1, 8]);
+}
+
+/// An exported flatten (Shape → Gather → Unsqueeze → Concat → Reshape, as PyTorch writes
+/// `x.view(x.size(0), -1)`) folds to a constant target: the graph costs like a hand-written one,
+/// and the folded values are recorded for the split models.
+#[test]
+fn exported_shape_arithmetic_folds() {
+    let ints = |dims: &[usize], v: &[i64]| ConstTensor {
+        dims: dims.to_vec(),
+        elem_bytes: 8,
+        int_values: Some(v.to_vec()),
+        float_values: None,
+    };
+    let mut g = small();
+    g.inputs[0].1[0] = None; // dynamic batch, as exported
+    g.constants.insert("zero".into(), ints(&[], &[0]));
+    g.constants.insert("axes0".into(), ints(&[1], &[0]));
+    g.constants.insert("minus1".into(), ints(&[1], &[-1]));
+    g.constants.insert("wfc".into(), weight(&[4 * 16 * 16, 10]));
+    g.nodes.extend([
+        node("Shape", "shape", &["y"], &["s"], &[]),
+        node("Gather", "batch", &["s", "zero"], &["n"], &[]),
+        node("Unsqueeze", "unsq", &["n", "axes0"], &["n1"], &[]),
+        node(
+            "Concat",
+            "cat",
+            &["n1", "minus1"],
+            &["target"],
+            &[("axis", Attr::Int(0))],
+        ),
+        node(
+            "Cast",
+            "cast",
+            &["target"],
+            &["target64"],
+            &[("to", Attr::Int(7))],
+        ),
+        node("Reshape", "flat", &["y", "target64"], &["f"], &[]),
+        node("MatMul", "fc", &["f", "wfc"], &["logits"], &[]),
+        node("HardSwish", "hs", &["logits"], &["out"], &[]),
+    ]);
+    g.outputs = vec!["out".into()];
+    let a = analyze(&g, &HashMap::new()).unwrap();
+    assert_eq!(a.tensors[a.tensor_id("f").unwrap()].shape, vec![1, 1024]);
+    assert_eq!(a.tensors[a.tensor_id("logits").unwrap()].shape, vec![1, 10]);
+    assert_eq!(
+        a.nodes.iter().find(|n| n.name == "fc").unwrap().macs,
+        1024 * 10
+    );
+    assert_eq!(
+        a.shape_constants["target64"].int_values,
+        Some(vec![1, -1]),
+        "{:?}",
+        a.shape_constants
+    );
+    assert_eq!(a.shape_constants["s"].int_values, Some(vec![1, 4, 16, 16]));
+    // Compute nodes: the three of small() + Reshape, MatMul, HardSwish; the rest folded.
+    assert_eq!(a.nodes.len(), 6);
+    assert_eq!(a.constant_nodes.len(), 5);
 }

@@ -90,33 +90,266 @@ pub struct SceneSpec {
 }
 
 /// The camera frame and how it becomes the head's input tensor.
+///
+/// Frames are interleaved 8-bit rows (HWC): `gray8` has one channel, `rgb8` three (R, G, B).
+/// The head's input is `[1, C, H, W]` (`layout = "nchw"`, the default) or `[1, H, W, C]`
+/// (`nhwc`), values `(pixel / 255 - mean[c]) / std[c]`. Images of another size are fitted to
+/// `height × width` per `resize`. Manifests written before RGB support (`gray8`, scalar
+/// `mean`/`std`, no `layout`/`resize`) read and write back unchanged.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct InputSpec {
     /// Frame size in pixels.
     pub height: usize,
     pub width: usize,
-    /// Only `gray8` (one 8-bit channel) so far.
+    /// `gray8` (one 8-bit channel) or `rgb8` (three, interleaved R, G, B).
     pub pixel_format: String,
-    /// Head input `[1, 1, height, width]`, values `(pixel / 255 - mean) / std`.
-    pub mean: f32,
-    pub std: f32,
+    /// Per-channel normalisation: one value (every channel) or one per channel.
+    pub mean: ChannelValues,
+    pub std: ChannelValues,
+    /// The head input's layout (absent: `nchw`).
+    #[serde(default, skip_serializing_if = "Layout::is_default")]
+    pub layout: Layout,
+    /// How an image of another size becomes `height × width` (absent: `stretch`).
+    #[serde(default, skip_serializing_if = "ResizeMode::is_default")]
+    pub resize: ResizeMode,
+    /// `resize = "center-crop"`: the crop keeps this fraction of the resized image's shorter
+    /// side, in (0, 1] (absent: 1). 0.875 is torchvision's `Resize(256)` + `CenterCrop(224)`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crop_fraction: Option<f32>,
+}
+
+impl Default for InputSpec {
+    /// A 0 × 0 `gray8` frame, mean 0, std 1, NCHW, stretched: a base for struct update syntax
+    /// (`InputSpec { height, width, ..Default::default() }`); not a valid spec by itself.
+    fn default() -> Self {
+        Self {
+            height: 0,
+            width: 0,
+            pixel_format: "gray8".into(),
+            mean: 0.0.into(),
+            std: 1.0.into(),
+            layout: Layout::default(),
+            resize: ResizeMode::default(),
+            crop_fraction: None,
+        }
+    }
+}
+
+/// Layout of the head's input tensor.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Layout {
+    /// `[1, C, H, W]` (PyTorch).
+    #[default]
+    Nchw,
+    /// `[1, H, W, C]` (TensorFlow / Keras).
+    Nhwc,
+}
+
+impl Layout {
+    fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+/// How an image of another size is fitted to the bundle's frame size.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ResizeMode {
+    /// Resize to exactly `height × width` (the aspect ratio may change).
+    #[default]
+    Stretch,
+    /// Keep the aspect ratio: resize so the frame covers `height / crop_fraction ×
+    /// width / crop_fraction`, then cut out the centre `height × width`.
+    CenterCrop,
+}
+
+impl ResizeMode {
+    fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+/// Per-channel values (`mean`, `std`): one value applies to every channel. In TOML a number
+/// or a list of numbers; one value is written as a plain number (as manifests always had it).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChannelValues(pub Vec<f32>);
+
+impl ChannelValues {
+    /// The value of channel `c` (the single value, when there is one).
+    #[inline]
+    pub fn get(&self, c: usize) -> f32 {
+        match self.0.as_slice() {
+            [v] => *v,
+            v => v[c],
+        }
+    }
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+    pub fn as_slice(&self) -> &[f32] {
+        &self.0
+    }
+}
+
+impl From<f32> for ChannelValues {
+    fn from(v: f32) -> Self {
+        Self(vec![v])
+    }
+}
+
+impl From<Vec<f32>> for ChannelValues {
+    fn from(v: Vec<f32>) -> Self {
+        Self(v)
+    }
+}
+
+impl<const N: usize> From<[f32; N]> for ChannelValues {
+    fn from(v: [f32; N]) -> Self {
+        Self(v.to_vec())
+    }
+}
+
+impl Serialize for ChannelValues {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.0.as_slice() {
+            [v] => s.serialize_f32(*v),
+            v => v.serialize(s),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for ChannelValues {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = ChannelValues;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a number or a list of numbers (one per channel)")
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Self::Value, E> {
+                Ok((v as f32).into())
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Self::Value, E> {
+                Ok((v as f32).into())
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Self::Value, E> {
+                Ok((v as f32).into())
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut v = Vec::with_capacity(seq.size_hint().unwrap_or(3).min(16));
+                while let Some(x) = seq.next_element::<f32>()? {
+                    v.push(x);
+                }
+                Ok(ChannelValues(v))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 impl InputSpec {
+    /// Channels per pixel: 3 for `rgb8`, 1 for `gray8`.
+    pub fn channels(&self) -> usize {
+        match self.pixel_format.as_str() {
+            "rgb8" => 3,
+            _ => 1,
+        }
+    }
+    /// `[1, C, H, W]` or `[1, H, W, C]`, per `layout`.
     pub fn head_input_shape(&self) -> [usize; 4] {
-        [1, 1, self.height, self.width]
+        let (c, h, w) = (self.channels(), self.height, self.width);
+        match self.layout {
+            Layout::Nchw => [1, c, h, w],
+            Layout::Nhwc => [1, h, w, c],
+        }
     }
+    /// Bytes of one frame: `height × width × channels`.
     pub fn raw_frame_bytes(&self) -> usize {
-        self.height * self.width
+        self.height * self.width * self.channels()
     }
-    /// Pixels to the head's input values.
+    /// A frame's interleaved pixels (`raw_frame_bytes()` of them) to the head's input values,
+    /// `(p / 255 - mean[c]) / std[c]` in the head's layout. Reuses `out`'s allocation.
     pub fn preprocess(&self, pixels: &[u8], out: &mut Vec<f32>) {
         out.clear();
-        out.extend(
-            pixels
-                .iter()
-                .map(|&p| (f32::from(p) / 255.0 - self.mean) / self.std),
-        );
+        let c = self.channels();
+        let norm = |p: u8, ch: usize| (f32::from(p) / 255.0 - self.mean.get(ch)) / self.std.get(ch);
+        if c == 1 {
+            let (mean, std) = (self.mean.get(0), self.std.get(0));
+            out.extend(pixels.iter().map(|&p| (f32::from(p) / 255.0 - mean) / std));
+            return;
+        }
+        match self.layout {
+            // Interleaved already: the tensor is the pixels in order.
+            Layout::Nhwc => out.extend(
+                pixels
+                    .chunks_exact(c)
+                    .flat_map(|px| px.iter().enumerate().map(move |(ch, &p)| norm(p, ch))),
+            ),
+            // One plane per channel.
+            Layout::Nchw => {
+                for ch in 0..c {
+                    let (mean, std) = (self.mean.get(ch), self.std.get(ch));
+                    out.extend(
+                        pixels
+                            .iter()
+                            .skip(ch)
+                            .step_by(c)
+                            .map(|&p| (f32::from(p) / 255.0 - mean) / std),
+                    );
+                }
+            }
+        }
+    }
+
+    /// Checks the fields (names the field at fault).
+    pub fn validate(&self) -> Result<(), String> {
+        if !["gray8", "rgb8"].contains(&self.pixel_format.as_str()) {
+            return Err(format!(
+                "input.pixel_format {:?} is not supported (gray8 or rgb8)",
+                self.pixel_format
+            ));
+        }
+        if self.height == 0 || self.width == 0 {
+            return Err(format!(
+                "input.height and input.width must be non-zero (they are {} and {})",
+                self.height, self.width
+            ));
+        }
+        let c = self.channels();
+        for (name, v) in [("mean", &self.mean), ("std", &self.std)] {
+            if v.len() != 1 && v.len() != c {
+                return Err(format!(
+                    "input.{name} has {} values: give 1 or {c} (one per channel of {})",
+                    v.len(),
+                    self.pixel_format
+                ));
+            }
+            if let Some(x) = v.as_slice().iter().find(|x| !x.is_finite()) {
+                return Err(format!("input.{name} value {x} is not a finite number"));
+            }
+        }
+        if self.std.as_slice().contains(&0.0) {
+            return Err(format!(
+                "input.std {:?} must be non-zero",
+                self.std.as_slice()
+            ));
+        }
+        if let Some(f) = self.crop_fraction {
+            if !(f > 0.0 && f <= 1.0) {
+                return Err(format!("input.crop_fraction {f} must be in (0, 1]"));
+            }
+            if self.resize != ResizeMode::CenterCrop {
+                return Err("input.crop_fraction applies only to resize = \"center-crop\"".into());
+            }
+        }
+        Ok(())
     }
 }
 
@@ -126,13 +359,14 @@ pub struct SplitSpec {
     /// Names of the head's input and output tensors.
     pub head_input: String,
     pub head_output: String,
-    /// One view's feature, `[1, C, H, W]`.
+    /// One view's feature, `[1, C, H, W]` (any rank ≥ 2 with a leading 1 for a user's model).
     pub feature_shape: Vec<usize>,
     /// The tail's input stacks the present views' features along axis 0: `[views_present, C, H, W]`.
     pub tail_input: String,
     pub tail_output: String,
     /// How the tail fuses the present views (after a shared per-view recover layer): `max`
-    /// (element-wise), `mean`, or `learned` (attention weights over the views present).
+    /// (element-wise), `mean`, or `learned` (attention weights over the views present); `none`
+    /// for a single-view network.
     pub fusion: String,
 }
 
@@ -350,29 +584,39 @@ impl Manifest {
         if self.classes.is_empty() {
             return Err("classes is empty".into());
         }
-        if self.input.pixel_format != "gray8" {
-            return Err(format!(
-                "input.pixel_format {:?} is not supported (gray8)",
-                self.input.pixel_format
-            ));
-        }
-        if self.input.height == 0 || self.input.width == 0 || self.input.std == 0.0 {
-            return Err("input height, width and std must be non-zero".into());
-        }
+        self.input.validate()?;
         if self.cameras.views == 0 {
             return Err("cameras.views must be at least 1".into());
         }
-        if self.split.feature_shape.len() != 4 || self.split.feature_shape[0] != 1 {
+        // [1, C, H, W] from the project's networks; a user's model may cut anywhere ([1, C]
+        // after a flatten too).
+        if self.split.feature_shape.len() < 2 || self.split.feature_shape[0] != 1 {
             return Err(format!(
-                "split.feature_shape {:?} must be [1, C, H, W]",
+                "split.feature_shape {:?} must be [1, ...] with at least 2 dims",
                 self.split.feature_shape
             ));
         }
         // The tail fuses the views itself; this records how (and refuses what no tail does).
-        if !["max", "mean", "learned"].contains(&self.split.fusion.as_str()) {
+        // `none`: a single-view network (a user's model) whose tail takes the one feature.
+        match self.split.fusion.as_str() {
+            "max" | "mean" | "learned" => {}
+            "none" if self.cameras.views == 1 => {}
+            "none" => {
+                return Err(format!(
+                    "split.fusion \"none\" is for one camera, but cameras.views is {}",
+                    self.cameras.views
+                ));
+            }
+            other => {
+                return Err(format!(
+                    "split.fusion {other:?} is not supported (max, mean, learned, or none with one view)"
+                ));
+            }
+        }
+        if self.scene.is_some() && self.input.pixel_format != "gray8" {
             return Err(format!(
-                "split.fusion {:?} is not supported (max, mean or learned)",
-                self.split.fusion
+                "the bundle has a rendered scene (gray8 frames) but input.pixel_format {:?}",
+                self.input.pixel_format
             ));
         }
         if let Some(scene) = &self.scene
@@ -448,5 +692,185 @@ impl Manifest {
             self.input.raw_frame_bytes(),
         );
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A bundle written before RGB input existed (the repository's demo bundle).
+    const OLD_MANIFEST: &str = include_str!("../../deploy/bundles/fashion-mnist-4view/bundle.toml");
+
+    fn with_input(input_toml: &str) -> String {
+        let start = OLD_MANIFEST.find("[input]").unwrap();
+        let end = OLD_MANIFEST.find("[cameras]").unwrap();
+        format!(
+            "{}[input]\n{input_toml}\n\n{}",
+            &OLD_MANIFEST[..start],
+            &OLD_MANIFEST[end..]
+        )
+    }
+
+    fn invalid(input_toml: &str) -> String {
+        match Manifest::parse(&with_input(input_toml)) {
+            Err(ManifestError::Invalid(e)) => e,
+            other => panic!("{input_toml}: expected a validation error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn old_manifests_parse_and_write_back_unchanged() {
+        let m = Manifest::parse(OLD_MANIFEST).unwrap();
+        let i = &m.input;
+        assert_eq!((i.height, i.width, i.channels()), (28, 28, 1));
+        assert_eq!(
+            (i.mean.as_slice(), i.std.as_slice()),
+            (&[0.0][..], &[1.0][..])
+        );
+        assert_eq!(i.layout, Layout::Nchw);
+        assert_eq!(i.resize, ResizeMode::Stretch);
+        assert_eq!(i.crop_fraction, None);
+        assert_eq!(i.head_input_shape(), [1, 1, 28, 28]);
+        assert_eq!(i.raw_frame_bytes(), 784);
+        // The bundle was written by `Bundle::write`: the same manifest writes the same bytes,
+        // so the digest of a re-written old bundle does not change.
+        let body = OLD_MANIFEST.split_once('\n').unwrap().1;
+        assert_eq!(toml::to_string_pretty(&m).unwrap(), body);
+        // Scalar and integer forms of the old fields.
+        let m = Manifest::parse(&with_input(
+            "height = 4\nwidth = 2\npixel_format = \"gray8\"\nmean = 0.2860\nstd = 1",
+        ))
+        .unwrap();
+        assert_eq!(m.input.mean, 0.286.into());
+        assert_eq!(m.input.std, 1.0.into());
+    }
+
+    #[test]
+    fn rgb_specs_parse_and_write_lists() {
+        let m = Manifest::parse(&with_input(
+            "height = 224\nwidth = 224\npixel_format = \"rgb8\"\n\
+             mean = [0.485, 0.456, 0.406]\nstd = [0.229, 0.224, 0.225]\n\
+             layout = \"nhwc\"\nresize = \"center-crop\"\ncrop_fraction = 0.875",
+        ))
+        .unwrap();
+        let i = &m.input;
+        assert_eq!(i.channels(), 3);
+        assert_eq!(i.mean.as_slice(), &[0.485, 0.456, 0.406]);
+        assert_eq!(i.head_input_shape(), [1, 224, 224, 3]);
+        assert_eq!(i.raw_frame_bytes(), 224 * 224 * 3);
+        assert_eq!(
+            (i.resize, i.crop_fraction),
+            (ResizeMode::CenterCrop, Some(0.875))
+        );
+        let text = toml::to_string_pretty(&m).unwrap();
+        assert!(text.contains("layout = \"nhwc\""), "{text}");
+        assert!(text.contains("resize = \"center-crop\""), "{text}");
+        assert_eq!(Manifest::parse(&text).unwrap(), m);
+        let nchw = InputSpec {
+            layout: Layout::Nchw,
+            ..i.clone()
+        };
+        assert_eq!(nchw.head_input_shape(), [1, 3, 224, 224]);
+    }
+
+    fn rgb(layout: Layout) -> InputSpec {
+        InputSpec {
+            height: 1,
+            width: 2,
+            pixel_format: "rgb8".into(),
+            mean: [0.0, 0.5, 1.0].into(),
+            std: [1.0, 0.5, 0.25].into(),
+            layout,
+            ..InputSpec::default()
+        }
+    }
+
+    #[test]
+    fn preprocess_rgb_nchw_and_nhwc() {
+        // Two pixels: (R, G, B) = (255, 0, 51) and (0, 255, 255).
+        let px = [255, 0, 51, 0, 255, 255];
+        let r = |p: f32| (p / 255.0 - 0.0) / 1.0;
+        let g = |p: f32| (p / 255.0 - 0.5) / 0.5;
+        let b = |p: f32| (p / 255.0 - 1.0) / 0.25;
+        let mut out = Vec::new();
+        rgb(Layout::Nchw).preprocess(&px, &mut out);
+        assert_eq!(out, [r(255.0), r(0.0), g(0.0), g(255.0), b(51.0), b(255.0)]);
+        assert_eq!(out[..4], [1.0, 0.0, -1.0, 1.0]);
+        rgb(Layout::Nhwc).preprocess(&px, &mut out);
+        assert_eq!(out, [r(255.0), g(0.0), b(51.0), r(0.0), g(255.0), b(255.0)]);
+        // A scalar mean/std applies to every channel; gray stays (p/255 - mean)/std.
+        let spec = InputSpec {
+            mean: 0.5.into(),
+            std: 0.5.into(),
+            ..rgb(Layout::Nchw)
+        };
+        spec.preprocess(&px, &mut out);
+        assert_eq!(out, [1.0, -1.0, -1.0, 1.0, -0.6, 1.0]);
+        let gray = InputSpec {
+            height: 1,
+            width: 3,
+            mean: 0.2.into(),
+            std: 0.5.into(),
+            ..InputSpec::default()
+        };
+        gray.preprocess(&[0, 51, 255], &mut out);
+        assert_eq!(
+            out,
+            [(0.0 - 0.2) / 0.5, (0.2 - 0.2) / 0.5, (1.0 - 0.2) / 0.5]
+        );
+    }
+
+    #[test]
+    fn validation_names_the_field() {
+        let base = "height = 8\nwidth = 8\n";
+        let e = invalid(&format!("{base}pixel_format = \"bgr8\"\nmean = 0\nstd = 1"));
+        assert!(
+            e.contains("input.pixel_format") && e.contains("bgr8"),
+            "{e}"
+        );
+        let e = invalid(&format!(
+            "{base}pixel_format = \"rgb8\"\nmean = [0.5, 0.5]\nstd = 1"
+        ));
+        assert!(e.contains("input.mean has 2 values"), "{e}");
+        let e = invalid(&format!(
+            "{base}pixel_format = \"gray8\"\nmean = 0\nstd = [1, 1, 1]"
+        ));
+        assert!(e.contains("input.std has 3 values"), "{e}");
+        let e = invalid(&format!(
+            "{base}pixel_format = \"rgb8\"\nmean = 0\nstd = [1, 0, 1]"
+        ));
+        assert!(e.contains("input.std") && e.contains("non-zero"), "{e}");
+        let e = invalid(&format!(
+            "{base}pixel_format = \"gray8\"\nmean = []\nstd = 1"
+        ));
+        assert!(e.contains("input.mean has 0 values"), "{e}");
+        let e = invalid(&format!(
+            "{base}pixel_format = \"gray8\"\nmean = 0\nstd = 1\nresize = \"center-crop\"\ncrop_fraction = 1.5"
+        ));
+        assert!(e.contains("input.crop_fraction 1.5"), "{e}");
+        let e = invalid(&format!(
+            "{base}pixel_format = \"gray8\"\nmean = 0\nstd = 1\ncrop_fraction = 0.875"
+        ));
+        assert!(e.contains("center-crop"), "{e}");
+        let e = invalid("height = 0\nwidth = 8\npixel_format = \"gray8\"\nmean = 0\nstd = 1");
+        assert!(e.contains("input.height"), "{e}");
+        // Unknown layouts and resize modes are refused when parsing, naming the value.
+        for (field, bad) in [("layout", "chw"), ("resize", "fill")] {
+            let text = with_input(&format!(
+                "{base}pixel_format = \"gray8\"\nmean = 0\nstd = 1\n{field} = \"{bad}\""
+            ));
+            match Manifest::parse(&text) {
+                Err(ManifestError::Syntax(e)) => assert!(e.contains(bad), "{e}"),
+                other => panic!("{field} = {bad}: {other:?}"),
+            }
+        }
+        let text = with_input(&format!(
+            "{base}pixel_format = \"gray8\"\nmean = \"zero\"\nstd = 1"
+        ));
+        match Manifest::parse(&text) {
+            Err(ManifestError::Syntax(e)) => assert!(e.contains("list of numbers"), "{e}"),
+            other => panic!("{other:?}"),
+        }
     }
 }

@@ -22,3 +22,4 @@ pub mod onnx_cut;
 pub mod plan;
 pub mod rebundle;
 pub mod train;
+pub mod user_model;

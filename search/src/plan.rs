@@ -22,6 +22,20 @@ pub struct PlanOptions {
     pub latency_seconds: Option<f64>,
     /// Measured JPEG size of a frame, for the "compress and send the frame" baseline.
     pub jpeg_frame_bytes: Option<u64>,
+    /// Samples (pixels × channels) of the frame the sensor JPEG-encodes: its encode time is
+    /// counted on the sensor ([`JPEG_MACS_PER_SAMPLE`] priced at the sensor's conv rate).
+    pub jpeg_frame_samples: Option<u64>,
+}
+
+/// Work of a baseline JPEG encoder per sample, in multiply-accumulate equivalents: the 8×8
+/// forward DCT done separably (16 per coefficient), colour conversion (3), quantisation and
+/// entropy coding (~5). An estimate (stated in the plan), not a measurement of a sensor.
+pub const JPEG_MACS_PER_SAMPLE: u64 = 24;
+
+/// Seconds the profile's sensor needs to JPEG-encode a frame of `samples`.
+pub fn jpeg_encode_seconds(p: &HardwareProfile, samples: u64) -> f64 {
+    (samples * JPEG_MACS_PER_SAMPLE) as f64 / p.sensor.macs_per_second.conv
+        + p.sensor.per_run_overhead_seconds
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -165,9 +179,19 @@ pub fn plan(
         },
     ];
     if let Some(j) = jpeg_bytes {
+        let mut cost = evaluate(&all_agg, p, 8, Some(j));
+        if let Some(samples) = c.jpeg_frame_samples {
+            // The encoder runs on the sensor: its time adds to the sensor stage.
+            let enc = jpeg_encode_seconds(p, samples);
+            cost.sensor_seconds += enc;
+            cost.end_to_end_seconds += enc;
+            if enc > 0.0 {
+                cost.sustained_fps = cost.sustained_fps.min(1.0 / cost.sensor_seconds);
+            }
+        }
         baselines.push(Baseline {
-            name: "all on aggregator (JPEG frame, measured)".into(),
-            cost: evaluate(&all_agg, p, 8, Some(j)),
+            name: "all on aggregator (JPEG frame size measured, encode on the sensor)".into(),
+            cost,
         });
     }
     Plan {

@@ -135,7 +135,7 @@ pub fn rebundle(
     if shape.len() != 4 || shape[0] != 1 {
         bail!("{tensor:?} has shape {shape:?}; the runtime sends [1, C, H, W] features");
     }
-    let (head, mut tail) = split_model(&whole, &g, &cut);
+    let (head, mut tail) = split_model(&whole, &g, &cut)?;
     let codec = match choice {
         CodecChoice::Fixed(c) => c,
         CodecChoice::Calibrated { bits, frames } => {

@@ -78,7 +78,7 @@ fn check_model(path: &Path, shapes: &[(&str, Vec<usize>)], sample: Option<usize>
         })
         .collect();
     let opts = SessionOptions::default();
-    let whole = runnable_original(&model, &g);
+    let whole = runnable_original(&model, &g).unwrap();
     let expected = MultiIoModel::from_bytes("whole", &whole.encode_to_vec(), opts, false)
         .unwrap()
         .run(&inputs)
@@ -86,7 +86,7 @@ fn check_model(path: &Path, shapes: &[(&str, Vec<usize>)], sample: Option<usize>
 
     let mut boundaries = Vec::new();
     for cut in &chosen {
-        let (head, tail) = split_model(&model, &g, cut);
+        let (head, tail) = split_model(&model, &g, cut).unwrap();
         let names: Vec<String> = cut
             .crossing
             .iter()

@@ -121,6 +121,7 @@ fn cuts_and_pareto_front_equal_brute_force() {
         fps: 1.0,
         latency_seconds: None,
         jpeg_frame_bytes: None,
+        jpeg_frame_samples: None,
     };
     let sums = plan::summaries(&g, &enumerated);
     let p = plan::plan("branchy", &g, &enumerated, &sums, &profile, &opts);

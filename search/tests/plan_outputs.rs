@@ -28,6 +28,7 @@ fn plan_of_squeezenet_has_a_front_baselines_and_a_plot() {
         fps: 10.0,
         latency_seconds: None,
         jpeg_frame_bytes: Some(2000),
+        jpeg_frame_samples: Some(224 * 224 * 3),
     };
     let p = plan::plan("squeezenet", &g, &cs, &sums, &profile, &opts);
     let front: Vec<_> = p.rows.iter().filter(|r| r.pareto).collect();
@@ -54,9 +55,16 @@ fn plan_of_squeezenet_has_a_front_baselines_and_a_plot() {
         p.baselines[2].cost.link_bytes_per_view,
         2000 + profile.link.message_overhead_bytes
     );
+    // Its encoder runs on the sensor: the raw-frame baseline's sensor time plus the encode.
+    let enc = plan::jpeg_encode_seconds(&profile, 224 * 224 * 3);
+    assert!(enc > 0.0);
+    assert!(
+        (p.baselines[2].cost.sensor_seconds - p.baselines[1].cost.sensor_seconds - enc).abs()
+            < 1e-12
+    );
     let table = plan::table(&p, 10);
     assert!(
-        table.contains("all on aggregator (JPEG frame, measured)"),
+        table.contains("all on aggregator (JPEG frame size measured, encode on the sensor)"),
         "{table}"
     );
     assert_eq!(plan::csv(&p).lines().count(), p.rows.len() + 1);

@@ -22,8 +22,9 @@ fn short_training_lowers_the_loss_and_exports_faithful_onnx() {
         height: 28,
         width: 28,
         pixel_format: "gray8".into(),
-        mean: 0.0,
-        std: 1.0,
+        mean: 0.0.into(),
+        std: 1.0.into(),
+        ..Default::default()
     };
     let cfg = TrainConfig {
         steps: 300,

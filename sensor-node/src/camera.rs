@@ -36,6 +36,10 @@ pub(crate) struct Camera {
     pixels: Vec<u8>,
     height: usize,
     width: usize,
+    /// Bytes per pixel of the frames (1: gray8, 3: rgb8).
+    channels: usize,
+    /// Frames to capture (`--frames`, capped by `--source-once`); `None`: until stopped.
+    frame_limit: Option<u64>,
 }
 
 impl Camera {
@@ -51,6 +55,13 @@ impl Camera {
                 m.cameras.views
             );
         }
+        if matches!(settings.source, SourceKind::Replay { .. }) && m.input.channels() != 1 {
+            anyhow::bail!(
+                "the replay source makes gray8 frames, but bundle {} wants {} frames: use --source folder:DIR",
+                bundle.dir.display(),
+                m.input.pixel_format
+            );
+        }
         let source = match &settings.source {
             SourceKind::Replay { .. } if m.scene.is_some() => {
                 FrameSource::shapes(m.scene.as_ref().expect("checked"), settings.view)?
@@ -58,7 +69,21 @@ impl Camera {
             SourceKind::Replay { data_dir } => {
                 FrameSource::replay(data_dir, m.cameras.clone(), settings.view)?
             }
-            SourceKind::Folder(dir) => FrameSource::folder(dir, m.input.height, m.input.width)?,
+            SourceKind::Folder(dir) => FrameSource::folder(dir, &m.input)?,
+        };
+        // `--source-once`: each image once, then the stream ends.
+        let frame_limit = match (settings.frames, settings.source_once) {
+            (limit, false) => limit,
+            (limit, true) => {
+                let images = source.distinct_frames().ok_or_else(|| {
+                    anyhow::anyhow!("--source-once needs a folder source (--source folder:DIR)")
+                })?;
+                tracing::info!(
+                    images,
+                    "--source-once: the stream ends after the last image"
+                );
+                Some(limit.map_or(images, |l| l.min(images)))
+            }
         };
         let mut heads = Vec::with_capacity(set.variants.len());
         for (i, b) in set.variants.iter().enumerate() {
@@ -97,6 +122,8 @@ impl Camera {
             pixels: Vec::new(),
             height: m.input.height,
             width: m.input.width,
+            channels: m.input.channels(),
+            frame_limit,
         })
     }
 
@@ -131,10 +158,10 @@ impl Camera {
 }
 
 impl Camera {
-    /// The last captured frame shrunk (box filter) to at most 32 pixels a side: the debug
-    /// thumbnail.
+    /// The last captured frame shrunk (box filter) to at most 32 pixels a side, in grey (the
+    /// mean of an RGB pixel's channels): the debug thumbnail.
     fn thumbnail(&self, sequence: u64) -> wire::PreviewFrame {
-        let (h, w) = (self.height, self.width);
+        let (h, w, c) = (self.height, self.width, self.channels.max(1));
         let f = h.max(w).div_ceil(32).max(1);
         let (th, tw) = (h / f, w / f);
         let mut gray8 = Vec::with_capacity(th * tw);
@@ -143,15 +170,14 @@ impl Camera {
                 let mut sum = 0u32;
                 for dy in 0..f {
                     for dx in 0..f {
-                        sum += u32::from(
-                            self.pixels
-                                .get((y * f + dy) * w + x * f + dx)
-                                .copied()
-                                .unwrap_or(0),
-                        );
+                        let at = ((y * f + dy) * w + x * f + dx) * c;
+                        sum += self
+                            .pixels
+                            .get(at..at + c)
+                            .map_or(0, |px| px.iter().map(|&v| u32::from(v)).sum());
                     }
                 }
-                gray8.push((sum / (f * f) as u32) as u8);
+                gray8.push((sum / (f * f * c) as u32) as u8);
             }
         }
         wire::PreviewFrame {
@@ -286,7 +312,7 @@ pub(crate) fn camera_loop(
     shared: CameraShared,
     out: mpsc::Sender<FeatureFrame>,
 ) {
-    let end = settings.frames.map(|f| settings.start_frame + f);
+    let end = cam.frame_limit.map(|f| settings.start_frame + f);
     let mut epoch = trigger_epoch(settings.start_at_unix_ms);
     let mut n = settings.start_frame;
     let mut last_preview: Option<Instant> = None;

@@ -56,10 +56,16 @@ pub struct Args {
     /// (a headset's frame-sync line). A sensor that starts late joins at the current frame.
     #[arg(long, env = "SPLITNETS_SENSOR_START_AT_UNIX_MS")]
     pub start_at_unix_ms: Option<u64>,
-    /// Frame source: `replay` (Fashion-MNIST test split through the bundle's simulated camera) or
-    /// `folder:DIR` (binary PGM images, sorted by name, looped).
+    /// Frame source: `replay` (the bundle's data set through its simulated cameras: the
+    /// Fashion-MNIST test split, or the bundle's rendered scene) or `folder:DIR` (every `.png`,
+    /// `.jpg`, `.jpeg` and binary `.pgm` image of DIR, sorted by name, looped; any size, fitted
+    /// to the bundle's input per its `resize` policy, converted to its gray8 or rgb8 format).
     #[arg(long, env = "SPLITNETS_SENSOR_SOURCE")]
     pub source: Option<String>,
+    /// With `--source folder:DIR`: show each image once, then end the stream (as `--frames`
+    /// does) instead of looping. With `--frames N` as well, whichever comes first.
+    #[arg(long, env = "SPLITNETS_SENSOR_SOURCE_ONCE")]
+    pub source_once: bool,
     /// Fashion-MNIST directory for the replay source.
     #[arg(long, env = "SPLITNETS_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
@@ -137,6 +143,7 @@ struct FileConfig {
     start_frame: Option<u64>,
     start_at_unix_ms: Option<u64>,
     source: Option<String>,
+    source_once: Option<bool>,
     data_dir: Option<PathBuf>,
     id: Option<String>,
     admin_listen: Option<SocketAddr>,
@@ -175,6 +182,8 @@ pub struct Settings {
     pub start_frame: u64,
     pub start_at_unix_ms: Option<u64>,
     pub source: SourceKind,
+    /// A folder source's images once each, then the stream ends (`--source-once`).
+    pub source_once: bool,
     pub id: String,
     pub admin_listen: SocketAddr,
     pub flush_timeout: Duration,
@@ -214,6 +223,7 @@ impl Settings {
             source: SourceKind::Replay {
                 data_dir: splitnets_camera::dataset::DEFAULT_DIR.into(),
             },
+            source_once: false,
             id: format!("sensor-{view}"),
             admin_listen: "127.0.0.1:0".parse().expect("valid address"),
             flush_timeout: Duration::from_secs(5),
@@ -251,6 +261,10 @@ impl Settings {
             }
             Some(other) => anyhow::bail!("source {other:?} is not `replay` or `folder:DIR`"),
         };
+        let source_once = args.source_once || file.source_once.unwrap_or(false);
+        if source_once && !matches!(source, SourceKind::Folder(_)) {
+            anyhow::bail!("source_once (--source-once) needs a folder source: --source folder:DIR");
+        }
         let fps = args.fps.or(file.fps).unwrap_or(30.0);
         if !(fps >= 0.0 && fps.is_finite()) {
             anyhow::bail!("fps {fps} must be a finite number ≥ 0");
@@ -339,6 +353,7 @@ impl Settings {
             start_frame: args.start_frame.or(file.start_frame).unwrap_or(0),
             start_at_unix_ms: args.start_at_unix_ms.or(file.start_at_unix_ms),
             source,
+            source_once,
             id: args
                 .id
                 .or(file.id)
@@ -442,5 +457,25 @@ mod tests {
         assert!(e.to_string().contains("bandwidth schedule"), "{e}");
         let e = with(&["--emulate-loss", "1.5"]).unwrap_err();
         assert!(e.to_string().contains("emulate_loss"), "{e}");
+    }
+
+    #[test]
+    fn source_once() {
+        let base = ["sensor-node", "--bundle", "b", "--view", "0"];
+        let with = |extra: &[&str]| Settings::resolve(parse(&[&base[..], extra].concat()).unwrap());
+        let s = with(&["--source", "folder:/x"]).unwrap();
+        assert!(!s.source_once, "folders loop by default");
+        let s = with(&["--source", "folder:/x", "--source-once"]).unwrap();
+        assert!(s.source_once);
+        assert_eq!(s.source, SourceKind::Folder("/x".into()));
+        let e = with(&["--source-once"]).unwrap_err();
+        assert!(e.to_string().contains("folder:DIR"), "{e}");
+        // From the TOML file.
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("sensor.toml");
+        std::fs::write(&file, "source = \"folder:/y\"\nsource_once = true\n").unwrap();
+        let s = with(&["--config", file.to_str().unwrap()]).unwrap();
+        assert!(s.source_once);
+        assert_eq!(s.source, SourceKind::Folder("/y".into()));
     }
 }

@@ -1,9 +1,12 @@
-//! Frame sources: the data-set replay through the bundle's simulated camera, or a folder of images.
+//! Frame sources: the data-set replay through the bundle's simulated camera, the bundle's rendered
+//! scene, or a folder of images (PNG, JPEG, PGM; `splitnets_camera::images`).
 
 use std::path::Path;
 
 use splitnets_camera::dataset::{self, ImageSet, Split};
+use splitnets_camera::images;
 use splitnets_camera::rig::{CameraRig, replay_frame_into};
+use splitnets_proto::bundle::InputSpec;
 
 #[derive(Debug)]
 pub enum FrameSource {
@@ -13,7 +16,7 @@ pub enum FrameSource {
         rig: CameraRig,
         view: u32,
     },
-    /// Pre-recorded frames, looped.
+    /// Pre-recorded frames (already in the bundle's format), looped.
     Folder { frames: Vec<Vec<u8>> },
     /// The bundle's rendered scene (test split), seen by camera `view`.
     Shapes {
@@ -28,34 +31,19 @@ impl FrameSource {
         Ok(Self::Replay { set, rig, view })
     }
 
-    /// Loads every `.pgm` (binary P5, 8-bit) in `dir`, sorted by name; each must be `h × w`.
-    pub fn folder(dir: &Path, h: usize, w: usize) -> anyhow::Result<Self> {
-        let mut paths: Vec<_> = std::fs::read_dir(dir)
-            .map_err(|e| anyhow::anyhow!("frame folder {}: {e}", dir.display()))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| x.eq_ignore_ascii_case("pgm")))
-            .collect();
-        paths.sort();
-        if paths.is_empty() {
-            anyhow::bail!("frame folder {} has no .pgm images", dir.display());
-        }
-        let frames = paths
-            .iter()
-            .map(|p| {
-                let bytes =
-                    std::fs::read(p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?;
-                let (pw, ph, px) =
-                    parse_pgm(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?;
-                if (ph, pw) != (h, w) {
-                    anyhow::bail!(
-                        "{}: image is {pw}x{ph}, the bundle expects {w}x{h}",
-                        p.display()
-                    );
-                }
-                Ok(px)
-            })
-            .collect::<anyhow::Result<Vec<_>>>()?;
+    /// Loads every `.png`, `.jpg`, `.jpeg` and `.pgm` image of `dir`, sorted by name, each
+    /// fitted to the bundle's frame (size, resize policy, gray8 or rgb8).
+    pub fn folder(dir: &Path, input: &InputSpec) -> anyhow::Result<Self> {
+        let frames = images::load_folder(dir, &images::FrameFormat::of(input))?;
         Ok(Self::Folder { frames })
+    }
+
+    /// Frames the source has before it repeats (`None`: endless or too many to matter).
+    pub fn distinct_frames(&self) -> Option<u64> {
+        match self {
+            Self::Folder { frames } => Some(frames.len() as u64),
+            Self::Replay { .. } | Self::Shapes { .. } => None,
+        }
     }
 
     /// The bundle's rendered scene, seen by camera `view`.
@@ -102,69 +90,30 @@ impl FrameSource {
     }
 }
 
-/// Parses a binary PGM (P5) with maxval ≤ 255: returns (width, height, pixels).
-pub fn parse_pgm(b: &[u8]) -> Result<(usize, usize, Vec<u8>), String> {
-    let mut fields = Vec::new();
-    let mut i = 0;
-    while fields.len() < 4 {
-        while i < b.len() && (b[i].is_ascii_whitespace() || b[i] == b'#') {
-            if b[i] == b'#' {
-                while i < b.len() && b[i] != b'\n' {
-                    i += 1;
-                }
-            } else {
-                i += 1;
-            }
-        }
-        let start = i;
-        while i < b.len() && !b[i].is_ascii_whitespace() {
-            i += 1;
-        }
-        if start == i {
-            return Err("truncated PGM header".into());
-        }
-        fields.push(String::from_utf8_lossy(&b[start..i]).to_string());
-    }
-    if fields[0] != "P5" {
-        return Err(format!("not a binary PGM (magic {:?}, want P5)", fields[0]));
-    }
-    let num = |s: &str| {
-        s.parse::<usize>()
-            .map_err(|_| format!("bad PGM header field {s:?}"))
-    };
-    let (w, h, max) = (num(&fields[1])?, num(&fields[2])?, num(&fields[3])?);
-    if max == 0 || max > 255 {
-        return Err(format!("PGM maxval {max} is not 1..=255"));
-    }
-    let data = &b[(i + 1).min(b.len())..];
-    if data.len() < w * h {
-        return Err(format!(
-            "PGM has {} pixel bytes, {w}x{h} needs {}",
-            data.len(),
-            w * h
-        ));
-    }
-    Ok((w, h, data[..w * h].to_vec()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn parses_a_pgm_with_a_comment() {
-        let mut b = b"P5\n# made by hand\n3 2\n255\n".to_vec();
-        b.extend_from_slice(&[1, 2, 3, 4, 5, 6]);
-        assert_eq!(parse_pgm(&b).unwrap(), (3, 2, vec![1, 2, 3, 4, 5, 6]));
-        assert!(
-            parse_pgm(b"P6\n1 1\n255\n\0\0\0")
-                .unwrap_err()
-                .contains("P5")
-        );
-        assert!(
-            parse_pgm(b"P5\n4 4\n255\n\0")
-                .unwrap_err()
-                .contains("needs 16")
-        );
+    fn folder_frames_follow_the_bundle_input() {
+        let dir = tempfile::tempdir().unwrap();
+        // A 4x2 PGM; the bundle wants 2x2 RGB frames.
+        let mut pgm = b"P5\n4 2\n255\n".to_vec();
+        pgm.extend([100; 8]);
+        std::fs::write(dir.path().join("a.pgm"), pgm).unwrap();
+        let input = InputSpec {
+            height: 2,
+            width: 2,
+            pixel_format: "rgb8".into(),
+            ..InputSpec::default()
+        };
+        let src = FrameSource::folder(dir.path(), &input).unwrap();
+        assert_eq!(src.distinct_frames(), Some(1));
+        let mut px = Vec::new();
+        src.frame_into(5, &mut px).unwrap();
+        assert_eq!(px, [100; 12]);
+        assert_eq!(px.len(), input.raw_frame_bytes());
+        let e = FrameSource::folder(&dir.path().join("none"), &input).unwrap_err();
+        assert!(e.to_string().contains("none"), "{e}");
     }
 }

@@ -23,11 +23,15 @@ pub enum StageError {
     Runtime(#[from] RuntimeError),
     #[error("feature codec: {0}")]
     Codec(#[from] CodecError),
-    #[error("frame has {actual} pixels, the bundle's input is {height}x{width}")]
+    #[error(
+        "frame has {actual} bytes, the bundle's input is {height}x{width} {pixel_format} ({expected} bytes)"
+    )]
     FrameSize {
         actual: usize,
+        expected: usize,
         height: usize,
         width: usize,
+        pixel_format: String,
     },
     #[error("head produced shape {actual:?}, the bundle's split feature is {expected:?}")]
     FeatureShape {
@@ -159,8 +163,10 @@ impl HeadStage {
         if pixels.len() != spec.raw_frame_bytes() {
             return Err(StageError::FrameSize {
                 actual: pixels.len(),
+                expected: spec.raw_frame_bytes(),
                 height: spec.height,
                 width: spec.width,
+                pixel_format: spec.pixel_format.clone(),
             });
         }
         let mut t = HeadTimings::default();

@@ -60,6 +60,7 @@ pub fn write_model(model: &ModelProto, path: &Path) -> Result<(), OnnxError> {
 /// A tensor's element type as ONNX numbers it.
 pub const FLOAT: i32 = tensor_proto::DataType::Float as i32;
 pub const INT64: i32 = tensor_proto::DataType::Int64 as i32;
+pub const INT32: i32 = tensor_proto::DataType::Int32 as i32;
 
 /// A dimension of a value's shape: fixed or symbolic.
 #[derive(Debug, Clone, PartialEq, Eq)]

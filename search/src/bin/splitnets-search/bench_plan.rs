@@ -46,6 +46,7 @@ pub(crate) fn run_bench(a: BenchArgs) -> anyhow::Result<()> {
                     fps: 30.0,
                     latency_seconds: None,
                     jpeg_frame_bytes: None,
+                    jpeg_frame_samples: None,
                 },
             );
             times.push(t.elapsed().as_secs_f64());

@@ -79,7 +79,7 @@ pub(crate) fn run_calibrate(a: CalibrateArgs) -> anyhow::Result<()> {
             .iter()
             .map(|n| overhead + n.macs as f64 / thr.get(n.class))
             .sum();
-        let whole = splitnets_search::onnx_cut::runnable_original(&model, &g);
+        let whole = splitnets_search::onnx_cut::runnable_original(&model, &g)?;
         let measured = time_model(&whole, a.repeats)?;
         let err = (predicted - measured).abs() / measured;
         errors.push(err);

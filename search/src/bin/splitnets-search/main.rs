@@ -8,6 +8,7 @@ mod nas;
 mod plan;
 mod rebundle;
 mod train;
+mod user_model;
 
 use clap::{Parser, Subcommand};
 use splitnets_proto::codec::CodecSpec;
@@ -27,6 +28,8 @@ enum Command {
     Plan(plan::PlanArgs),
     /// Benchmark the planner: split evaluations per second and whole-plan time per model.
     BenchPlan(bench_plan::BenchArgs),
+    /// Cut an ONNX model at named tensor(s) and write the bundle the daemons run.
+    Split(user_model::SplitArgs),
     /// Re-split a bundle's network at another tensor and write the new bundle.
     SplitBundle(rebundle::SplitBundleArgs),
     /// Write a bundle's split with another link codec (link budget recomputed; no retraining).
@@ -65,6 +68,7 @@ fn main() -> std::process::ExitCode {
         Command::Calibrate(a) => calibrate::run_calibrate(a),
         Command::Nas(a) => nas::run_nas(a),
         Command::NasCompare(a) => nas::run_nas_compare(a),
+        Command::Split(a) => user_model::run_split(a),
         Command::SplitBundle(a) => rebundle::run_split_bundle(a),
         Command::SetCodec(a) => rebundle::run_set_codec(a),
     };

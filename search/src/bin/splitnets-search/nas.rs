@@ -294,8 +294,9 @@ fn write_front_bundle(
         height: side,
         width: side,
         pixel_format: "gray8".into(),
-        mean: o.input_mean,
-        std: o.input_std,
+        mean: o.input_mean.into(),
+        std: o.input_std.into(),
+        ..Default::default()
     };
     let classes: Vec<String> = match o.data {
         DataKind::Shapes => splitnets_camera::shapes::CLASSES

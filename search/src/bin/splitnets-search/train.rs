@@ -91,8 +91,9 @@ pub(crate) fn run_train(a: TrainArgs) -> anyhow::Result<()> {
         height: train_set.rows,
         width: train_set.cols,
         pixel_format: "gray8".into(),
-        mean: 0.0,
-        std: 1.0,
+        mean: 0.0.into(),
+        std: 1.0.into(),
+        ..Default::default()
     };
     tracing::info!(steps = cfg.steps, batch = cfg.batch_size, views = rig.views, ?cfg.spec, "training");
     let bar = ProgressBar::new(cfg.steps).with_style(

@@ -1,0 +1,371 @@
+//! Bring your own model: a user's ONNX CNN, cut where the planner says, written as bundles the
+//! daemons run unchanged, and checked on the user's own images.
+//!
+//! A written bundle is single-view (no fusion: the tail takes the one view's feature as the
+//! model did). Before it is written, its head then tail are run in float against the whole
+//! model on sample inputs, unoptimised so the comparison is of what the graph computes: a cut
+//! that changes any output bit is refused. The quantized agreement (top-1 of head → codec →
+//! tail vs the whole model) is measured per bit width on the user's images.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use anyhow::{Context, bail};
+use prost::Message;
+use splitnets_cost_model::graph::{AnalyzedGraph, analyze};
+use splitnets_cost_model::profile::HardwareProfile;
+use splitnets_cost_model::split::{evaluate, summarize};
+use splitnets_onnx::{self as onnx, ModelProto};
+use splitnets_proto::bundle::{
+    Bundle, CameraRig, FileRef, Files, InputSpec, Manifest, PredictedCost, SplitSpec,
+    link_budget_for,
+};
+use splitnets_proto::codec::{self, CodecSpec};
+use splitnets_runtime::onnx_runtime::{MultiIoModel, NamedTensor, SessionOptions};
+
+use crate::cuts::Cut;
+use crate::onnx_cut::{runnable_original, split_model};
+
+/// A user's model, analysed at fixed input shapes.
+#[derive(Debug)]
+pub struct UserModel {
+    pub name: String,
+    pub model: ModelProto,
+    pub graph: AnalyzedGraph,
+    /// The whole model as written for ONNX Runtime (fixed input shapes, shapes folded).
+    pub whole: ModelProto,
+}
+
+impl UserModel {
+    /// Reads and analyses `path`; `input_shapes` resolves symbolic input dims by name.
+    pub fn load(path: &Path, input_shapes: &HashMap<String, Vec<usize>>) -> anyhow::Result<Self> {
+        let model = onnx::read_model(path)?;
+        let spec = onnx::cost_graph(&model)?;
+        let graph = analyze(&spec, input_shapes)
+            .with_context(|| format!("analysing {}", path.display()))?;
+        let whole = runnable_original(&model, &graph)?;
+        Ok(Self {
+            name: path
+                .file_stem()
+                .map_or("model".into(), |s| s.to_string_lossy().into_owned()),
+            model,
+            graph,
+            whole,
+        })
+    }
+
+    /// The single data input's shape, checked to be an image tensor `[1, C, H, W]` or
+    /// `[1, H, W, C]` with C 1 or 3.
+    pub fn image_input(&self) -> anyhow::Result<(&str, &[usize])> {
+        let g = &self.graph;
+        if g.inputs.len() != 1 {
+            bail!(
+                "the model has {} data inputs; a camera feeds exactly one image",
+                g.inputs.len()
+            );
+        }
+        let t = &g.tensors[g.inputs[0]];
+        let s = &t.shape;
+        if s.len() != 4 || s[0] != 1 || !(matches!(s[1], 1 | 3) || matches!(s[3], 1 | 3)) {
+            bail!(
+                "input {:?} has shape {s:?}; an image input is [1, C, H, W] or [1, H, W, C] with 1 or 3 channels",
+                t.name
+            );
+        }
+        Ok((&t.name, s))
+    }
+
+    /// The single-tensor cut that sends exactly `tensor` across, among `cuts`.
+    pub fn cut_at<'a>(&self, cuts: &'a [Cut], tensors: &[String]) -> anyhow::Result<&'a Cut> {
+        let g = &self.graph;
+        let mut ids = Vec::new();
+        for t in tensors {
+            ids.push(g.tensor_id(t).with_context(|| {
+                format!(
+                    "no tensor {t:?} in the model (compute tensors: {})",
+                    g.tensors
+                        .iter()
+                        .filter(|x| x.producer.is_some())
+                        .map(|x| x.name.as_str())
+                        .take(40)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            })?);
+        }
+        ids.sort();
+        cuts.iter()
+            .find(|c| {
+                let mut x = c.crossing.clone();
+                x.sort();
+                x == ids
+            })
+            .with_context(|| {
+                format!("no cut of the model sends exactly {tensors:?} across the link")
+            })
+    }
+}
+
+/// What a bundle records about the user's input and labels.
+#[derive(Debug, Clone)]
+pub struct BundleOptions {
+    pub input: InputSpec,
+    pub classes: Vec<String>,
+    pub codec: CodecSpec,
+    pub fps: f64,
+    pub profile: HardwareProfile,
+    /// The command that wrote it, recorded in the manifest's description.
+    pub command: String,
+}
+
+/// Why a cut cannot become a bundle (the planner lists such cuts but skips them).
+pub fn bundle_blocker(g: &AnalyzedGraph, cut: &Cut) -> Option<String> {
+    if cut.crossing.len() != 1 {
+        return Some(format!(
+            "{} tensors cross; the wire carries one feature tensor per frame",
+            cut.crossing.len()
+        ));
+    }
+    let t = &g.tensors[cut.crossing[0]];
+    if t.producer.is_none() {
+        return Some("the raw input crosses (all on the aggregator)".into());
+    }
+    if t.is_graph_output || cut.on_sensor.iter().all(|&s| s) {
+        return Some("the model's output crosses (all on the sensor)".into());
+    }
+    if t.shape.first() != Some(&1) || t.shape.len() < 2 {
+        return Some(format!("feature shape {:?} is not [1, ...]", t.shape));
+    }
+    None
+}
+
+/// A bundle written from a cut.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct WrittenBundle {
+    pub dir: String,
+    pub digest: String,
+    pub crossing: String,
+    pub feature_shape: Vec<usize>,
+    pub bytes_per_view_per_frame: usize,
+    pub predicted: PredictedCost,
+    /// Largest |head→tail − whole| over the check inputs, float passthrough (0: bit-exact).
+    pub float_max_abs_diff: f32,
+    pub check_inputs: usize,
+}
+
+/// Writes the bundle of `cut` to `out` after checking head then tail equals the whole model on
+/// `check_inputs` (preprocessed head inputs).
+pub fn write_bundle(
+    um: &UserModel,
+    cut: &Cut,
+    opts: &BundleOptions,
+    check_inputs: &[Vec<f32>],
+    out: &Path,
+) -> anyhow::Result<WrittenBundle> {
+    let g = &um.graph;
+    if let Some(why) = bundle_blocker(g, cut) {
+        bail!("this cut cannot be a bundle: {why}");
+    }
+    let (head, tail) = split_model(&um.model, g, cut)?;
+    let (head_bytes, tail_bytes) = (head.encode_to_vec(), tail.encode_to_vec());
+    let feature = g.tensors[cut.crossing[0]].clone();
+    let diff = float_passthrough_diff(um, &head_bytes, &tail_bytes, check_inputs)?;
+    if diff != 0.0 {
+        bail!(
+            "head then tail differs from the whole model by up to {diff:e} at cut {:?}; not writing it",
+            feature.name
+        );
+    }
+    let output = &g.tensors[*g.outputs.first().context("the model has no output")?];
+    let classes_out = output.shape.iter().product::<usize>();
+    let classes = if opts.classes.is_empty() {
+        (0..classes_out).map(|i| format!("class{i}")).collect()
+    } else {
+        if opts.classes.len() != classes_out {
+            bail!(
+                "--labels has {} names but the model's output {:?} has {} values",
+                opts.classes.len(),
+                output.name,
+                classes_out
+            );
+        }
+        opts.classes.clone()
+    };
+    let views = 1;
+    let s = summarize(g, &cut.on_sensor)?;
+    let mut single = opts.profile.clone();
+    single.sensors = views;
+    let c = evaluate(&s, &single, opts.codec.bits_per_element(), None);
+    let predicted = PredictedCost {
+        profile: opts.profile.name.clone(),
+        sensor_seconds: c.sensor_seconds,
+        link_seconds: c.link_seconds,
+        aggregator_seconds: c.aggregator_seconds,
+        end_to_end_seconds: c.end_to_end_seconds,
+        sensor_peak_memory_bytes: c.sensor_memory_bytes,
+    };
+    let head_input = g.tensors[g.inputs[0]].name.clone();
+    let manifest = Manifest {
+        format_version: splitnets_proto::bundle::FORMAT_VERSION,
+        name: format!("{}-at-{}", um.name, feature.name),
+        description: format!(
+            "{} cut at {:?} ({} compute nodes on the sensor) by `{}`",
+            um.name,
+            feature.name,
+            cut.on_sensor.iter().filter(|&&x| x).count(),
+            opts.command
+        ),
+        classes,
+        input: opts.input.clone(),
+        cameras: CameraRig {
+            views,
+            ..CameraRig::default()
+        },
+        scene: None,
+        split: SplitSpec {
+            head_input,
+            head_output: feature.name.clone(),
+            feature_shape: feature.shape.clone(),
+            tail_input: feature.name.clone(),
+            tail_output: output.name.clone(),
+            fusion: "none".into(),
+        },
+        codec: opts.codec,
+        // Filled in by `Bundle::write` (digests of the files it writes).
+        files: Files {
+            head: FileRef {
+                path: "head.onnx".into(),
+                sha256: String::new(),
+            },
+            tail: FileRef {
+                path: "tail.onnx".into(),
+                sha256: String::new(),
+            },
+        },
+        link_budget: link_budget_for(
+            &feature.shape,
+            opts.codec,
+            views,
+            opts.fps,
+            opts.input.raw_frame_bytes(),
+        ),
+        predicted: Some(predicted.clone()),
+        training: None,
+    };
+    let digest = Bundle::write(out, manifest.clone(), &head_bytes, &tail_bytes)?;
+    Ok(WrittenBundle {
+        dir: out.display().to_string(),
+        digest,
+        crossing: feature.name,
+        feature_shape: feature.shape,
+        bytes_per_view_per_frame: manifest.link_budget.bytes_per_view_per_frame,
+        predicted,
+        float_max_abs_diff: diff,
+        check_inputs: check_inputs.len(),
+    })
+}
+
+fn session(name: &str, bytes: &[u8]) -> anyhow::Result<MultiIoModel> {
+    // Unoptimised: the graph exactly as written, so the halves compute what the whole does.
+    Ok(MultiIoModel::from_bytes(
+        name,
+        bytes,
+        SessionOptions::default(),
+        false,
+    )?)
+}
+
+fn input_tensor(um: &UserModel, x: &[f32]) -> NamedTensor {
+    let t = &um.graph.tensors[um.graph.inputs[0]];
+    NamedTensor {
+        name: t.name.clone(),
+        shape: t.shape.clone(),
+        data: x.to_vec(),
+    }
+}
+
+/// Largest |head → tail − whole| over `inputs` (float, no codec).
+pub fn float_passthrough_diff(
+    um: &UserModel,
+    head: &[u8],
+    tail: &[u8],
+    inputs: &[Vec<f32>],
+) -> anyhow::Result<f32> {
+    let mut whole = session("whole model", &um.whole.encode_to_vec())?;
+    let (mut h, mut t) = (session("head", head)?, session("tail", tail)?);
+    let mut worst = 0f32;
+    for x in inputs {
+        let feed = [input_tensor(um, x)];
+        let expected = whole.run(&feed)?;
+        let got = t.run(&h.run(&feed)?)?;
+        for (a, b) in got.iter().zip(&expected) {
+            for (p, q) in a.data.iter().zip(&b.data) {
+                worst = worst.max((p - q).abs());
+                if p.to_bits() != q.to_bits() && !(p.is_nan() && q.is_nan()) {
+                    worst = worst.max(f32::MIN_POSITIVE);
+                }
+            }
+        }
+    }
+    Ok(worst)
+}
+
+fn argmax(v: &[f32]) -> usize {
+    v.iter()
+        .enumerate()
+        .max_by(|a, b| a.1.total_cmp(b.1))
+        .map_or(0, |(i, _)| i)
+}
+
+/// Top-1 agreement, per codec, of head → codec → tail with the whole model on `inputs`.
+pub fn quantized_agreement(
+    um: &UserModel,
+    cut: &Cut,
+    codecs: &[CodecSpec],
+    inputs: &[Vec<f32>],
+) -> anyhow::Result<Vec<f64>> {
+    let g = &um.graph;
+    let (head, tail) = split_model(&um.model, g, cut)?;
+    let mut whole = session("whole model", &um.whole.encode_to_vec())?;
+    let (mut h, mut t) = (
+        session("head", &head.encode_to_vec())?,
+        session("tail", &tail.encode_to_vec())?,
+    );
+    let mut agree = vec![0usize; codecs.len()];
+    for x in inputs {
+        let feed = [input_tensor(um, x)];
+        let expected = argmax(&whole.run(&feed)?[0].data);
+        let feature = h.run(&feed)?;
+        for (k, &spec) in codecs.iter().enumerate() {
+            let mut f = feature.clone();
+            for part in &mut f {
+                let enc = codec::encode(spec, &part.shape, &part.data)?;
+                part.data = codec::decode(&enc)?;
+            }
+            if argmax(&t.run(&f)?[0].data) == expected {
+                agree[k] += 1;
+            }
+        }
+    }
+    Ok(agree
+        .iter()
+        .map(|&a| a as f64 / inputs.len().max(1) as f64)
+        .collect())
+}
+
+/// The range of the cut's feature over `inputs` (for a calibrated codec).
+pub fn feature_range(um: &UserModel, cut: &Cut, inputs: &[Vec<f32>]) -> anyhow::Result<(f32, f32)> {
+    let (head, _) = split_model(&um.model, &um.graph, cut)?;
+    let mut h = session("head", &head.encode_to_vec())?;
+    let (mut lo, mut hi) = (f32::INFINITY, f32::NEG_INFINITY);
+    for x in inputs {
+        for t in h.run(&[input_tensor(um, x)])? {
+            for &v in &t.data {
+                lo = lo.min(v);
+                hi = hi.max(v);
+            }
+        }
+    }
+    anyhow::ensure!(lo <= hi, "no calibration images");
+    Ok((lo, hi))
+}
