@@ -588,7 +588,7 @@ fn fold_constant(c: &Ctx<'_>, ins: &[Option<&Value>]) -> Result<Vec<ConstTensor>
     })
 }
 
-fn const_of<'a>(v: Option<&'a Value>) -> Option<&'a ConstTensor> {
+fn const_of(v: Option<&Value>) -> Option<&ConstTensor> {
     match v {
         Some(Value::Const(t)) => Some(t),
         _ => None,

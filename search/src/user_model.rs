@@ -147,6 +147,7 @@ pub struct WrittenBundle {
     pub crossing: String,
     pub feature_shape: Vec<usize>,
     pub bytes_per_view_per_frame: usize,
+    pub codec: CodecSpec,
     pub predicted: PredictedCost,
     /// Largest |head→tail − whole| over the check inputs, float passthrough (0: bit-exact).
     pub float_max_abs_diff: f32,
@@ -259,6 +260,7 @@ pub fn write_bundle(
         crossing: feature.name,
         feature_shape: feature.shape,
         bytes_per_view_per_frame: manifest.link_budget.bytes_per_view_per_frame,
+        codec: opts.codec,
         predicted,
         float_max_abs_diff: diff,
         check_inputs: check_inputs.len(),

@@ -145,9 +145,6 @@ async fn a_users_exported_model_plans_bundles_and_runs_in_the_daemons() {
         );
         assert_eq!(p.views_used, vec![0]);
         // Bytes on the link: the bundle's budget and the planner's figure.
-        assert_eq!(
-            p.views[0].message_bytes as u64, planned_bytes,
-            "image {seq}"
-        );
+        assert_eq!(p.views[0].message_bytes, planned_bytes, "image {seq}");
     }
 }

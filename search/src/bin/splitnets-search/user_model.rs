@@ -109,12 +109,15 @@ pub(crate) fn input_spec(um: &UserModel, a: &ModelInputArgs) -> anyhow::Result<I
     Ok(spec)
 }
 
+/// Camera frames (pixels) and the head inputs made from them.
+pub(crate) type FramesAndInputs = (Vec<Vec<u8>>, Vec<Vec<f32>>);
+
 /// Up to `max` images of `dir` as camera frames of `spec`, and as head inputs.
 pub(crate) fn load_images(
     dir: &Path,
     spec: &InputSpec,
     max: usize,
-) -> anyhow::Result<(Vec<Vec<u8>>, Vec<Vec<f32>>)> {
+) -> anyhow::Result<FramesAndInputs> {
     use splitnets_camera::images::{FrameFormat, load_folder};
     let mut frames = load_folder(dir, &FrameFormat::of(spec))
         .with_context(|| format!("reading images from {}", dir.display()))?;
@@ -223,9 +226,10 @@ impl BundleJob {
     ) -> anyhow::Result<WrittenBundle> {
         let mut opts = self.opts.clone();
         if let Some(cal) = &self.calibration {
-            let bits = match opts.codec {
-                CodecSpec::Affine { bits, .. } | CodecSpec::AffineCalibrated { bits, .. } => bits,
-                _ => anyhow::bail!("--calibrate-images needs a quantized codec (--bits 2..8)"),
+            let (CodecSpec::Affine { bits, .. } | CodecSpec::AffineCalibrated { bits, .. }) =
+                opts.codec
+            else {
+                anyhow::bail!("--calibrate-images needs a quantized codec (--bits 2..8)")
             };
             let (min, max) = user_model::feature_range(um, cut, cal)?;
             opts.codec = CodecSpec::AffineCalibrated { bits, min, max };
@@ -256,23 +260,27 @@ pub(crate) fn bundle_report(
     let bits = [8u8, 6, 4];
     let _ = writeln!(
         s,
-        "{:<34} {:<28} {:>10} {:>9} {:>10}  top-1 agreement with the whole model at 8/6/4 bits",
+        "{:<34} {:<28} {:>10} {:>9} {:>10}  top-1 agreement with the whole model: the bundle's codec; per-frame range at 8/6/4 bits",
         "dir", "crossing", "B/frame", "e2e ms", "float diff"
     );
     for (b, cut) in written {
         let agreement = if job.from_images {
-            let codecs: Vec<CodecSpec> = bits
-                .iter()
-                .map(|&b| CodecSpec::Affine {
-                    bits: b,
-                    per_channel: false,
-                })
-                .collect();
+            let mut codecs = vec![b.codec];
+            codecs.extend(bits.iter().map(|&b| CodecSpec::Affine {
+                bits: b,
+                per_channel: false,
+            }));
             let a = user_model::quantized_agreement(um, cut, &codecs, &job.check_inputs)?;
-            a.iter()
-                .map(|v| format!("{:.1} %", v * 100.0))
-                .collect::<Vec<_>>()
-                .join(" / ")
+            format!(
+                "{:.1} % ({}); {}",
+                a[0] * 100.0,
+                codec_name(b.codec),
+                a[1..]
+                    .iter()
+                    .map(|v| format!("{:.1} %", v * 100.0))
+                    .collect::<Vec<_>>()
+                    .join(" / ")
+            )
         } else {
             "n/a (no --images)".into()
         };
@@ -291,6 +299,18 @@ pub(crate) fn bundle_report(
         );
     }
     Ok(s)
+}
+
+fn codec_name(c: CodecSpec) -> String {
+    match c {
+        CodecSpec::Float32 => "float32".into(),
+        CodecSpec::Float16 => "float16".into(),
+        CodecSpec::Affine { bits, per_channel } => format!(
+            "{bits}-bit, range per {}",
+            if per_channel { "channel" } else { "frame" }
+        ),
+        CodecSpec::AffineCalibrated { bits, .. } => format!("{bits}-bit, calibrated range"),
+    }
 }
 
 #[derive(clap::Args, Debug)]
