@@ -201,9 +201,10 @@ pub(crate) fn run_plan(a: PlanArgs) -> anyhow::Result<()> {
                 ));
                 continue;
             }
+            // Named by rank, so a listing puts the best first.
             let dir = a.out.join("bundles").join(format!(
-                "cut{:03}-{}",
-                row.cut_index,
+                "{:02}-{}",
+                written.len() + 1,
                 sanitize(&row.crossing[0])
             ));
             eprintln!(
