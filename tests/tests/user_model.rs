@@ -76,6 +76,10 @@ async fn a_users_exported_model_plans_bundles_and_runs_in_the_daemons() {
             .arg(&plan_dir),
     );
     assert!(out.contains("Bundles (2 written"), "{out}");
+    assert!(
+        out.contains("Top-1 agreement with the whole model on 5 images, every Pareto cut"),
+        "{out}"
+    );
 
     // The planner's rows and the written bundles.
     let plan: serde_json::Value =

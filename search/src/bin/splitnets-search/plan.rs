@@ -236,6 +236,14 @@ pub(crate) fn run_plan(a: PlanArgs) -> anyhow::Result<()> {
             serde_json::to_vec_pretty(&json)?,
         )?;
     }
+    if let Some((job, _)) = &job
+        && job.from_images
+    {
+        eprintln!("[plan] quantized agreement of the Pareto cuts on your images");
+        table.push_str(&crate::user_model::pareto_agreement(
+            &um, &p, &all_cuts, job,
+        ));
+    }
     std::fs::write(a.out.join("plan.txt"), &table)?;
     std::fs::write(a.out.join("plan.csv"), plan::csv(&p))?;
     std::fs::write(a.out.join("plan.json"), serde_json::to_vec_pretty(&p)?)?;

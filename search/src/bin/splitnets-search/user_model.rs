@@ -301,6 +301,53 @@ pub(crate) fn bundle_report(
     Ok(s)
 }
 
+/// Top-1 agreement with the whole model on the sample images, for every cut on the plan's
+/// Pareto front (multi-tensor cuts too: each crossing tensor through the codec), with the
+/// feature's range taken per frame at 8, 6 and 4 bits: which cuts survive 4 bits.
+pub(crate) fn pareto_agreement(
+    um: &UserModel,
+    plan: &splitnets_search::plan::Plan,
+    cuts: &[Cut],
+    job: &BundleJob,
+) -> String {
+    let codecs: Vec<CodecSpec> = [8u8, 6, 4]
+        .iter()
+        .map(|&bits| CodecSpec::Affine {
+            bits,
+            per_channel: false,
+        })
+        .collect();
+    let mut s = format!(
+        "\nTop-1 agreement with the whole model on {} images, every Pareto cut, range per frame at 8 / 6 / 4 bits:\n",
+        job.check_inputs.len()
+    );
+    for row in plan.rows.iter().filter(|r| r.pareto) {
+        let cut = &cuts[row.cut_index];
+        let text = match user_model::quantized_agreement(um, cut, &codecs, &job.check_inputs) {
+            Ok(a) => a
+                .iter()
+                .map(|v| format!("{:.1} %", v * 100.0))
+                .collect::<Vec<_>>()
+                .join(" / "),
+            Err(e) => format!("n/a ({e:#})"),
+        };
+        let _ = writeln!(
+            s,
+            "  rank {:<3} {:<40} {text}",
+            row_rank(plan, row),
+            row.crossing.join(" + ")
+        );
+    }
+    s
+}
+
+fn row_rank(plan: &splitnets_search::plan::Plan, row: &splitnets_search::plan::PlanRow) -> usize {
+    plan.rows
+        .iter()
+        .position(|r| r.cut_index == row.cut_index)
+        .map_or(0, |i| i + 1)
+}
+
 fn codec_name(c: CodecSpec) -> String {
     match c {
         CodecSpec::Float32 => "float32".into(),
