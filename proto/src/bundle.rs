@@ -382,6 +382,20 @@ pub struct Files {
     pub tail: FileRef,
 }
 
+impl Files {
+    /// `head.onnx` and `tail.onnx`, digests to be filled in by [`Bundle::write`].
+    pub fn to_be_written() -> Self {
+        let named = |path: &str| FileRef {
+            path: path.into(),
+            sha256: String::new(),
+        };
+        Self {
+            head: named("head.onnx"),
+            tail: named("tail.onnx"),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FileRef {
     pub path: String,

@@ -8,8 +8,7 @@ use prost::Message;
 use splitnets_camera::dataset::{CLASSES, ImageSet};
 use splitnets_camera::rig::{CameraRig, replay_frame};
 use splitnets_proto::bundle::{
-    Bundle, FORMAT_VERSION, FileRef, Files, InputSpec, Manifest, SplitSpec, TrainingSummary,
-    link_budget_for,
+    Bundle, FORMAT_VERSION, Files, InputSpec, Manifest, SplitSpec, TrainingSummary, link_budget_for,
 };
 use splitnets_proto::codec::CodecSpec;
 use splitnets_runtime::argmax;
@@ -91,16 +90,7 @@ pub fn write_bundle(job: &BundleJob<'_>) -> anyhow::Result<BundleOutcome> {
             fusion: "max".into(),
         },
         codec: job.codec,
-        files: Files {
-            head: FileRef {
-                path: "head.onnx".into(),
-                sha256: String::new(),
-            },
-            tail: FileRef {
-                path: "tail.onnx".into(),
-                sha256: String::new(),
-            },
-        },
+        files: Files::to_be_written(),
         link_budget: budget,
         predicted: None,
         training: Some(TrainingSummary {

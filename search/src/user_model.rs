@@ -17,8 +17,7 @@ use splitnets_cost_model::profile::HardwareProfile;
 use splitnets_cost_model::split::{evaluate, summarize};
 use splitnets_onnx::{self as onnx, ModelProto};
 use splitnets_proto::bundle::{
-    Bundle, CameraRig, FileRef, Files, InputSpec, Manifest, PredictedCost, SplitSpec,
-    link_budget_for,
+    Bundle, CameraRig, Files, InputSpec, Manifest, PredictedCost, SplitSpec, link_budget_for,
 };
 use splitnets_proto::codec::{self, CodecSpec};
 use splitnets_runtime::onnx_runtime::{MultiIoModel, NamedTensor, SessionOptions};
@@ -232,17 +231,7 @@ pub fn write_bundle(
             fusion: "none".into(),
         },
         codec: opts.codec,
-        // Filled in by `Bundle::write` (digests of the files it writes).
-        files: Files {
-            head: FileRef {
-                path: "head.onnx".into(),
-                sha256: String::new(),
-            },
-            tail: FileRef {
-                path: "tail.onnx".into(),
-                sha256: String::new(),
-            },
-        },
+        files: Files::to_be_written(),
         link_budget: link_budget_for(
             &feature.shape,
             opts.codec,

@@ -14,8 +14,8 @@ use splitnets_camera::rig::{CameraRig, replay_frame};
 use splitnets_nas::data::DataKind;
 use splitnets_nas::{FrontMember, NasConfig, NasOutcome, Preset, Progress, onnx_export, reference};
 use splitnets_proto::bundle::{
-    Bundle, FORMAT_VERSION, FileRef, Files, InputSpec, Manifest, PredictedCost, SplitSpec,
-    TrainingSummary, link_budget_for,
+    Bundle, FORMAT_VERSION, Files, InputSpec, Manifest, PredictedCost, SplitSpec, TrainingSummary,
+    link_budget_for,
 };
 use splitnets_proto::codec::CodecSpec;
 use splitnets_runtime::{LocalPipeline, SessionOptions, argmax};
@@ -328,16 +328,7 @@ fn write_front_bundle(
             fusion: format!("{:?}", m.arch.fusion).to_lowercase(),
         },
         codec,
-        files: Files {
-            head: FileRef {
-                path: "head.onnx".into(),
-                sha256: String::new(),
-            },
-            tail: FileRef {
-                path: "tail.onnx".into(),
-                sha256: String::new(),
-            },
-        },
+        files: Files::to_be_written(),
         link_budget: link_budget_for(
             &feature_shape,
             codec,
