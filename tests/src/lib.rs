@@ -36,6 +36,30 @@ pub fn bundle_with_codec(dir: &Path, codec: CodecSpec) -> PathBuf {
     out
 }
 
+/// The next `n` distinct frames' predictions from `watch`, by sequence; panics if the stream
+/// stalls for `stall` (no prediction at all) or closes first.
+pub async fn collect_predictions(
+    watch: &mut tonic::Streaming<wire::Prediction>,
+    n: u64,
+    stall: Duration,
+) -> std::collections::BTreeMap<u64, wire::Prediction> {
+    let mut preds = std::collections::BTreeMap::new();
+    while (preds.len() as u64) < n {
+        let p = tokio::time::timeout(stall, watch.message())
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "no prediction for {stall:?} ({} of {n} so far)",
+                    preds.len()
+                )
+            })
+            .expect("prediction stream")
+            .expect("the prediction stream stays open");
+        preds.insert(p.sequence, p);
+    }
+    preds
+}
+
 /// A `Predictions/Watch` stream on the aggregator at `endpoint`, retried until it is up (open it
 /// before the sensors start, so no prediction is missed).
 pub async fn watch_predictions(endpoint: &str) -> tonic::Streaming<wire::Prediction> {

@@ -27,18 +27,8 @@ async fn distributed_run(
     for v in 0..4 {
         c.start_sensor(v, &args).unwrap();
     }
-    let mut preds = BTreeMap::new();
-    let collect = async {
-        while let Some(p) = watch.message().await.unwrap() {
-            preds.insert(p.sequence, p);
-            if preds.len() as u64 == FRAMES {
-                break;
-            }
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(90), collect)
-        .await
-        .expect("all predictions within 90 s");
+    let preds =
+        splitnets_tests::collect_predictions(&mut watch, FRAMES, Duration::from_secs(60)).await;
     c.wait_sensors(Duration::from_secs(30)).await.unwrap();
     c.stop().await.unwrap();
     preds

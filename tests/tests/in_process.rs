@@ -2,7 +2,6 @@
 //! listeners on port 0, shutdown futures, each daemon with its own metrics recorder), checked
 //! frame by frame against the in-process reference pipeline.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use splitnets_camera::dataset::{self, Split};
@@ -61,15 +60,8 @@ async fn aggregator_and_sensors_in_one_process_equal_the_reference_pipeline() {
         )));
     }
 
-    let mut preds = BTreeMap::new();
-    while preds.len() < FRAMES as usize {
-        let p = tokio::time::timeout(Duration::from_secs(30), watch.message())
-            .await
-            .expect("predictions keep coming")
-            .unwrap()
-            .expect("stream open");
-        preds.insert(p.sequence, p);
-    }
+    let preds =
+        splitnets_tests::collect_predictions(&mut watch, FRAMES, Duration::from_secs(30)).await;
     for s in sensors {
         let report = s.await.unwrap().expect("sensor finishes cleanly");
         assert_eq!(report.frames_sent, FRAMES, "{report:?}");

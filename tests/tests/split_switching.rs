@@ -4,7 +4,6 @@
 //! smaller variant when the float feature no longer fits, and back after recovery; no frame may
 //! be lost, and every frame must equal the in-process pipeline of the variant it names.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use splitnets_camera::dataset::{self, Split};
@@ -124,15 +123,8 @@ async fn a_bandwidth_drop_switches_to_a_smaller_variant_and_recovery_switches_ba
         )));
     }
 
-    let mut preds = BTreeMap::new();
-    while preds.len() < FRAMES as usize {
-        let p = tokio::time::timeout(Duration::from_secs(30), watch.message())
-            .await
-            .expect("predictions keep coming")
-            .unwrap()
-            .expect("stream open");
-        preds.insert(p.sequence, p);
-    }
+    let preds =
+        splitnets_tests::collect_predictions(&mut watch, FRAMES, Duration::from_secs(30)).await;
     for s in sensors {
         let report = s.await.unwrap().expect("sensor finishes cleanly");
         assert_eq!(report.frames_sent, FRAMES, "{report:?}");

@@ -4,7 +4,6 @@
 //! sensor reading a folder of PNG/JPEG images of several sizes; every prediction equals the
 //! in-process pipeline on the same frames, and the bytes on the link equal the planner's.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
@@ -124,18 +123,7 @@ async fn a_users_exported_model_plans_bundles_and_runs_in_the_daemons() {
     let mut args = sensor_args(Some(n), 10.0, splitnets_tests::trigger_in(2500));
     args.extend(["--source".into(), format!("folder:{}", images.display())]);
     c.start_sensor(0, &args).unwrap();
-    let mut preds = BTreeMap::new();
-    let collect = async {
-        while let Some(p) = watch.message().await.unwrap() {
-            preds.insert(p.sequence, p);
-            if preds.len() as u64 == n {
-                break;
-            }
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(120), collect)
-        .await
-        .expect("a prediction per image within 120 s");
+    let preds = splitnets_tests::collect_predictions(&mut watch, n, Duration::from_secs(60)).await;
     c.wait_sensors(Duration::from_secs(30)).await.unwrap();
     c.stop().await.unwrap();
 
