@@ -243,7 +243,12 @@ pub struct NasOutcome {
     pub data: DataKind,
     pub space: SearchSpace,
     pub train: TrainSettings,
+    /// Supernet steps trained in all, over every process of a resumed run.
     pub steps_run: u64,
+    /// Of those, the steps this process ran (the rest came from the checkpoint).
+    pub steps_this_process: u64,
+    /// Supernet training wall time over every process of a resumed run (each process's time
+    /// is kept beside the checkpoint, `supernet-time.json`).
     pub train_seconds: f64,
     /// Mean wall time of a sandwich step (all its subnets, forward and backward).
     pub step_seconds: f64,
@@ -280,6 +285,25 @@ fn config_key(space: &SearchSpace, t: &TrainSettings, kind: DataKind) -> u64 {
         h = h.wrapping_mul(0x0100_0000_01B3);
     }
     h
+}
+
+/// Training wall time up to a checkpoint's step, kept beside it so that a resumed run reports
+/// its whole training time, not only the last process's.
+#[derive(Serialize, Deserialize)]
+struct TimeLedger {
+    step: u64,
+    seconds: f64,
+}
+
+fn read_time_ledger(path: &Path) -> Option<TimeLedger> {
+    serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()
+}
+
+/// Best effort: a missing ledger costs only the report's training time (shown as unknown).
+fn write_time_ledger(path: &Path, step: u64, seconds: f64) {
+    if let Ok(text) = serde_json::to_string(&TimeLedger { step, seconds }) {
+        let _ = std::fs::write(path, text);
+    }
 }
 
 fn save_checkpoint(path: &Path, key: u64, step: u64, params: &[Vec<f32>]) -> Result<(), NasError> {
@@ -474,6 +498,14 @@ pub fn run_nas(
         start = step;
         progress(Progress::Resumed { step });
     }
+    let time_ledger = cfg.out_dir.as_ref().map(|d| d.join("supernet-time.json"));
+    // Training time spent before the checkpoint, by the processes that wrote it.
+    let earlier_seconds = match (start, time_ledger.as_deref()) {
+        (0, _) | (_, None) => 0.0,
+        (s, Some(p)) => read_time_ledger(p)
+            .filter(|l| l.step == s)
+            .map_or(f64::NAN, |l| l.seconds),
+    };
     let stream = BatchStream::spawn(
         data.train.clone(),
         cfg.train.batch,
@@ -488,6 +520,9 @@ pub fn run_nas(
             && let Err(e) = save_checkpoint(p, key, step, &n.parameters())
         {
             ckpt_err.get_or_insert(e);
+        }
+        if let Some(p) = time_ledger.as_deref() {
+            write_time_ledger(p, step, earlier_seconds + t_train.elapsed().as_secs_f64());
         }
     };
     let net = train_supernet(
@@ -510,9 +545,13 @@ pub fn run_nas(
     if start + steps_run < cfg.train.steps {
         return Err(NasError::Producer);
     }
-    let train_seconds = t_train.elapsed().as_secs_f64();
+    let train_seconds_here = t_train.elapsed().as_secs_f64();
+    let train_seconds = earlier_seconds + train_seconds_here;
     if let Some(p) = ckpt.as_deref() {
         save_checkpoint(p, key, cfg.train.steps, &net.parameters())?;
+    }
+    if let Some(p) = time_ledger.as_deref() {
+        write_time_ledger(p, cfg.train.steps, train_seconds);
     }
     let net = net.valid();
 
@@ -721,9 +760,14 @@ pub fn run_nas(
         data: data.kind,
         space,
         train: cfg.train.clone(),
-        steps_run,
+        steps_run: start + steps_run,
+        steps_this_process: steps_run,
         train_seconds,
-        step_seconds: train_seconds / steps_run.max(1) as f64,
+        step_seconds: if steps_run > 0 {
+            train_seconds_here / steps_run as f64
+        } else {
+            train_seconds / cfg.train.steps.max(1) as f64
+        },
         search_seconds,
         total_seconds,
         cores_used,

@@ -51,8 +51,17 @@ pub fn markdown(o: &NasOutcome) -> String {
     let _ = writeln!(s, "# Split-aware NAS: {}\n", o.data.name());
     let _ = writeln!(
         s,
-        "Supernet: {} steps (batch {}, {} random subnets + largest + smallest per step, distillation {}, split-aware sampling {}, init {:?}, view keep probability {}), {:.1} s ({:.3} s per step). Search: {} subnets evaluated on the validation split in {:.1} s. Total {:.1} s; CPU time / wall time = {:.2} of {} cores.\n",
+        "Supernet: {} steps{} (batch {}, {} random subnets + largest + smallest per step, distillation {}, split-aware sampling {}, init {:?}, view keep probability {}), {:.1} s ({:.3} s per step). Search: {} subnets evaluated on the validation split in {:.1} s. Total {:.1} s; CPU time / wall time = {:.2} of {} cores.\n",
         o.steps_run,
+        if o.steps_this_process < o.steps_run {
+            format!(
+                " ({} resumed from the checkpoint, {} in the final process)",
+                o.steps_run - o.steps_this_process,
+                o.steps_this_process
+            )
+        } else {
+            String::new()
+        },
         o.train.batch,
         o.train.random_subnets,
         o.train.distill,
