@@ -132,6 +132,7 @@ pub async fn run(
         lifecycle.watch(),
         handles.pending_frames.clone(),
         job_tx,
+        fusion::DeadlineTimer::start().context("starting the fusion deadline timer thread")?,
     ));
 
     let log = Arc::new(LogRateLimit::new(

@@ -4,10 +4,16 @@
 //!   the discrete-event simulator on the one-sensor run's stage distributions and the
 //!   two-sensor run's wait for the second view, and puts its predictions for every sensor count
 //!   beside the measurements (the error for N > 2 is a validation, not a fit).
+//! - `latency`: the latency harness (see [`latency`]): fixed-rate and max-throughput scenarios,
+//!   a sensor-count sweep, headset emulation off and on, stability windows, per-stage
+//!   breakdown, the cost model's prediction, the in-process pipeline and a bare tonic stream
+//!   beside every measurement.
 //! - `whatif`: the simulator on a hardware profile (default: the headset) for many sensors, with
 //!   per-camera links or one shared bus: latency percentiles, link utilisation and the highest
 //!   sustainable frame rate.
 
+mod bare;
+mod latency;
 mod measure;
 mod model;
 
@@ -32,6 +38,9 @@ struct Cli {
 enum Command {
     /// Measure the daemons with 1..N sensors; simulator fitted on 1, validated on the rest.
     Sensors(SensorsArgs),
+    /// The latency harness: rates × sensor counts × emulation, stability windows, percentiles,
+    /// stages, CPU, beside the cost model, the in-process pipeline and a bare tonic stream.
+    Latency(latency::LatencyArgs),
     /// Simulate many sensors on a hardware profile (per-camera links and a shared bus).
     Whatif(WhatifArgs),
 }
@@ -114,6 +123,9 @@ fn main() -> std::process::ExitCode {
         Command::Sensors(a) => tokio::runtime::Runtime::new()
             .context("tokio runtime")
             .and_then(|rt| rt.block_on(sensors(a))),
+        Command::Latency(a) => tokio::runtime::Runtime::new()
+            .context("tokio runtime")
+            .and_then(|rt| rt.block_on(latency::latency(a))),
         Command::Whatif(a) => whatif(a),
     };
     match result {

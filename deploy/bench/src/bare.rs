@@ -1,0 +1,179 @@
+//! A bare tonic stream: the project's `FeatureLink` service implemented as "acknowledge every
+//! frame, do nothing else", and a client that streams frames of the bundle's exact message size
+//! through it. What gRPC over loopback costs with no decode, no fusion and no tail: the floor
+//! the daemons' frame path is compared to.
+
+use std::pin::Pin;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use futures::Stream;
+use splitnets_proto::wire::{
+    self, AggregatorMessage, FeatureFrame, FrameAck, Hello, HelloReply, SensorMessage,
+    aggregator_message,
+    feature_link_client::FeatureLinkClient,
+    feature_link_server::{FeatureLink, FeatureLinkServer},
+    sensor_message,
+};
+use tokio::sync::mpsc;
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+struct AckEverything;
+
+type AckStream = Pin<Box<dyn Stream<Item = Result<AggregatorMessage, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl FeatureLink for AckEverything {
+    type StreamFeaturesStream = AckStream;
+
+    async fn stream_features(
+        &self,
+        req: Request<Streaming<SensorMessage>>,
+    ) -> Result<Response<AckStream>, Status> {
+        let mut inbound = req.into_inner();
+        let (tx, rx) = mpsc::channel(256);
+        tokio::spawn(async move {
+            while let Some(Ok(m)) = inbound.next().await {
+                let reply = match m.kind {
+                    Some(sensor_message::Kind::Hello(_)) => {
+                        aggregator_message::Kind::HelloReply(HelloReply {
+                            accepted: true,
+                            ..Default::default()
+                        })
+                    }
+                    Some(sensor_message::Kind::Frame(f)) => {
+                        aggregator_message::Kind::Ack(FrameAck {
+                            sequence: f.sequence.unwrap_or(0),
+                            code: 0,
+                            message: String::new(),
+                        })
+                    }
+                    None => continue,
+                };
+                if tx
+                    .send(Ok(AggregatorMessage { kind: Some(reply) }))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+/// What the bare stream measured.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BareResult {
+    /// Bytes of one message on the stream (gRPC prefix included).
+    pub message_bytes: usize,
+    /// Send → acknowledgement, one message at a time, milliseconds.
+    pub round_trip_ms: Vec<f64>,
+    /// Messages per second with up to `window` unacknowledged.
+    pub messages_per_second: f64,
+    pub window: usize,
+}
+
+/// Serves [`AckEverything`] on its own runtime (a process of its own would be fairer still;
+/// a runtime of its own keeps the client's and server's tasks off each other's workers).
+fn serve() -> anyhow::Result<(std::net::SocketAddr, tokio::sync::oneshot::Sender<()>)> {
+    let std_listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    std_listener.set_nonblocking(true)?;
+    let addr = std_listener.local_addr()?;
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    std::thread::Builder::new()
+        .name("bare-tonic-server".into())
+        .spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .expect("server runtime");
+            rt.block_on(async move {
+                let listener =
+                    tokio::net::TcpListener::from_std(std_listener).expect("listener to tokio");
+                let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+                let svc = FeatureLinkServer::new(AckEverything)
+                    .max_decoding_message_size(wire::MAX_MESSAGE_BYTES)
+                    .max_encoding_message_size(wire::MAX_MESSAGE_BYTES);
+                let _ = tonic::transport::Server::builder()
+                    .tcp_nodelay(true)
+                    .add_service(svc)
+                    .serve_with_incoming_shutdown(incoming, async {
+                        let _ = stop_rx.await;
+                    })
+                    .await;
+            });
+        })?;
+    Ok((addr, stop_tx))
+}
+
+/// Streams `frame` (resequenced) through a bare tonic server: `round_trips` messages one at a
+/// time, then `burst` messages with up to `window` in flight.
+pub async fn measure(
+    frame: FeatureFrame,
+    round_trips: usize,
+    burst: usize,
+    window: usize,
+) -> anyhow::Result<BareResult> {
+    let (addr, stop) = serve()?;
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
+        .tcp_nodelay(true)
+        .connect_timeout(Duration::from_secs(5))
+        .connect()
+        .await
+        .context("connecting to the bare tonic server")?;
+    let mut client = FeatureLinkClient::new(channel)
+        .max_decoding_message_size(wire::MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(wire::MAX_MESSAGE_BYTES);
+    let (tx, rx) = mpsc::channel::<SensorMessage>(window.max(4));
+    tx.send(SensorMessage {
+        kind: Some(sensor_message::Kind::Hello(Hello::default())),
+    })
+    .await?;
+    let mut inbound = client
+        .stream_features(ReceiverStream::new(rx))
+        .await?
+        .into_inner();
+    inbound.message().await?.context("no hello reply")?;
+    let msg = |seq: u64| {
+        let mut f = frame.clone();
+        f.sequence = Some(seq);
+        SensorMessage {
+            kind: Some(sensor_message::Kind::Frame(f)),
+        }
+    };
+    let message_bytes = wire::sensor_message_wire_bytes(&msg(0));
+    let mut seq = 0u64;
+    let mut round_trip_ms = Vec::with_capacity(round_trips);
+    for _ in 0..round_trips {
+        let t = Instant::now();
+        tx.send(msg(seq)).await?;
+        inbound.message().await?.context("stream ended")?;
+        round_trip_ms.push(t.elapsed().as_secs_f64() * 1e3);
+        seq += 1;
+    }
+    let t = Instant::now();
+    let (mut sent, mut acked) = (0usize, 0usize);
+    while acked < burst {
+        while sent < burst && sent - acked < window {
+            tx.send(msg(seq)).await?;
+            seq += 1;
+            sent += 1;
+        }
+        inbound.message().await?.context("stream ended")?;
+        acked += 1;
+    }
+    let messages_per_second = burst as f64 / t.elapsed().as_secs_f64();
+    drop(tx);
+    let _ = stop.send(());
+    Ok(BareResult {
+        message_bytes,
+        round_trip_ms,
+        messages_per_second,
+        window,
+    })
+}
