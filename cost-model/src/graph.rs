@@ -122,6 +122,8 @@ pub struct NodeCost {
     pub param_bytes: u64,
     /// Bytes of all outputs.
     pub output_bytes: u64,
+    /// Bytes of the data (non-constant) inputs.
+    pub input_bytes: u64,
     /// Data (non-constant) input tensor ids and output tensor ids.
     pub inputs: Vec<usize>,
     pub outputs: Vec<usize>,
@@ -431,8 +433,10 @@ pub fn analyze(
             });
             values.insert(name.clone(), Value::Data(shape));
         }
+        let mut input_bytes = 0;
         for &t in &data_inputs {
             tensors[t].consumers.push(id);
+            input_bytes += tensors[t].bytes;
         }
         nodes.push(NodeCost {
             spec_index,
@@ -446,6 +450,7 @@ pub fn analyze(
             macs,
             param_bytes,
             output_bytes,
+            input_bytes,
             inputs: data_inputs,
             outputs,
             conv_epilogue: false,

@@ -23,36 +23,68 @@ pub struct ClassThroughput {
     pub local_response_norm: f64,
 }
 
-impl ClassThroughput {
-    pub fn get(&self, c: OpClass) -> f64 {
-        match c {
-            OpClass::Conv => self.conv,
-            OpClass::DepthwiseConv => self.depthwise_conv,
-            OpClass::Gemm => self.gemm,
-            OpClass::Pool => self.pool,
-            OpClass::Elementwise => self.elementwise,
-            OpClass::Normalization => self.normalization,
-            OpClass::DataMovement => self.data_movement,
-            OpClass::Resize => self.resize,
-            OpClass::Reduce => self.reduce,
-            OpClass::Softmax => self.softmax,
-            OpClass::LocalResponseNorm => self.local_response_norm,
+macro_rules! per_class_access {
+    ($t:ty) => {
+        impl $t {
+            pub fn get(&self, c: OpClass) -> f64 {
+                match c {
+                    OpClass::Conv => self.conv,
+                    OpClass::DepthwiseConv => self.depthwise_conv,
+                    OpClass::Gemm => self.gemm,
+                    OpClass::Pool => self.pool,
+                    OpClass::Elementwise => self.elementwise,
+                    OpClass::Normalization => self.normalization,
+                    OpClass::DataMovement => self.data_movement,
+                    OpClass::Resize => self.resize,
+                    OpClass::Reduce => self.reduce,
+                    OpClass::Softmax => self.softmax,
+                    OpClass::LocalResponseNorm => self.local_response_norm,
+                }
+            }
+            pub fn set(&mut self, c: OpClass, v: f64) {
+                *match c {
+                    OpClass::Conv => &mut self.conv,
+                    OpClass::DepthwiseConv => &mut self.depthwise_conv,
+                    OpClass::Gemm => &mut self.gemm,
+                    OpClass::Pool => &mut self.pool,
+                    OpClass::Elementwise => &mut self.elementwise,
+                    OpClass::Normalization => &mut self.normalization,
+                    OpClass::DataMovement => &mut self.data_movement,
+                    OpClass::Resize => &mut self.resize,
+                    OpClass::Reduce => &mut self.reduce,
+                    OpClass::Softmax => &mut self.softmax,
+                    OpClass::LocalResponseNorm => &mut self.local_response_norm,
+                } = v;
+            }
         }
-    }
-    pub fn set(&mut self, c: OpClass, v: f64) {
-        *match c {
-            OpClass::Conv => &mut self.conv,
-            OpClass::DepthwiseConv => &mut self.depthwise_conv,
-            OpClass::Gemm => &mut self.gemm,
-            OpClass::Pool => &mut self.pool,
-            OpClass::Elementwise => &mut self.elementwise,
-            OpClass::Normalization => &mut self.normalization,
-            OpClass::DataMovement => &mut self.data_movement,
-            OpClass::Resize => &mut self.resize,
-            OpClass::Reduce => &mut self.reduce,
-            OpClass::Softmax => &mut self.softmax,
-            OpClass::LocalResponseNorm => &mut self.local_response_norm,
-        } = v;
+    };
+}
+
+per_class_access!(ClassThroughput);
+per_class_access!(ClassCoefficients);
+
+/// One optional coefficient per op class (seconds per unit of some feature of a node); a class
+/// left out is 0. Calibration fits these where the measurements need them (see
+/// [`ComputeProfile::seconds_per_node`] and its neighbours).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClassCoefficients {
+    pub conv: f64,
+    pub depthwise_conv: f64,
+    pub gemm: f64,
+    pub pool: f64,
+    pub elementwise: f64,
+    pub normalization: f64,
+    pub data_movement: f64,
+    pub resize: f64,
+    pub reduce: f64,
+    pub softmax: f64,
+    pub local_response_norm: f64,
+}
+
+impl ClassCoefficients {
+    pub fn is_zero(&self) -> bool {
+        OpClass::ALL.iter().all(|&c| self.get(c) == 0.0)
     }
 }
 
@@ -74,6 +106,19 @@ pub struct ComputeProfile {
     /// constant Mul/Add right after a Conv) into the Conv, making them free.
     #[serde(default)]
     pub fuses_conv_epilogues: bool,
+    /// Shape terms (optional, 0 when absent): a node of class `c` costs, on top of
+    /// `per_node_overhead_seconds` and its MACs over `macs_per_second`,
+    /// `seconds_per_node.c + seconds_per_activation_byte.c · (input + output bytes)
+    /// + seconds_per_weight_byte.c · weight bytes`. They capture what one rate per class cannot:
+    /// convolutions with little work per output element (1×1 over few channels, large strided
+    /// kernels over 3 channels) run far below the rate of wide 3×3 ones, and a fully connected
+    /// layer whose weights do not fit in cache runs at memory bandwidth.
+    #[serde(default, skip_serializing_if = "ClassCoefficients::is_zero")]
+    pub seconds_per_node: ClassCoefficients,
+    #[serde(default, skip_serializing_if = "ClassCoefficients::is_zero")]
+    pub seconds_per_activation_byte: ClassCoefficients,
+    #[serde(default, skip_serializing_if = "ClassCoefficients::is_zero")]
+    pub seconds_per_weight_byte: ClassCoefficients,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -126,6 +171,24 @@ impl HardwareProfile {
                 let v = c.macs_per_second.get(class);
                 if !(v.is_finite() && v > 0.0) {
                     return Err(bad(&format!("{side}.macs_per_second.{}", class.name()), v));
+                }
+            }
+            for (f, coefs) in [
+                ("seconds_per_node", &c.seconds_per_node),
+                (
+                    "seconds_per_activation_byte",
+                    &c.seconds_per_activation_byte,
+                ),
+                ("seconds_per_weight_byte", &c.seconds_per_weight_byte),
+            ] {
+                for class in OpClass::ALL {
+                    let v = coefs.get(class);
+                    if !(v.is_finite() && v >= 0.0) {
+                        return Err(ProfileError(format!(
+                            "{side}.{f}.{} = {v} must be ≥ 0",
+                            class.name()
+                        )));
+                    }
                 }
             }
             for (f, v) in [

@@ -13,6 +13,28 @@ use crate::profile::{ComputeProfile, HardwareProfile, LinkTopology};
 
 const CLASSES: usize = OpClass::ALL.len();
 
+/// What a profile's shape terms need of a class's nodes on one side: how many there are and the
+/// bytes they read and write (activations) and hold (weights).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct ShapeWork {
+    pub nodes: u32,
+    pub activation_bytes: u64,
+    pub weight_bytes: u64,
+}
+
+impl ShapeWork {
+    fn add(&mut self, o: &ShapeWork) {
+        self.nodes += o.nodes;
+        self.activation_bytes += o.activation_bytes;
+        self.weight_bytes += o.weight_bytes;
+    }
+    fn seconds(&self, c: &ComputeProfile, class: OpClass) -> f64 {
+        self.nodes as f64 * c.seconds_per_node.get(class)
+            + self.activation_bytes as f64 * c.seconds_per_activation_byte.get(class)
+            + self.weight_bytes as f64 * c.seconds_per_weight_byte.get(class)
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct SideWork {
     pub macs_by_class: [u64; CLASSES],
@@ -21,6 +43,9 @@ pub struct SideWork {
     /// Work of convolution epilogues on this side (free where the runtime fuses them).
     pub epilogue_macs_by_class: [u64; CLASSES],
     pub epilogue_nodes: u32,
+    /// Per class, for the profile's shape terms (left at zero, those terms add nothing).
+    pub shape_by_class: [ShapeWork; CLASSES],
+    pub epilogue_shape_by_class: [ShapeWork; CLASSES],
 }
 
 impl SideWork {
@@ -36,28 +61,56 @@ impl SideWork {
         }
         let mut t = c.per_run_overhead_seconds + nodes as f64 * c.per_node_overhead_seconds;
         for class in OpClass::ALL {
-            let m = self.macs_by_class[class.index()]
-                + if fused {
-                    0
-                } else {
-                    self.epilogue_macs_by_class[class.index()]
-                };
+            let i = class.index();
+            let mut m = self.macs_by_class[i];
+            let mut shape = self.shape_by_class[i];
+            if !fused {
+                m += self.epilogue_macs_by_class[i];
+                shape.add(&self.epilogue_shape_by_class[i]);
+            }
             if m > 0 {
                 t += m as f64 / c.macs_per_second.get(class);
             }
+            t += shape.seconds(c, class);
         }
         t
     }
     /// Adds one node of `g` to this side; `fusable` when its producing Conv is on the same side.
     pub fn add(&mut self, n: &crate::graph::NodeCost, fusable: bool) {
-        if fusable {
-            self.epilogue_macs_by_class[n.class.index()] += n.macs;
+        self.add_work(
+            n.class,
+            n.macs,
+            n.input_bytes + n.output_bytes,
+            n.param_bytes,
+            fusable,
+        );
+    }
+    /// Adds one node described by its numbers: class, MACs, activation bytes read and written,
+    /// weight bytes; `epilogue` when the runtime may fuse it into the Conv before it.
+    pub fn add_work(
+        &mut self,
+        class: OpClass,
+        macs: u64,
+        activation_bytes: u64,
+        weight_bytes: u64,
+        epilogue: bool,
+    ) {
+        let i = class.index();
+        let shape = ShapeWork {
+            nodes: 1,
+            activation_bytes,
+            weight_bytes,
+        };
+        if epilogue {
+            self.epilogue_macs_by_class[i] += macs;
             self.epilogue_nodes += 1;
+            self.epilogue_shape_by_class[i].add(&shape);
         } else {
-            self.macs_by_class[n.class.index()] += n.macs;
+            self.macs_by_class[i] += macs;
             self.nodes += 1;
+            self.shape_by_class[i].add(&shape);
         }
-        self.param_bytes += n.param_bytes;
+        self.param_bytes += weight_bytes;
     }
 }
 

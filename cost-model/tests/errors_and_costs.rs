@@ -271,3 +271,46 @@ fn exported_shape_arithmetic_folds() {
     assert_eq!(a.nodes.len(), 6);
     assert_eq!(a.constant_nodes.len(), 5);
 }
+
+#[test]
+fn shape_terms_are_optional_and_add_per_node_and_per_byte_costs() {
+    use splitnets_cost_model::split::SideWork;
+    // Profiles without shape terms (both shipped ones) load with them at zero.
+    let mut p: HardwareProfile = toml::from_str(presets::HEADSET).unwrap();
+    assert!(p.sensor.seconds_per_node.is_zero());
+    assert!(p.sensor.seconds_per_activation_byte.is_zero());
+    assert!(p.sensor.seconds_per_weight_byte.is_zero());
+    let host: HardwareProfile = toml::from_str(include_str!("../profiles/host.toml")).unwrap();
+    host.validate().unwrap();
+    assert!(host.aggregator.seconds_per_weight_byte.is_zero());
+
+    let mut w = SideWork::default();
+    w.add_work(OpClass::Gemm, 1000, 8_000, 4_000, false);
+    w.add_work(OpClass::Conv, 2000, 10_000, 400, false);
+    // An epilogue: free when fused, its shape terms too.
+    w.add_work(OpClass::Elementwise, 500, 4_000, 0, true);
+    let c = &mut p.sensor;
+    c.seconds_per_node.conv = 1e-6;
+    c.seconds_per_activation_byte.conv = 1e-10;
+    c.seconds_per_weight_byte.gemm = 2e-10;
+    c.seconds_per_activation_byte.elementwise = 1.0;
+    c.fuses_conv_epilogues = true;
+    let fused_base = {
+        let mut c0 = c.clone();
+        c0.seconds_per_node = Default::default();
+        c0.seconds_per_activation_byte = Default::default();
+        c0.seconds_per_weight_byte = Default::default();
+        w.seconds(&c0)
+    };
+    let extra = 1e-6 + 10_000.0 * 1e-10 + 4_000.0 * 2e-10;
+    assert!((w.seconds(c) - (fused_base + extra)).abs() < 1e-15);
+    // Unfused, the epilogue's 4 kB at 1 s/byte count.
+    c.fuses_conv_epilogues = false;
+    assert!(w.seconds(c) > 4_000.0);
+    // The new fields round-trip through TOML and are checked by validate().
+    let text = toml::to_string(&p).unwrap();
+    let back: HardwareProfile = toml::from_str(&text).unwrap();
+    assert_eq!(back, p);
+    p.sensor.seconds_per_node.pool = -1.0;
+    assert!(p.validate().is_err());
+}

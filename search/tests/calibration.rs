@@ -2,7 +2,7 @@
 //! resulting host profile validates.
 
 use splitnets_cost_model::graph::{OpClass, analyze};
-use splitnets_search::calibrate::{calibrate, micro_models};
+use splitnets_search::calibrate::{Timing, calibrate, micro_models};
 
 #[test]
 fn micro_models_cover_every_class_but_resize_and_fit_positive_rates() {
@@ -21,10 +21,25 @@ fn micro_models_cover_every_class_but_resize_and_fit_positive_rates() {
         assert_eq!(g.nodes.len(), 1);
         assert_eq!(g.nodes[0].class, *class);
     }
-    let (thr, overhead, report) = calibrate(3, |_, _| {}).unwrap();
+    let timing = Timing {
+        passes: 2,
+        min_runs: 2,
+        min_seconds: 0.0,
+    };
+    let mut passes = 0;
+    let (profile, report) = calibrate(&timing, |p| {
+        if let splitnets_search::calibrate::Progress::Pass { .. } = p {
+            passes += 1
+        }
+    })
+    .unwrap();
+    assert_eq!(passes, 2);
+    let thr = &profile.macs_per_second;
+    let overhead = profile.per_node_overhead_seconds;
     // The fit clamps to non-negative values, so check what a real machine must show instead: a
-    // per-node overhead between 10 ns and 1 ms, and per-class rates between 1e5 and 1e13 work
-    // units per second (a 2-core VM runs convolutions at ~1e9-1e11 MAC/s).
+    // per-node overhead between 10 ns and 1 ms, and per-class rates above 1e5 work units per
+    // second (a 2-core VM runs convolutions at ~1e9-1e11 MAC/s; a class whose time the fit
+    // explains by bytes or nodes alone gets a rate of 1e15).
     assert!(
         (1e-8..1e-3).contains(&overhead),
         "per-node overhead {overhead} s"
@@ -36,14 +51,17 @@ fn micro_models_cover_every_class_but_resize_and_fit_positive_rates() {
     );
     for class in OpClass::ALL {
         let v = thr.get(class);
-        assert!((1e5..1e13).contains(&v), "{}: {v}", class.name());
+        assert!((1e5..=1e15).contains(&v), "{}: {v}", class.name());
     }
-    // Convolutions do more work per second than elementwise ops on this kind of runtime.
-    assert!(
-        thr.get(OpClass::Conv) > thr.get(OpClass::Elementwise),
-        "conv {} vs elementwise {}",
-        thr.get(OpClass::Conv),
-        thr.get(OpClass::Elementwise)
-    );
+    // Convolutions and fully connected layers are arithmetic: their MACs always cost something.
+    assert!((1e8..1e13).contains(&thr.conv), "conv {}", thr.conv);
+    assert!((1e7..1e13).contains(&thr.gemm), "gemm {}", thr.gemm);
+    let mut host: splitnets_cost_model::profile::HardwareProfile =
+        toml::from_str(splitnets_cost_model::profile::presets::HEADSET).unwrap();
+    host.sensor = profile.clone();
+    host.aggregator = profile;
+    host.validate().unwrap();
     assert_eq!(report.samples, models.len());
+    // The fit explains its own micro-models (timing noise on a shared machine aside).
+    assert!(report.fit_median_error < 0.5, "{report:?}");
 }
