@@ -714,7 +714,7 @@ mod tests {
     use super::*;
 
     /// A bundle written before RGB input existed (the repository's demo bundle).
-    const OLD_MANIFEST: &str = include_str!("../../deploy/bundles/fashion-mnist-4view/bundle.toml");
+    const OLD_MANIFEST: &str = include_str!("../../deploy/bundles/hand-designed-4view/bundle.toml");
 
     fn with_input(input_toml: &str) -> String {
         let start = OLD_MANIFEST.find("[input]").unwrap();

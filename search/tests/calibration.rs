@@ -18,8 +18,13 @@ fn micro_models_cover_every_class_but_resize_and_fit_positive_rates() {
     }
     for (class, m) in &models {
         let g = analyze(&splitnets_onnx::cost_graph(m).unwrap(), &Default::default()).unwrap();
-        assert_eq!(g.nodes.len(), 1);
-        assert_eq!(g.nodes[0].class, *class);
+        // One op, or a short chain of the same class (chains time ops as a network runs them).
+        assert!(!g.nodes.is_empty());
+        assert!(
+            g.nodes.iter().all(|n| n.class == *class),
+            "a {} micro-model holds other classes",
+            class.name()
+        );
     }
     let timing = Timing {
         passes: 2,

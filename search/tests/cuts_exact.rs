@@ -31,7 +31,7 @@ fn light_dir() -> PathBuf {
 }
 
 fn bundle_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/bundles/fashion-mnist-4view")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/bundles/hand-designed-4view")
 }
 
 /// Up to `n` cuts spread evenly over the list (all when `n` is None), multi-tensor cuts included.

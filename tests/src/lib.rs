@@ -17,14 +17,25 @@ use splitnets_proto::wire::{
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
-/// The committed demo bundle.
+/// The committed demo bundle (the architecture search's most accurate 4-view front member).
 pub fn demo_bundle() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/bundles/fashion-mnist-4view")
 }
 
+/// The hand-designed 4-view split CNN that was the demo before the search (its tensors have
+/// documented names: `pool2_out`, ...).
+pub fn hand_designed_bundle() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/bundles/hand-designed-4view")
+}
+
 /// A copy of the demo bundle that sends its feature with `codec` (new digest).
 pub fn bundle_with_codec(dir: &Path, codec: CodecSpec) -> PathBuf {
-    let b = Bundle::load(&demo_bundle()).expect("demo bundle loads");
+    bundle_with_codec_from(&demo_bundle(), dir, codec)
+}
+
+/// A copy of the bundle in `src` that sends its feature with `codec` (new digest).
+pub fn bundle_with_codec_from(src: &Path, dir: &Path, codec: CodecSpec) -> PathBuf {
+    let b = Bundle::load(src).expect("bundle loads");
     let out = dir.join(format!("bundle-{}", codec.to_string().replace(' ', "-")));
     Bundle::write(
         &out,

@@ -13,6 +13,19 @@ const DEADLINE_MS: u64 = 50;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_shows_views_prediction_latency_and_a_missing_camera() {
     let tmp = tempfile::tempdir().unwrap();
+    // Every view shows its feature as one heat map per channel.
+    let channels = splitnets_proto::bundle::Bundle::load(&demo_bundle())
+        .unwrap()
+        .manifest
+        .split
+        .feature_shape[1];
+    let ready = format!(
+        "document.querySelectorAll('.view:not(.missing)').length === 4 \
+         && document.querySelectorAll('.view .maps canvas').length === {} \
+         && document.getElementById('cls').textContent !== '–' \
+         && !isNaN(parseFloat(document.querySelector('[data-stage=end_to_end] td:nth-child(2)').textContent))",
+        4 * channels
+    );
     let mut c = cluster(&demo_bundle(), tmp.path(), DEADLINE_MS).await;
     let trigger = trigger_in(1500);
     for v in 0..4 {
@@ -31,16 +44,9 @@ async fn the_dashboard_shows_views_prediction_latency_and_a_missing_camera() {
     let (mut browser, stopped_after) = {
         let b = tokio::task::spawn_blocking(move || {
             browser
-                .wait_for(
-                    "document.querySelectorAll('.view:not(.missing)').length === 4 \
-                     && document.querySelectorAll('.view .maps canvas').length === 16 \
-                     && document.getElementById('cls').textContent !== '–' \
-                     && !isNaN(parseFloat(document.querySelector('[data-stage=end_to_end] td:nth-child(2)').textContent))",
-                    Duration::from_secs(30),
-                )
+                .wait_for(&ready, Duration::from_secs(30))
                 .expect("four views, a prediction and latency figures");
-            // (Every view shows its feature as heat maps: 4 channels of 7×7, 16 in all, once the
-            // tail has sampled a frame for the page.)
+            // (The heat maps appear once the tail has sampled a frame for the page.)
             // Camera 0's thumbnail arrives (once a second); no other camera sends pixels.
             browser
                 .wait_for(

@@ -168,7 +168,7 @@ async fn a_planner_made_bundle_runs_unchanged_and_equals_one_process() {
         std::process::Command::new(splitnets_tests::daemons_bin_dir().join("splitnets-search"))
             .arg("split-bundle")
             .arg("--from")
-            .arg(demo_bundle())
+            .arg(splitnets_tests::hand_designed_bundle())
             .args([
                 "--cut",
                 "pool2_out",

@@ -12,7 +12,7 @@ use splitnets_ops::Metrics;
 use splitnets_proto::bundle_set::BundleSet;
 use splitnets_proto::codec::CodecSpec;
 use splitnets_runtime::{LocalPipeline, SessionOptions};
-use splitnets_tests::{bundle_with_codec, unix_ms};
+use splitnets_tests::{bundle_with_codec_from, hand_designed_bundle, unix_ms};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
@@ -37,7 +37,9 @@ async fn a_bandwidth_drop_switches_to_a_smaller_variant_and_recovery_switches_ba
     ]
     .into_iter()
     .map(|c| {
-        let dir = bundle_with_codec(tmp.path(), c);
+        // The hand-designed network: its 196-element feature puts float32 above the dropped
+        // link and 8 bits well below it (the demo's 784-element feature needs more).
+        let dir = bundle_with_codec_from(&hand_designed_bundle(), tmp.path(), c);
         dir.file_name().unwrap().to_string_lossy().into_owned()
     })
     .collect();

@@ -258,6 +258,8 @@ pub struct NasOutcome {
     pub cores_used: f64,
     pub cores_available: usize,
     pub evaluations: usize,
+    /// Test frames the front's accuracies were measured on.
+    pub test_items: usize,
     pub targets: Vec<TargetResult>,
     pub evaluated: Vec<Candidate>,
     pub front: Vec<FrontMember>,
@@ -773,6 +775,7 @@ pub fn run_nas(
         cores_used,
         cores_available: std::thread::available_parallelism().map_or(1, |n| n.get()),
         evaluations,
+        test_items: data.test.len(),
         targets,
         evaluated,
         front: members,

@@ -353,7 +353,7 @@ fn write_front_bundle(
             final_loss,
             test_accuracy_one_view: m.test_accuracy_one_view,
             test_accuracy_fused: m.test_accuracy,
-            test_samples: 0,
+            test_samples: o.test_items,
             onnx_max_abs_diff: f64::NAN,
             command: std::env::args().collect::<Vec<_>>().join(" "),
         }),
@@ -365,7 +365,6 @@ fn write_front_bundle(
     let bundle = Bundle::load(dir)?;
     let mut manifest = bundle.manifest.clone();
     if let Some(t) = manifest.training.as_mut() {
-        t.test_samples = check.samples;
         t.onnx_max_abs_diff = check.max_abs_diff;
     }
     Bundle::write(dir, manifest, &bundle.head_onnx, &bundle.tail_onnx)?;

@@ -11,7 +11,7 @@ use crate::plan::load_profile;
 #[derive(clap::Args, Debug)]
 pub(crate) struct SplitBundleArgs {
     /// The source bundle.
-    #[arg(long, default_value = "deploy/bundles/fashion-mnist-4view")]
+    #[arg(long, default_value = "deploy/bundles/hand-designed-4view")]
     pub(crate) from: PathBuf,
     /// The tensor to send across the link (see `plan` for the candidates).
     #[arg(long)]
