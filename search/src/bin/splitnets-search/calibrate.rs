@@ -67,7 +67,7 @@ impl Status {
 pub(crate) fn run_calibrate(a: CalibrateArgs) -> anyhow::Result<()> {
     use splitnets_cost_model::graph::{OpClass, analyze};
     use splitnets_cost_model::profile::{HardwareProfile, presets};
-    use splitnets_search::calibrate::{Progress, Timing, calibrate, features, time_models};
+    use splitnets_search::calibrate::{Progress, Timing, calibrate, features};
 
     splitnets_runtime::onnx_runtime::environment()?;
     let timing = Timing {
@@ -76,8 +76,26 @@ pub(crate) fn run_calibrate(a: CalibrateArgs) -> anyhow::Result<()> {
         min_seconds: a.min_ms.max(0.0) / 1e3,
     };
     let mut status = Status::new();
-    let (mut compute, report) = calibrate(&timing, |p| match p {
-        Progress::Loading { models } => status.done(&format!("loading {models} micro-models")),
+    // The held-out models are timed in the same passes as the micro-models (see `calibrate`).
+    let mut checks = Vec::new();
+    let mut whole = Vec::new();
+    for m in &a.validate {
+        let model = splitnets_onnx::read_model(m)?;
+        let g = analyze(&splitnets_onnx::cost_graph(&model)?, &Default::default())
+            .with_context(|| format!("analysing {}", m.display()))?;
+        let w = features(&g)?;
+        let name = m
+            .file_name()
+            .map(|f| f.to_string_lossy().to_string())
+            .unwrap_or_default();
+        whole.push(splitnets_search::onnx_cut::runnable_original(&model, &g)?);
+        checks.push((name, w));
+    }
+    let (mut compute, report, measured) = calibrate(&timing, &whole, |p| match p {
+        Progress::Loading { models } => status.done(&format!(
+            "loading {models} models ({} held out, timed in the same passes)",
+            whole.len()
+        )),
         Progress::Pass { pass, passes } => {
             status.update(&format!("timing pass {}/{passes}", pass + 1))
         }
@@ -137,31 +155,8 @@ pub(crate) fn run_calibrate(a: CalibrateArgs) -> anyhow::Result<()> {
             );
         }
     }
-    let mut checks = Vec::new();
-    let mut whole = Vec::new();
-    for m in &a.validate {
-        let model = splitnets_onnx::read_model(m)?;
-        let g = analyze(&splitnets_onnx::cost_graph(&model)?, &Default::default())
-            .with_context(|| format!("analysing {}", m.display()))?;
-        let w = features(&g)?;
-        let name = m
-            .file_name()
-            .map(|f| f.to_string_lossy().to_string())
-            .unwrap_or_default();
-        whole.push(splitnets_search::onnx_cut::runnable_original(&model, &g)?);
-        checks.push((name, w));
-    }
     let mut lines = Vec::new();
     if !checks.is_empty() {
-        status.done(&format!(
-            "timing {} held-out model(s), {} passes",
-            checks.len(),
-            timing.passes
-        ));
-        let measured = time_models(&whole, &timing, |pass, passes| {
-            status.update(&format!("held-out pass {}/{passes}", pass + 1))
-        })?;
-        status.done("held-out models timed");
         let mut errors = Vec::new();
         for ((name, w), measured) in checks.iter().zip(measured) {
             let predicted = w.seconds(&compute);
