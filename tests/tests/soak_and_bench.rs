@@ -4,7 +4,7 @@
 
 use std::process::Command;
 
-use splitnets_tests::{daemons_bin_dir, demo_bundle};
+use splitnets_tests::{daemons_bin_dir, demo_bundle, hand_designed_bundle};
 
 #[test]
 fn a_short_soak_loses_no_frame_without_faults_and_recovers_from_every_fault() {
@@ -114,4 +114,90 @@ fn the_harness_measures_one_and_two_sensors_and_puts_the_simulator_beside_them()
     let text = String::from_utf8_lossy(&whatif.stdout);
     assert!(whatif.status.success(), "{text}");
     assert!(text.contains("| 32 | shared bus |"), "{text}");
+}
+
+#[test]
+fn the_latency_harness_measures_every_scenario_beside_prediction_and_baselines() {
+    let out_dir = tempfile::tempdir().unwrap();
+    let deadline_ms = 5.0;
+    let out = Command::new(daemons_bin_dir().join("splitnets-bench"))
+        .arg("latency")
+        .arg("--bundle")
+        .arg(hand_designed_bundle())
+        .args([
+            "--sensors",
+            "1,2",
+            "--rates",
+            "30,max",
+            "--emulation",
+            "both",
+        ])
+        .args([
+            "--window-s",
+            "0.5",
+            "--max-windows",
+            "4",
+            "--warmup-s",
+            "0.5",
+        ])
+        .args(["--inprocess-frames", "50", "--paced-s", "0.5"])
+        .args(["--tonic-messages", "200", "--missing-view-deadline-ms", "5"])
+        .arg("--host-profile")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../cost-model/profiles/host.toml"
+        ))
+        .arg("--out")
+        .arg(out_dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let read = |f: &str| std::fs::read_to_string(out_dir.path().join(f)).unwrap();
+    let report: serde_json::Value = serde_json::from_str(&read("latency.json")).unwrap();
+    // 2 sensor counts × (30 fps and max without emulation, 30 fps with it) + one camera missing.
+    let scenarios = report["scenarios"].as_array().unwrap();
+    assert_eq!(scenarios.len(), 7);
+    for s in scenarios {
+        let name = &s["scenario"];
+        assert!(s["windows"].as_array().unwrap().len() >= 3, "{name}");
+        let samples = s["samples"].as_array().unwrap();
+        assert!(!samples.is_empty(), "{name}");
+        assert!(s["predicted"]["end_to_end_ms"].as_f64().unwrap() > 0.0);
+        // The bytes each view sent are the bundle's link budget, exactly.
+        for f in samples {
+            assert_eq!(f["bytes_per_view"].as_f64().unwrap(), 247.0, "{name}");
+        }
+        let missing = s["scenario"]["sensors"] != s["scenario"]["views"];
+        if missing {
+            // Every frame was fused without the missing camera, never before its deadline.
+            for f in samples {
+                assert_eq!(f["degraded"], true, "{f}");
+                assert!(f["wait"].as_f64().unwrap() >= deadline_ms - 1e-3, "{f}");
+            }
+        }
+        if s["scenario"]["emulation"] == true {
+            assert!(s["emulation_detail"].as_str().unwrap().contains("shaper"));
+        }
+    }
+    // Baselines of the same run: in process (hot and paced, per view count), bare tonic.
+    assert_eq!(report["inprocess"].as_array().unwrap().len(), 4);
+    assert_eq!(report["bare_tonic"]["message_bytes"], 247);
+    assert!(
+        report["bare_tonic"]["messages_per_second"]
+            .as_f64()
+            .unwrap()
+            > 0.0
+    );
+    let csv = read("latency.csv");
+    assert!(
+        csv.starts_with("Concurrency,Request Rate,Inferences/Second,Client Send,"),
+        "{csv}"
+    );
+    assert_eq!(csv.lines().count(), 8);
+    assert!(read("latency.md").contains("## Targets"));
+    assert!(read("latency.svg").starts_with("<svg"));
 }
