@@ -108,8 +108,8 @@ pub struct ComputeProfile {
     pub fuses_conv_epilogues: bool,
     /// Shape terms (optional, 0 when absent): a node of class `c` costs, on top of
     /// `per_node_overhead_seconds` and its MACs over `macs_per_second`,
-    /// `seconds_per_node.c + seconds_per_activation_byte.c · (input + output bytes)
-    /// + seconds_per_weight_byte.c · weight bytes`. They capture what one rate per class cannot:
+    /// `seconds_per_node.c + seconds_per_activation_byte.c · (input + output bytes) +
+    /// seconds_per_weight_byte.c · weight bytes`. They capture what one rate per class cannot:
     /// convolutions with little work per output element (1×1 over few channels, large strided
     /// kernels over 3 channels) run far below the rate of wide 3×3 ones, and a fully connected
     /// layer whose weights do not fit in cache runs at memory bandwidth.

@@ -578,8 +578,9 @@ fn solve(mut a: Vec<Vec<f64>>, mut b: Vec<f64>) -> Option<Vec<f64>> {
         b.swap(col, piv);
         for r in col + 1..n {
             let f = a[r][col] / a[col][col];
-            for k in col..n {
-                a[r][k] -= f * a[col][k];
+            let (top, rest) = a.split_at_mut(r);
+            for (x, p) in rest[0][col..n].iter_mut().zip(&top[col][col..n]) {
+                *x -= f * p;
             }
             b[r] -= f * b[col];
         }
@@ -719,7 +720,7 @@ pub fn calibrate(
         models: models.len(),
     });
     let times = time_models(&models, timing, |pass, passes| {
-        progress(Progress::Pass { pass, passes })
+        progress(Progress::Pass { pass, passes });
     })?;
     let (times, held_out_t) = times.split_at(fitted);
     let held_out_seconds = held_out_t.to_vec();

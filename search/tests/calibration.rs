@@ -34,7 +34,7 @@ fn micro_models_cover_every_class_but_resize_and_fit_positive_rates() {
     let mut passes = 0;
     let (profile, report, _) = calibrate(&timing, &[], |p| {
         if let splitnets_search::calibrate::Progress::Pass { .. } = p {
-            passes += 1
+            passes += 1;
         }
     })
     .unwrap();

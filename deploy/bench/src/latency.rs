@@ -815,12 +815,7 @@ fn inprocess_for(r: &Report, views: u32, fps: Option<f64>) -> Option<&InProcess>
         .find(|p| p.views == views && p.fps == fps)
 }
 
-fn find<'a>(
-    r: &'a Report,
-    sensors: u32,
-    rate: Rate,
-    emulation: bool,
-) -> Option<&'a ScenarioResult> {
+fn find(r: &Report, sensors: u32, rate: Rate, emulation: bool) -> Option<&ScenarioResult> {
     r.scenarios.iter().find(|x| {
         x.scenario.sensors == sensors
             && x.scenario.views == sensors
@@ -1066,10 +1061,16 @@ fn markdown(r: &Report, a: &LatencyArgs) -> String {
     s
 }
 
+/// A stage of the chart: label, colour, its value in a frame.
+type Stage = (&'static str, &'static str, fn(&FrameSample) -> f64);
+
+/// One scenario's bar: name, stage medians, predicted, paced in-process, measured p50 (ms).
+type SvgRow = (String, Vec<f64>, f64, Option<f64>, f64);
+
 /// Horizontal stacked bars: each scenario's per-stage medians, with the prediction (red tick)
 /// and the paced in-process p50 for the same view count (blue tick).
 fn svg(r: &Report) -> String {
-    let stages: [(&str, &str, fn(&FrameSample) -> f64); 7] = [
+    let stages: [Stage; 7] = [
         ("sensor", "#4e79a7", |f| f.sensor),
         ("queue", "#a0cbe8", |f| f.queue),
         ("link", "#f28e2b", |f| f.link),
@@ -1078,7 +1079,7 @@ fn svg(r: &Report) -> String {
         ("tail", "#8cd17d", |f| f.tail),
         ("hand-off", "#b6992d", |f| f.residual),
     ];
-    let rows: Vec<(String, Vec<f64>, f64, Option<f64>, f64)> = r
+    let rows: Vec<SvgRow> = r
         .scenarios
         .iter()
         .map(|x| {

@@ -97,7 +97,7 @@ pub(crate) fn run_calibrate(a: CalibrateArgs) -> anyhow::Result<()> {
             whole.len()
         )),
         Progress::Pass { pass, passes } => {
-            status.update(&format!("timing pass {}/{passes}", pass + 1))
+            status.update(&format!("timing pass {}/{passes}", pass + 1));
         }
     })?;
     status.done(&format!(
