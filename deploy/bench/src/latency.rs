@@ -15,7 +15,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use splitnets_cost_model::profile::HardwareProfile;
-use splitnets_deploy::stats::{machine, percentile};
+use splitnets_deploy::stats::{cpu_seconds_fine, machine, percentile};
 use splitnets_deploy::{ClusterOptions, LocalCluster};
 use splitnets_proto::bundle::{Bundle, PredictedCost};
 use splitnets_runtime::{LocalPipeline, SessionOptions};
@@ -227,23 +227,6 @@ struct Report {
 
 fn med(v: &[f64]) -> f64 {
     percentile(v, 50.0)
-}
-
-/// CPU seconds of a process with nanosecond resolution: the sum of its threads' run time from
-/// `/proc/PID/task/*/schedstat` (the clock-tick counters of `/proc/PID/stat` are 10 ms coarse,
-/// too coarse for a few seconds' window at a few hundred µs per frame).
-fn cpu_seconds_fine(pid: u32) -> Option<f64> {
-    let mut ns = 0u64;
-    for t in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
-        let p = t.ok()?.path().join("schedstat");
-        if let Some(v) = std::fs::read_to_string(p)
-            .ok()
-            .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok())
-        {
-            ns += v;
-        }
-    }
-    Some(ns as f64 / 1e9)
 }
 
 fn stable(w: &[WindowSummary], tol: f64) -> bool {

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
-use splitnets_deploy::stats::cpu_seconds;
+use splitnets_deploy::stats::cpu_seconds_fine;
 use splitnets_deploy::{ClusterOptions, LocalCluster};
 use splitnets_proto::bundle::Bundle;
 
@@ -142,8 +142,10 @@ pub async fn run(spec: &RunSpec<'_>) -> anyhow::Result<Measured> {
     let mut cpu_end: Option<(f64, f64)> = None;
     let read_cpu = || {
         (
-            cpu_seconds(agg_pid).unwrap_or(0.0),
-            pids.iter().filter_map(|&p| cpu_seconds(p)).sum::<f64>(),
+            cpu_seconds_fine(agg_pid).unwrap_or(0.0),
+            pids.iter()
+                .filter_map(|&p| cpu_seconds_fine(p))
+                .sum::<f64>(),
         )
     };
     let mut bytes = 0u64;
