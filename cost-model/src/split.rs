@@ -261,6 +261,17 @@ pub fn link_bytes(s: &CutSummary, bits: u32, overhead: u64) -> u64 {
         .sum()
 }
 
+/// Work of a baseline JPEG encoder per sample, in multiply-accumulate equivalents: the 8×8
+/// forward DCT done separably (16 per coefficient), colour conversion (3), quantisation and
+/// entropy coding (~5). An estimate (stated in the plan), not a measurement of a sensor.
+pub const JPEG_MACS_PER_SAMPLE: u64 = 24;
+
+/// Seconds the profile's sensor needs to JPEG-encode a frame of `samples`.
+pub fn jpeg_encode_seconds(p: &HardwareProfile, samples: u64) -> f64 {
+    (samples * JPEG_MACS_PER_SAMPLE) as f64 / p.sensor.macs_per_second.conv
+        + p.sensor.per_run_overhead_seconds
+}
+
 /// Evaluates a summarised cut; `payload_override` replaces the computed payload bytes (used for
 /// a JPEG-compressed frame, whose size is measured, not computed).
 pub fn evaluate(

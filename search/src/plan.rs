@@ -27,16 +27,8 @@ pub struct PlanOptions {
     pub jpeg_frame_samples: Option<u64>,
 }
 
-/// Work of a baseline JPEG encoder per sample, in multiply-accumulate equivalents: the 8×8
-/// forward DCT done separably (16 per coefficient), colour conversion (3), quantisation and
-/// entropy coding (~5). An estimate (stated in the plan), not a measurement of a sensor.
-pub const JPEG_MACS_PER_SAMPLE: u64 = 24;
-
-/// Seconds the profile's sensor needs to JPEG-encode a frame of `samples`.
-pub fn jpeg_encode_seconds(p: &HardwareProfile, samples: u64) -> f64 {
-    (samples * JPEG_MACS_PER_SAMPLE) as f64 / p.sensor.macs_per_second.conv
-        + p.sensor.per_run_overhead_seconds
-}
+// The JPEG encoder's price lives in the cost model, beside the rest of the arithmetic.
+pub use splitnets_cost_model::split::{JPEG_MACS_PER_SAMPLE, jpeg_encode_seconds};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct PlanRow {

@@ -12,9 +12,9 @@
 use serde::{Deserialize, Serialize};
 use splitnets_cost_model::graph::OpClass;
 use splitnets_cost_model::profile::HardwareProfile;
-use splitnets_cost_model::split::{CutSummary, SideWork, evaluate};
+use splitnets_cost_model::split::{CutSummary, SideWork, evaluate, jpeg_encode_seconds};
 
-use crate::space::{Arch, Fusion, SearchSpace};
+use crate::space::{Arch, Form, Fusion, SearchSpace};
 
 /// Bytes of one tensor element / one weight in the exported float32 graph.
 const F32: u64 = 4;
@@ -193,12 +193,77 @@ fn stage(out: &mut Side, space: &SearchSpace, arch: &Arch, s: usize, cin: usize)
     c
 }
 
+/// The stem convolution and its ReLU.
+fn stem(out: &mut Side, space: &SearchSpace, arch: &Arch) {
+    let side = space.sides()[0];
+    out.conv(1, arch.stem_width, 3, 1, space.input_size, side, 0);
+    out.relu((arch.stem_width * side * side) as u64, 0);
+}
+
+/// The fusion of `views` feature maps of `c × hw × hw` (nothing for one view).
+fn fusion_nodes(out: &mut Side, views: usize, fusion: Fusion, c: usize, hw: usize) {
+    if views < 2 {
+        return;
+    }
+    let fmap = (c * hw * hw) as u64;
+    let v = views as u64;
+    let node = |class, macs, params, in_elems, out_elems| Node {
+        class,
+        macs,
+        params,
+        in_elems,
+        out_elems,
+        epilogue: false,
+    };
+    match fusion {
+        Fusion::Max | Fusion::Mean => {
+            out.push(node(OpClass::Elementwise, v * fmap, 0, v * fmap, fmap), 0);
+        }
+        Fusion::Learned => {
+            // GlobalAveragePool per view, a score (Gemm), softmax over views, weighted sum.
+            let c = c as u64;
+            out.push(node(OpClass::Reduce, v * fmap, 0, v * fmap, v * c), 0);
+            out.push(node(OpClass::Gemm, v * c, c + 1, v * c, v), 0);
+            out.push(node(OpClass::Softmax, v, 0, v, v), 0);
+            out.push(
+                node(OpClass::Elementwise, 2 * v * fmap, 0, v * fmap, fmap),
+                0,
+            );
+        }
+    }
+}
+
+/// Global average pooling and the classifier on `c × side × side`.
+fn classifier_nodes(out: &mut Side, c: usize, side: usize, classes: usize) {
+    out.push(
+        Node {
+            class: OpClass::Reduce,
+            macs: (c * side * side) as u64,
+            params: 0,
+            in_elems: (c * side * side) as u64,
+            out_elems: c as u64,
+            epilogue: false,
+        },
+        0,
+    );
+    out.push(
+        Node {
+            class: OpClass::Gemm,
+            macs: (c * classes) as u64,
+            params: (c * classes + classes) as u64,
+            in_elems: c as u64,
+            out_elems: classes as u64,
+            epilogue: false,
+        },
+        0,
+    );
+}
+
 /// The sensor's graph (one view) and the aggregator's graph (all views), node by node.
 fn layout(space: &SearchSpace, arch: &Arch) -> (Side, Side) {
     let sides = space.sides();
     let mut head = Side::default();
-    head.conv(1, arch.stem_width, 3, 1, space.input_size, sides[0], 0);
-    head.relu((arch.stem_width * sides[0] * sides[0]) as u64, 0);
+    stem(&mut head, space, arch);
     let mut c = arch.stem_width;
     for s in 0..arch.split {
         c = stage(&mut head, space, arch, s, c);
@@ -211,97 +276,113 @@ fn layout(space: &SearchSpace, arch: &Arch) -> (Side, Side) {
     for _ in 0..views {
         tail.conv(arch.c_red, c, 1, 1, hw, hw, 0);
     }
-    let fmap = (c * hw * hw) as u64;
-    let v = views as u64;
-    if views > 1 {
-        match arch.fusion {
-            Fusion::Max | Fusion::Mean => tail.push(
-                Node {
-                    class: OpClass::Elementwise,
-                    macs: v * fmap,
-                    params: 0,
-                    in_elems: v * fmap,
-                    out_elems: fmap,
-                    epilogue: false,
-                },
-                0,
-            ),
-            Fusion::Learned => {
-                // GlobalAveragePool per view, a score (Gemm), softmax over views, weighted sum.
-                tail.push(
-                    Node {
-                        class: OpClass::Reduce,
-                        macs: v * fmap,
-                        params: 0,
-                        in_elems: v * fmap,
-                        out_elems: v * c as u64,
-                        epilogue: false,
-                    },
-                    0,
-                );
-                tail.push(
-                    Node {
-                        class: OpClass::Gemm,
-                        macs: v * c as u64,
-                        params: c as u64 + 1,
-                        in_elems: v * c as u64,
-                        out_elems: v,
-                        epilogue: false,
-                    },
-                    0,
-                );
-                tail.push(
-                    Node {
-                        class: OpClass::Softmax,
-                        macs: v,
-                        params: 0,
-                        in_elems: v,
-                        out_elems: v,
-                        epilogue: false,
-                    },
-                    0,
-                );
+    fusion_nodes(&mut tail, views, arch.fusion, c, hw);
+    for s in arch.split..arch.stages.len() {
+        c = stage(&mut tail, space, arch, s, c);
+    }
+    classifier_nodes(&mut tail, c, *sides.last().unwrap_or(&1), space.classes);
+    (head, tail)
+}
+
+/// What crosses the link per view: elements, bits per element, and whether it is the raw frame.
+struct Crossing {
+    elements: u64,
+    bits: u32,
+    raw_frame: bool,
+}
+
+/// A baseline's graphs (`form` other than [`Form::Split`]) and what crosses its link.
+fn layout_form(space: &SearchSpace, arch: &Arch, form: Form) -> (Side, Side, Crossing) {
+    let sides = space.sides();
+    let last = arch.stages.len();
+    let views = space.views;
+    let (mut head, mut tail) = (Side::default(), Side::default());
+    match form {
+        Form::Split => {
+            let (h, t) = layout(space, arch);
+            let hw = sides[arch.split];
+            let crossing = Crossing {
+                elements: (arch.c_red * hw * hw) as u64,
+                bits: arch.bits,
+                raw_frame: false,
+            };
+            (h, t, crossing)
+        }
+        Form::LateFusion => {
+            stem(&mut head, space, arch);
+            let mut c = arch.stem_width;
+            for s in 0..last {
+                c = stage(&mut head, space, arch, s, c);
+            }
+            classifier_nodes(&mut head, c, sides[last], space.classes);
+            if views > 1 {
+                // The mean of the views' logits.
+                let k = (views * space.classes) as u64;
                 tail.push(
                     Node {
                         class: OpClass::Elementwise,
-                        macs: 2 * v * fmap,
+                        macs: k,
                         params: 0,
-                        in_elems: v * fmap,
-                        out_elems: fmap,
+                        in_elems: k,
+                        out_elems: space.classes as u64,
                         epilogue: false,
                     },
                     0,
                 );
             }
+            let crossing = Crossing {
+                elements: space.classes as u64,
+                bits: 32,
+                raw_frame: false,
+            };
+            (head, tail, crossing)
+        }
+        Form::Whole { cut_after } => {
+            let k = cut_after.unwrap_or(0).min(last);
+            let mut c = arch.stem_width;
+            if k > 0 {
+                stem(&mut head, space, arch);
+                for s in 0..k {
+                    c = stage(&mut head, space, arch, s, c);
+                }
+            }
+            let c_cut = c;
+            let mut c_end = c;
+            for _ in 0..views {
+                c = c_cut;
+                if k == 0 {
+                    stem(&mut tail, space, arch);
+                }
+                for s in k..last {
+                    c = stage(&mut tail, space, arch, s, c);
+                }
+                c_end = c;
+            }
+            fusion_nodes(&mut tail, views, arch.fusion, c_end, sides[last]);
+            classifier_nodes(&mut tail, c_end, sides[last], space.classes);
+            let crossing = if k == 0 {
+                Crossing {
+                    elements: (space.input_size * space.input_size) as u64,
+                    bits: 8,
+                    raw_frame: true,
+                }
+            } else {
+                Crossing {
+                    elements: (c_cut * sides[k] * sides[k]) as u64,
+                    bits: 8,
+                    raw_frame: false,
+                }
+            };
+            (head, tail, crossing)
         }
     }
-    for s in arch.split..arch.stages.len() {
-        c = stage(&mut tail, space, arch, s, c);
-    }
-    let last = *sides.last().unwrap_or(&1);
-    tail.push(
-        Node {
-            class: OpClass::Reduce,
-            macs: (c * last * last) as u64,
-            params: 0,
-            in_elems: (c * last * last) as u64,
-            out_elems: c as u64,
-            epilogue: false,
-        },
-        0,
-    );
-    tail.push(
-        Node {
-            class: OpClass::Gemm,
-            macs: (c * space.classes) as u64,
-            params: (c * space.classes + space.classes) as u64,
-            in_elems: c as u64,
-            out_elems: space.classes as u64,
-            epilogue: false,
-        },
-        0,
-    );
-    (head, tail)
+}
+
+/// A JPEG-compressed frame on the link instead of the raw one (all-on-aggregator baseline).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct JpegLink {
+    /// Mean compressed bytes of one view's frame, measured.
+    pub mean_bytes: u64,
 }
 
 /// Predicts the costs of `arch` under `profile` at `target_fps`.
@@ -314,20 +395,35 @@ pub fn predict(
     profile: &HardwareProfile,
     target_fps: f64,
 ) -> PredictedCost {
-    let (head, tail) = layout(space, arch);
-    let hw = space.sides()[arch.split];
-    let feature = (arch.c_red * hw * hw) as u64;
+    predict_form(space, arch, Form::Split, profile, target_fps, None)
+}
+
+/// [`predict`] for `arch` laid out as `form`; `jpeg`: the raw frame of a
+/// `Form::Whole { cut_after: None }` network crosses JPEG-compressed, encoded on the sensor.
+pub fn predict_form(
+    space: &SearchSpace,
+    arch: &Arch,
+    form: Form,
+    profile: &HardwareProfile,
+    target_fps: f64,
+    jpeg: Option<JpegLink>,
+) -> PredictedCost {
+    let (head, tail, crossing) = layout_form(space, arch, form);
     let input = (space.input_size * space.input_size) as u64;
     let sensor = head.work();
     let summary = CutSummary {
         sensor_peak_activation_bytes: head.peak_bytes(input),
-        crossing_elements: vec![feature],
+        crossing_elements: vec![crossing.elements],
         crossing_ranks: vec![4],
         sensor: sensor.clone(),
         aggregator: SideWork::default(),
-        raw_frame: false,
+        raw_frame: crossing.raw_frame,
     };
-    let split = evaluate(&summary, profile, arch.bits, None);
+    let jpeg = jpeg.filter(|_| crossing.raw_frame);
+    let mut split = evaluate(&summary, profile, crossing.bits, jpeg.map(|j| j.mean_bytes));
+    if jpeg.is_some() {
+        split.sensor_seconds += jpeg_encode_seconds(profile, input);
+    }
     let agg = tail.work();
     let aggregator_seconds = agg.seconds(&profile.aggregator);
     let transfer = split.link_seconds - profile.link.latency_seconds;
@@ -386,6 +482,61 @@ mod tests {
         let late = predict(&space, &Arch::largest(&space, 3), &p, 30.0);
         assert!(late.sensor_macs > big.sensor_macs);
         assert!(late.aggregator_macs < big.aggregator_macs);
+    }
+
+    #[test]
+    fn baseline_forms_move_the_work_and_the_link_as_placed() {
+        let one = SearchSpace::standard(28, 1, 10);
+        let mut p = headset();
+        p.sensors = 1;
+        let a = Arch::largest(&one, 3);
+        let late = predict_form(&one, &a, Form::LateFusion, &p, 30.0, None);
+        let raw = predict_form(&one, &a, Form::Whole { cut_after: None }, &p, 30.0, None);
+        // One view: the same network, all on one side or all on the other.
+        assert_eq!(raw.sensor_macs, 0);
+        assert_eq!(raw.aggregator_macs, late.sensor_macs);
+        assert_eq!(late.aggregator_macs, 0);
+        assert_eq!(raw.sensor_seconds, 0.0);
+        // Raw 8-bit frame vs ten float32 logits.
+        assert!(raw.link_bytes_per_view >= 28 * 28);
+        assert!(late.link_bytes_per_view >= 40 && late.link_bytes_per_view < 28 * 28);
+        for k in 1..=3 {
+            let cut = predict_form(&one, &a, Form::Whole { cut_after: Some(k) }, &p, 30.0, None);
+            assert_eq!(
+                cut.sensor_macs + cut.aggregator_macs,
+                late.sensor_macs,
+                "cut {k}"
+            );
+            assert!(cut.sensor_macs > 0 && cut.aggregator_macs > 0);
+        }
+        let jpeg = predict_form(
+            &one,
+            &a,
+            Form::Whole { cut_after: None },
+            &p,
+            30.0,
+            Some(JpegLink { mean_bytes: 300 }),
+        );
+        assert_eq!(
+            jpeg.link_bytes_per_view,
+            300 + p.link.message_overhead_bytes
+        );
+        assert!(
+            jpeg.sensor_seconds > 0.0,
+            "the encode is counted on the sensor"
+        );
+        // The split form through predict_form is predict.
+        assert_eq!(
+            predict_form(&one, &a, Form::Split, &p, 30.0, None),
+            predict(&one, &a, &p, 30.0)
+        );
+        // Four views: the aggregator runs the whole network once per view.
+        let four = SearchSpace::standard(28, 4, 10);
+        let p4 = headset();
+        let b = Arch::largest(&four, 3);
+        let raw4 = predict_form(&four, &b, Form::Whole { cut_after: None }, &p4, 30.0, None);
+        assert!(raw4.aggregator_macs > 3 * late.sensor_macs);
+        assert_eq!(raw4.sensor_macs, 0);
     }
 
     #[test]

@@ -120,6 +120,8 @@ pub enum TrainSource {
         set: ImageSet,
         count: usize,
         rig: CameraRig,
+        /// Every capture JPEG-encoded at this quality and decoded (the JPEG baseline).
+        jpeg_quality: Option<u8>,
     },
 }
 
@@ -145,10 +147,22 @@ impl TrainSource {
                 out.extend(v.item(idx).iter().map(|&p| normalise(p)));
                 v.labels[idx]
             }
-            TrainSource::Rig { set, count, rig } => {
+            TrainSource::Rig {
+                set,
+                count,
+                rig,
+                jpeg_quality,
+            } => {
                 let frame = epoch * *count as u64 + idx as u64;
                 for view in 0..rig.views {
                     capture_into(rig, view, frame, set.image(idx), set.rows, set.cols, tmp);
+                    if let Some(q) = *jpeg_quality {
+                        // A frame that fails to round-trip stays raw: the size is validated
+                        // when the data is made, so this does not happen.
+                        if let Ok((back, _)) = jpeg_roundtrip(tmp, set.cols, set.rows, q) {
+                            *tmp = back;
+                        }
+                    }
                     out.extend(tmp.iter().map(|&p| normalise(p)));
                 }
                 set.labels[idx]
@@ -245,6 +259,7 @@ pub fn load(cfg: &DataConfig) -> Result<Data, NasError> {
                             seed: rig.seed ^ TRAIN_SALT,
                             ..rig
                         },
+                        jpeg_quality: None,
                     }),
                     val,
                     test,
@@ -282,6 +297,116 @@ pub fn load(cfg: &DataConfig) -> Result<Data, NasError> {
             })
         }
     }
+}
+
+/// A grey frame JPEG-encoded at `quality` and decoded again: the pixels the aggregator gets,
+/// and the compressed size.
+pub fn jpeg_roundtrip(
+    frame: &[u8],
+    width: usize,
+    height: usize,
+    quality: u8,
+) -> Result<(Vec<u8>, usize), String> {
+    let (w, h) = (
+        u16::try_from(width).map_err(|_| format!("frame width {width} too large for JPEG"))?,
+        u16::try_from(height).map_err(|_| format!("frame height {height} too large for JPEG"))?,
+    );
+    let mut out = Vec::new();
+    jpeg_encoder::Encoder::new(&mut out, quality)
+        .encode(frame, w, h, jpeg_encoder::ColorType::Luma)
+        .map_err(|e| format!("JPEG encode: {e}"))?;
+    let back = image::load_from_memory_with_format(&out, image::ImageFormat::Jpeg)
+        .map_err(|e| format!("JPEG decode: {e}"))?
+        .into_luma8()
+        .into_raw();
+    if back.len() != frame.len() {
+        return Err(format!(
+            "JPEG decode gave {} pixels for {}",
+            back.len(),
+            frame.len()
+        ));
+    }
+    Ok((back, out.len()))
+}
+
+/// What JPEG does to the test split's frames.
+#[derive(Debug, Clone, Copy)]
+pub struct JpegStats {
+    pub mean_bytes: u64,
+    /// Median encode time of one frame on this machine.
+    pub median_encode_seconds: f64,
+}
+
+fn jpeg_set(set: &ViewSet, quality: u8, sizes: Option<&mut Vec<usize>>) -> Result<ViewSet, String> {
+    let px = set.side * set.side;
+    let mut frames = Vec::with_capacity(set.frames.len());
+    let mut sizes = sizes;
+    for f in set.frames.chunks_exact(px) {
+        let (back, n) = jpeg_roundtrip(f, set.side, set.side, quality)?;
+        frames.extend_from_slice(&back);
+        if let Some(s) = sizes.as_deref_mut() {
+            s.push(n);
+        }
+    }
+    Ok(ViewSet {
+        frames,
+        ..set.clone()
+    })
+}
+
+/// `data` as the aggregator sees it when every frame crosses JPEG-encoded at `quality`:
+/// training, validation and test frames all round-tripped; the mean size and encode time are
+/// measured on the test split.
+pub fn jpeg_degraded(data: &Data, quality: u8) -> Result<(Data, JpegStats), String> {
+    let mut sizes = Vec::new();
+    let test = jpeg_set(&data.test, quality, Some(&mut sizes))?;
+    let val = jpeg_set(&data.val, quality, None)?;
+    let train = match &*data.train {
+        TrainSource::Fixed(v) => TrainSource::Fixed(jpeg_set(v, quality, None)?),
+        TrainSource::Rig {
+            set, count, rig, ..
+        } => TrainSource::Rig {
+            set: set.clone(),
+            count: *count,
+            rig: rig.clone(),
+            jpeg_quality: Some(quality),
+        },
+    };
+    let px = data.side * data.side;
+    let mut times: Vec<f64> = data
+        .test
+        .frames
+        .chunks_exact(px)
+        .take(500)
+        .map(|f| {
+            let t = std::time::Instant::now();
+            let mut out = Vec::new();
+            let _ = jpeg_encoder::Encoder::new(&mut out, quality).encode(
+                f,
+                data.side as u16,
+                data.side as u16,
+                jpeg_encoder::ColorType::Luma,
+            );
+            t.elapsed().as_secs_f64()
+        })
+        .collect();
+    times.sort_by(f64::total_cmp);
+    let stats = JpegStats {
+        mean_bytes: (sizes.iter().sum::<usize>() / sizes.len().max(1)) as u64,
+        median_encode_seconds: times.get(times.len() / 2).copied().unwrap_or(f64::NAN),
+    };
+    Ok((
+        Data {
+            kind: data.kind,
+            train: Arc::new(train),
+            val,
+            test,
+            side: data.side,
+            views: data.views,
+            classes: data.classes,
+        },
+        stats,
+    ))
 }
 
 /// Random training batches from a producer thread (the trainer never waits on data generation

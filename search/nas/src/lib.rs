@@ -8,6 +8,8 @@
 //!   dropout; BatchNorm recalibration and accuracy of a subnet with any subset of views.
 //! - [`cost`]: a subnet's predicted costs under a hardware profile, by `splitnets-cost-model`.
 //! - [`search`]: evolutionary search under the constraints, and the Pareto front.
+//! - [`baseline`]: the placements the search is measured against (all on the sensor, all on the
+//!   aggregator with raw or JPEG frames, planner cuts of a fixed backbone), trained alike.
 //! - [`data`]: the data sets (Fashion-MNIST one view, Fashion-MNIST through the 4-camera rig,
 //!   the rendered shapes), batches made off the training thread.
 //!
@@ -15,6 +17,7 @@
 //! latency targets on the validation split, measure the test split for the final front only,
 //! and return each front member's architecture, costs, accuracies and weights (BatchNorm folded).
 
+pub mod baseline;
 pub mod cost;
 pub mod data;
 pub mod onnx_export;
@@ -216,7 +219,7 @@ pub enum Progress {
 }
 
 /// One subnet of the final front, measured on the test split.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct FrontMember {
     pub arch: Arch,
     pub cost: PredictedCost,
@@ -232,13 +235,13 @@ pub struct FrontMember {
 }
 
 /// The result of a search at one latency target.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TargetResult {
     pub latency_seconds: f64,
     pub best: Option<Candidate>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct NasOutcome {
     pub data: DataKind,
     pub space: SearchSpace,
@@ -249,12 +252,15 @@ pub struct NasOutcome {
     pub steps_this_process: u64,
     /// Supernet training wall time over every process of a resumed run (each process's time
     /// is kept beside the checkpoint, `supernet-time.json`).
+    #[serde(deserialize_with = "null_as_nan")]
     pub train_seconds: f64,
     /// Mean wall time of a sandwich step (all its subnets, forward and backward).
+    #[serde(deserialize_with = "null_as_nan")]
     pub step_seconds: f64,
     pub search_seconds: f64,
     pub total_seconds: f64,
     /// Process CPU time over wall time for the whole run (≈ cores kept busy).
+    #[serde(deserialize_with = "null_as_nan")]
     pub cores_used: f64,
     pub cores_available: usize,
     pub evaluations: usize,
@@ -265,6 +271,11 @@ pub struct NasOutcome {
     pub front: Vec<FrontMember>,
     pub input_mean: f32,
     pub input_std: f32,
+}
+
+/// JSON has no NaN: serde_json writes it as `null`; read `null` back as NaN.
+fn null_as_nan<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
 }
 
 fn cpu_seconds() -> Option<f64> {
@@ -280,7 +291,11 @@ fn cpu_seconds() -> Option<f64> {
 const CKPT_MAGIC: &[u8; 8] = b"SNNASCK1";
 
 fn config_key(space: &SearchSpace, t: &TrainSettings, kind: DataKind) -> u64 {
-    let text = format!("{space:?}{t:?}{kind:?}");
+    hash_text(&format!("{space:?}{t:?}{kind:?}"))
+}
+
+/// FNV-1a of `text`: a stable key for checkpoints (not for security).
+fn hash_text(text: &str) -> u64 {
     let mut h: u64 = 0xCBF2_9CE4_8422_2325;
     for b in text.bytes() {
         h ^= u64::from(b);

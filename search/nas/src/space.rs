@@ -40,6 +40,25 @@ impl Fusion {
     }
 }
 
+/// How a network of the space is laid out between sensor and aggregator.
+///
+/// The search only makes [`Form::Split`] networks; the other forms are its baselines
+/// (`baseline.rs`), built from the same blocks and weights layout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Form {
+    /// The searched form: reduce, quantize and recover after stage `arch.split`, views fused
+    /// there (`arch.fusion`).
+    Split,
+    /// No split module: every view runs the whole network (on its sensor) and the views'
+    /// logits are averaged (late fusion).
+    LateFusion,
+    /// No split module: every view runs the whole network, the views are fused (`arch.fusion`)
+    /// after the last stage. `cut_after: Some(k)`: the feature after stage `k` is quantized to
+    /// 8 bits as the codec does (a planner cut of this network, no retraining).
+    Whole { cut_after: Option<usize> },
+}
+
 /// The choices of one stage.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StageChoices {
@@ -344,6 +363,22 @@ impl Arch {
     }
 
     /// A compact one-line description, e.g. `s16|d2w24k5e4|...|split2 c8 b4 max`.
+    /// The network alone (stem and stages), without the split genes, with the fusion where it
+    /// matters (`views > 1`): how a baseline's network is named.
+    pub fn short_network(&self, views: usize) -> String {
+        let mut s = format!("s{}", self.stem_width);
+        for st in &self.stages {
+            s.push_str(&format!(
+                "|d{}w{}k{}e{}",
+                st.depth, st.width, st.kernel, st.expansion
+            ));
+        }
+        if views > 1 {
+            s.push_str(&format!(" {} fusion", self.fusion.name()));
+        }
+        s
+    }
+
     pub fn short(&self) -> String {
         let mut s = format!("s{}", self.stem_width);
         for (i, st) in self.stages.iter().enumerate() {

@@ -28,7 +28,7 @@ use burn::tensor::module::conv2d;
 use burn::tensor::ops::ConvOptions;
 
 use crate::Rng;
-use crate::space::{Arch, Fusion, SearchSpace};
+use crate::space::{Arch, Form, Fusion, SearchSpace};
 
 const BN_EPS: f32 = 1e-5;
 
@@ -462,15 +462,62 @@ impl Supernet {
         (x, c)
     }
 
-    /// Sensor side: `[N, 1, H, W]` frames to `[N, c_red, h, w]` split features, quantized
-    /// (straight-through) to `arch.bits`.
-    pub fn head(&self, space: &SearchSpace, arch: &Arch, x: Tensor<4>, ctx: &mut Ctx) -> Tensor<4> {
+    /// The stem convolution, BatchNorm and ReLU.
+    fn stem_forward(
+        &self,
+        space: &SearchSpace,
+        arch: &Arch,
+        x: Tensor<4>,
+        ctx: &mut Ctx,
+    ) -> Tensor<4> {
         let c0 = arch.stem_width;
         let w = self.stem.val().slice([0..c0, 0..1, 0..3, 0..3]);
         let st = space.stem_stride;
         let x = conv2d(x, w, None, ConvOptions::new([st, st], [1, 1], [1, 1], 1));
-        let x = relu(self.bn(x, &self.stem_bn, c0, ctx));
-        let (x, c) = self.stages(space, arch, 0..arch.split, x, c0, ctx);
+        relu(self.bn(x, &self.stem_bn, c0, ctx))
+    }
+
+    /// Fuses `[B·V, c, h, w]` per-view features over the views present (`[B, V]` mask) with
+    /// `fusion`; learned fusion scores with split module `module`'s score layer.
+    fn fuse(&self, r: Tensor<4>, mask: Tensor<2>, fusion: Fusion, module: usize) -> Tensor<4> {
+        let [b, v] = mask.dims();
+        let [_, c, h, w] = r.dims();
+        if v == 1 {
+            return r;
+        }
+        let sp = &self.splits[module];
+        let r = r.reshape([b, v, c, h, w]);
+        let m = mask.clone().reshape([b, v, 1, 1, 1]);
+        match fusion {
+            Fusion::Max => (r + (m - 1.0) * 1e4).max_dim(1).reshape([b, c, h, w]),
+            Fusion::Mean => {
+                let n = mask.sum_dim(1).reshape([b, 1, 1, 1]);
+                (r * m).sum_dim(1).reshape([b, c, h, w]) / n
+            }
+            Fusion::Learned => {
+                let pooled = r.clone().mean_dim(4).mean_dim(3).reshape([b * v, c]);
+                let sw = sp.score_w.val().slice([0..c, 0..1]);
+                let score = (pooled.matmul(sw) + sp.score_b.val().reshape([1, 1])).reshape([b, v]);
+                let score = score + (mask - 1.0) * 1e4;
+                let a = softmax(score, 1).reshape([b, v, 1, 1, 1]);
+                (r * a).sum_dim(1).reshape([b, c, h, w])
+            }
+        }
+    }
+
+    /// Global average pooling and the classifier: `[N, c, h, w]` to `[N, classes]`.
+    fn classify(&self, space: &SearchSpace, x: Tensor<4>) -> Tensor<2> {
+        let [n, c, _, _] = x.dims();
+        let pooled = x.mean_dim(3).mean_dim(2).reshape([n, c]);
+        let cw = self.classifier_w.val().slice([0..c, 0..space.classes]);
+        pooled.matmul(cw) + self.classifier_b.val().reshape([1, space.classes])
+    }
+
+    /// Sensor side: `[N, 1, H, W]` frames to `[N, c_red, h, w]` split features, quantized
+    /// (straight-through) to `arch.bits`.
+    pub fn head(&self, space: &SearchSpace, arch: &Arch, x: Tensor<4>, ctx: &mut Ctx) -> Tensor<4> {
+        let x = self.stem_forward(space, arch, x, ctx);
+        let (x, c) = self.stages(space, arch, 0..arch.split, x, arch.stem_width, ctx);
         let sp = &self.splits[arch.split - 1];
         let w = sp.reduce_w.val().slice([0..arch.c_red, 0..c, 0..1, 0..1]);
         let b = sp.reduce_b.val().narrow(0, 0, arch.c_red);
@@ -488,39 +535,14 @@ impl Supernet {
         mask: Tensor<2>,
         ctx: &mut Ctx,
     ) -> Tensor<2> {
-        let [b, v] = mask.dims();
-        let [_, _, h, w] = f.dims();
         let c = arch.stages[arch.split - 1].width;
         let sp = &self.splits[arch.split - 1];
         let rw = sp.recover_w.val().slice([0..c, 0..arch.c_red, 0..1, 0..1]);
         let rb = sp.recover_b.val().narrow(0, 0, c);
         let r = conv2d(f, rw, Some(rb), ConvOptions::new([1, 1], [0, 0], [1, 1], 1));
-        let x = if v == 1 {
-            r
-        } else {
-            let r = r.reshape([b, v, c, h, w]);
-            let m = mask.clone().reshape([b, v, 1, 1, 1]);
-            match arch.fusion {
-                Fusion::Max => (r + (m - 1.0) * 1e4).max_dim(1).reshape([b, c, h, w]),
-                Fusion::Mean => {
-                    let n = mask.sum_dim(1).reshape([b, 1, 1, 1]);
-                    (r * m).sum_dim(1).reshape([b, c, h, w]) / n
-                }
-                Fusion::Learned => {
-                    let pooled = r.clone().mean_dim(4).mean_dim(3).reshape([b * v, c]);
-                    let sw = sp.score_w.val().slice([0..c, 0..1]);
-                    let score =
-                        (pooled.matmul(sw) + sp.score_b.val().reshape([1, 1])).reshape([b, v]);
-                    let score = score + (mask - 1.0) * 1e4;
-                    let a = softmax(score, 1).reshape([b, v, 1, 1, 1]);
-                    (r * a).sum_dim(1).reshape([b, c, h, w])
-                }
-            }
-        };
-        let (x, c) = self.stages(space, arch, arch.split..arch.stages.len(), x, c, ctx);
-        let pooled = x.mean_dim(3).mean_dim(2).reshape([b, c]);
-        let cw = self.classifier_w.val().slice([0..c, 0..space.classes]);
-        pooled.matmul(cw) + self.classifier_b.val().reshape([1, space.classes])
+        let x = self.fuse(r, mask, arch.fusion, arch.split - 1);
+        let (x, _) = self.stages(space, arch, arch.split..arch.stages.len(), x, c, ctx);
+        self.classify(space, x)
     }
 
     /// The whole subnet: `[B, V, 1, H, W]` frames and a `[B, V]` view mask to logits.
@@ -535,6 +557,46 @@ impl Supernet {
         let [b, v, ch, h, w] = x.dims();
         let f = self.head(space, arch, x.reshape([b * v, ch, h, w]), ctx);
         self.tail(space, arch, f, mask, ctx)
+    }
+
+    /// `arch` laid out as `form` (the search's split form or a baseline's): `[B, V, 1, H, W]`
+    /// frames and a `[B, V]` view mask to logits.
+    pub fn forward_form(
+        &self,
+        space: &SearchSpace,
+        arch: &Arch,
+        form: Form,
+        x: Tensor<5>,
+        mask: Tensor<2>,
+        ctx: &mut Ctx,
+    ) -> Tensor<2> {
+        let last = arch.stages.len();
+        let cut = match form {
+            Form::Split => return self.forward(space, arch, x, mask, ctx),
+            Form::LateFusion => None,
+            Form::Whole { cut_after } => cut_after.filter(|&k| (1..=last).contains(&k)),
+        };
+        let [b, v, ch, h, w] = x.dims();
+        let mut x = self.stem_forward(space, arch, x.reshape([b * v, ch, h, w]), ctx);
+        let mut c = arch.stem_width;
+        for s in 0..last {
+            (x, c) = self.stages(space, arch, s..s + 1, x, c, ctx);
+            if cut == Some(s + 1) {
+                x = fake_quantize(x, 8);
+            }
+        }
+        if form == Form::LateFusion {
+            let logits = self.classify(space, x);
+            if v == 1 {
+                return logits;
+            }
+            let k = space.classes;
+            let m = mask.clone().reshape([b, v, 1]);
+            let n = mask.sum_dim(1).reshape([b, 1]);
+            return (logits.reshape([b, v, k]) * m).sum_dim(1).reshape([b, k]) / n;
+        }
+        let x = self.fuse(x, mask, arch.fusion, last - 1);
+        self.classify(space, x)
     }
 }
 

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::Rng;
 use crate::data::{Batch, BatchStream, ViewSet};
-use crate::space::{Arch, SearchSpace};
+use crate::space::{Arch, Form, SearchSpace};
 use crate::supernet::{BnMode, BnStats, Ctx, InitScheme, Supernet, to_vec};
 
 /// How the supernet is trained.
@@ -89,9 +89,68 @@ pub fn sandwich(space: &SearchSpace, s: &TrainSettings, step: u64, rng: &mut Rng
 /// called every `checkpoint_every` steps with the step and the parameters.
 #[allow(clippy::too_many_arguments)]
 pub fn train_supernet(
+    net: Supernet,
+    space: &SearchSpace,
+    s: &TrainSettings,
+    stream: &BatchStream,
+    device: &Device,
+    start_step: u64,
+    checkpoint_every: u64,
+    checkpoint: &mut dyn FnMut(u64, &Supernet),
+    on_step: &mut dyn FnMut(StepReport),
+) -> Supernet {
+    train_loop(
+        net,
+        space,
+        s,
+        None,
+        stream,
+        device,
+        start_step,
+        checkpoint_every,
+        checkpoint,
+        on_step,
+    )
+}
+
+/// Trains one fixed network (`arch` laid out as `form`, a baseline) exactly as the supernet is
+/// trained (same schedule, batches, label smoothing, threads), without the sandwich: the only
+/// subnet is `arch`, learning from the labels.
+#[allow(clippy::too_many_arguments)]
+pub fn train_fixed(
+    net: Supernet,
+    space: &SearchSpace,
+    s: &TrainSettings,
+    arch: &Arch,
+    form: Form,
+    stream: &BatchStream,
+    device: &Device,
+    start_step: u64,
+    checkpoint_every: u64,
+    checkpoint: &mut dyn FnMut(u64, &Supernet),
+    on_step: &mut dyn FnMut(StepReport),
+) -> Supernet {
+    train_loop(
+        net,
+        space,
+        s,
+        Some((arch, form)),
+        stream,
+        device,
+        start_step,
+        checkpoint_every,
+        checkpoint,
+        on_step,
+    )
+}
+
+/// The training loop: the sandwich of subnets per step (`fixed: None`) or one fixed network.
+#[allow(clippy::too_many_arguments)]
+fn train_loop(
     mut net: Supernet,
     space: &SearchSpace,
     s: &TrainSettings,
+    fixed: Option<(&Arch, Form)>,
     stream: &BatchStream,
     device: &Device,
     start_step: u64,
@@ -107,7 +166,10 @@ pub fn train_supernet(
     let warmup = (s.steps / 20).max(1);
     for step in start_step + 1..=s.steps {
         let Some(batch) = stream.next() else { break };
-        let archs = sandwich(space, s, step, &mut rng);
+        let (archs, form) = match fixed {
+            None => (sandwich(space, s, step, &mut rng), Form::Split),
+            Some((a, form)) => (vec![a.clone()], form),
+        };
         let parts = split_batch(&batch, space.views, s.threads.clamp(1, batch.batch.max(1)));
         // The first share on this thread with the live parameters; the others on threads of
         // their own, each with a private replica (fresh parameter ids, so no autodiff graph is
@@ -127,7 +189,7 @@ pub fn train_supernet(
                     sc.spawn(move || {
                         let replica =
                             Supernet::from_parameters(space, params.clone(), device).ok()?;
-                        let (g, l) = sandwich_grads(&replica, space, s, archs, p, device);
+                        let (g, l) = sandwich_grads(&replica, space, s, archs, form, p, device);
                         let mut out = Vec::new();
                         replica.visit(&mut Extract {
                             from: g,
@@ -137,7 +199,7 @@ pub fn train_supernet(
                     })
                 })
                 .collect();
-            let (g, l) = sandwich_grads(&net, space, s, &archs, &parts[0], device);
+            let (g, l) = sandwich_grads(&net, space, s, &archs, form, &parts[0], device);
             let others: Vec<_> = handles
                 .into_iter()
                 .filter_map(|h| h.join().ok().flatten())
@@ -228,6 +290,7 @@ fn sandwich_grads(
     space: &SearchSpace,
     s: &TrainSettings,
     archs: &[Arch],
+    form: Form,
     batch: &Batch,
     device: &Device,
 ) -> (GradientsParams, f64) {
@@ -243,7 +306,7 @@ fn sandwich_grads(
     let mut loss_largest = 0.0;
     for (i, arch) in archs.iter().enumerate() {
         let mut ctx = Ctx::new(BnMode::Batch);
-        let logits = net.forward(space, arch, x.clone(), m.clone(), &mut ctx);
+        let logits = net.forward_form(space, arch, form, x.clone(), m.clone(), &mut ctx);
         let loss = if i == 0 {
             teacher = Some(softmax(logits.clone().detach(), 1));
             let l = ce_smooth.forward(logits, y.clone());
@@ -275,13 +338,25 @@ pub fn calibrate(
     batches: &[Batch],
     device: &Device,
 ) -> BnStats {
+    calibrate_form(net, space, arch, Form::Split, batches, device)
+}
+
+/// [`calibrate`] for `arch` laid out as `form`.
+pub fn calibrate_form(
+    net: &Supernet,
+    space: &SearchSpace,
+    arch: &Arch,
+    form: Form,
+    batches: &[Batch],
+    device: &Device,
+) -> BnStats {
     let mut stats = BnStats::default();
     for b in batches {
         let mut full = b.clone();
         full.view_mask.iter_mut().for_each(|m| *m = 1.0);
         let (x, m) = tensors(&full, space.views, space.input_size, device);
         let mut ctx = Ctx::new(BnMode::Record(std::mem::take(&mut stats)));
-        let _ = net.forward(space, arch, x, m, &mut ctx);
+        let _ = net.forward_form(space, arch, form, x, m, &mut ctx);
         if let BnMode::Record(s) = ctx.mode {
             stats = s;
         }
@@ -303,6 +378,32 @@ pub fn accuracy(
     batch: usize,
     device: &Device,
 ) -> f64 {
+    accuracy_form(
+        net,
+        space,
+        arch,
+        Form::Split,
+        stats,
+        set,
+        present,
+        batch,
+        device,
+    )
+}
+
+/// [`accuracy`] for `arch` laid out as `form`.
+#[allow(clippy::too_many_arguments)]
+pub fn accuracy_form(
+    net: &Supernet,
+    space: &SearchSpace,
+    arch: &Arch,
+    form: Form,
+    stats: &BnStats,
+    set: &ViewSet,
+    present: &[bool],
+    batch: usize,
+    device: &Device,
+) -> f64 {
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .clamp(1, 8);
@@ -314,7 +415,9 @@ pub fn accuracy(
             .map(|k| {
                 let range = n * k / threads..n * (k + 1) / threads;
                 sc.spawn(move || {
-                    correct_in(net, space, arch, stats, set, present, batch, device, range)
+                    correct_in(
+                        net, space, arch, form, stats, set, present, batch, device, range,
+                    )
                 })
             })
             .collect();
@@ -328,6 +431,7 @@ fn correct_in(
     net: &Supernet,
     space: &SearchSpace,
     arch: &Arch,
+    form: Form,
     stats: &BnStats,
     set: &ViewSet,
     present: &[bool],
@@ -345,7 +449,7 @@ fn correct_in(
         }
         let (x, m) = tensors(&b, space.views, space.input_size, device);
         let mut ctx = Ctx::new(BnMode::Use(stats.clone()));
-        let logits = net.forward(space, arch, x, m, &mut ctx);
+        let logits = net.forward_form(space, arch, form, x, m, &mut ctx);
         let pred = logits
             .argmax(1)
             .into_data()

@@ -4,7 +4,7 @@ use burn::prelude::*;
 use splitnets_nas::Rng;
 use splitnets_nas::data::Batch;
 use splitnets_nas::reference;
-use splitnets_nas::space::{Arch, Fusion, SearchSpace};
+use splitnets_nas::space::{Arch, Form, Fusion, SearchSpace};
 use splitnets_nas::supernet::{BnMode, Ctx, InitScheme, Supernet};
 use splitnets_nas::train::calibrate;
 
@@ -130,4 +130,91 @@ fn split_aware_init_makes_recover_after_reduce_a_projection() {
             assert!((vw[k * r + i] - rw[i * c + k]).abs() < 1e-7);
         }
     }
+}
+
+fn logits_form(
+    net: &Supernet,
+    space: &SearchSpace,
+    arch: &Arch,
+    form: Form,
+    b: &Batch,
+    mask: &[f32],
+) -> Vec<f32> {
+    let d = Device::flex();
+    let s = space.input_size;
+    let x = Tensor::<5>::from_data(
+        TensorData::new(b.inputs.clone(), [b.batch, space.views, 1, s, s]),
+        &d,
+    );
+    let m = Tensor::<2>::from_data(TensorData::new(mask.to_vec(), [b.batch, space.views]), &d);
+    let mut ctx = Ctx::new(BnMode::Batch);
+    net.forward_form(space, arch, form, x, m, &mut ctx)
+        .into_data()
+        .try_to_vec::<f32>()
+        .unwrap()
+}
+
+#[test]
+fn baseline_forms_fuse_where_their_placement_does() {
+    let space = tiny_space();
+    let d = Device::flex();
+    let net = Supernet::new(&space, InitScheme::SplitAware, 3, &d);
+    let mut rng = Rng::new(5);
+    let b = random_batch(&space, 4, &mut rng);
+    let arch = Arch::largest(&space, space.stages.len());
+    let all = vec![1.0; 4 * space.views];
+    // Late fusion: the logits with every view present are the mean of each view's logits
+    // alone (BatchNorm statistics are per batch, so each view alone sees the same batch).
+    let fused = logits_form(&net, &space, &arch, Form::LateFusion, &b, &all);
+    let mut mean = vec![0.0f32; fused.len()];
+    for v in 0..space.views {
+        let only: Vec<f32> = (0..4 * space.views)
+            .map(|i| f32::from(u8::from(i % space.views == v)))
+            .collect();
+        let l = logits_form(&net, &space, &arch, Form::LateFusion, &b, &only);
+        for (m, x) in mean.iter_mut().zip(l) {
+            *m += x / space.views as f32;
+        }
+    }
+    let diff = fused
+        .iter()
+        .zip(&mean)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    assert!(
+        diff < 1e-4,
+        "late fusion is not the mean of the views: {diff}"
+    );
+    // A planner cut quantizes the feature to 8 bits: close to the uncut network, not equal.
+    let whole = logits_form(
+        &net,
+        &space,
+        &arch,
+        Form::Whole { cut_after: None },
+        &b,
+        &all,
+    );
+    let cut = logits_form(
+        &net,
+        &space,
+        &arch,
+        Form::Whole { cut_after: Some(2) },
+        &b,
+        &all,
+    );
+    let scale = whole.iter().map(|x| x.abs()).fold(0.0f32, f32::max);
+    let err = whole
+        .iter()
+        .zip(&cut)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    assert!(
+        err > 0.0 && err < 0.05 * scale.max(1e-3),
+        "cut error {err} of {scale}"
+    );
+    // The split form through forward_form is forward.
+    let split = Arch::largest(&space, 2);
+    let a = logits_form(&net, &space, &split, Form::Split, &b, &all);
+    let f = logits(&net, &space, &split, &b, BnMode::Batch);
+    assert_eq!(a, f);
 }

@@ -39,6 +39,10 @@ enum Command {
     Nas(nas::NasArgs),
     /// Compare finished NAS runs (ablations): best test accuracy within common latency budgets.
     NasCompare(nas::NasCompareArgs),
+    /// Train and measure the search's baselines (all on the sensor, all on the aggregator with
+    /// raw or JPEG frames, planner cuts of a fixed backbone) under the same profile and budget;
+    /// with a finished `nas` run in the same directory, compare its front against them.
+    NasBaselines(nas::NasBaselinesArgs),
     /// Measure this machine with ONNX Runtime, fit per-op-class throughput, write a host profile,
     /// and report prediction error on held-out models.
     Calibrate(calibrate::CalibrateArgs),
@@ -68,6 +72,7 @@ fn main() -> std::process::ExitCode {
         Command::Calibrate(a) => calibrate::run_calibrate(a),
         Command::Nas(a) => nas::run_nas(a),
         Command::NasCompare(a) => nas::run_nas_compare(a),
+        Command::NasBaselines(a) => nas::run_nas_baselines(a),
         Command::Split(a) => user_model::run_split(a),
         Command::SplitBundle(a) => rebundle::run_split_bundle(a),
         Command::SetCodec(a) => rebundle::run_set_codec(a),

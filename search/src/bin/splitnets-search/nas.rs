@@ -532,3 +532,122 @@ pub(crate) fn run_nas_compare(a: NasCompareArgs) -> anyhow::Result<()> {
     print!("{md}");
     Ok(())
 }
+
+#[derive(clap::Args, Debug)]
+pub(crate) struct NasBaselinesArgs {
+    #[arg(long, value_enum, default_value = "fashion-mnist-4view")]
+    pub(crate) data: NasData,
+    /// Hardware profile: `headset` (the shipped preset) or a TOML file.
+    #[arg(long, default_value = "headset")]
+    pub(crate) profile: String,
+    /// The budget: the same steps, batch and schedule as `nas` with this preset.
+    #[arg(long, value_enum, default_value = "quick")]
+    pub(crate) preset: NasPreset,
+    /// Output directory; when it holds a finished `nas` run (`outcome.json`) of the same data,
+    /// the comparison is written too (`comparison.md`, `comparison.svg`).
+    #[arg(long)]
+    pub(crate) out: PathBuf,
+    /// Override the preset's training steps (then also pass it to `nas` for a like comparison).
+    #[arg(long)]
+    pub(crate) steps: Option<u64>,
+    /// JPEG quality of the all-on-aggregator JPEG baseline.
+    #[arg(long, default_value_t = 75, value_parser = clap::value_parser!(u8).range(1..=100))]
+    pub(crate) jpeg_quality: u8,
+    /// Where Debian's dataset-fashion-mnist put the files.
+    #[arg(long, default_value = dataset::DEFAULT_DIR)]
+    pub(crate) data_dir: PathBuf,
+}
+
+pub(crate) fn run_nas_baselines(a: NasBaselinesArgs) -> anyhow::Result<()> {
+    use splitnets_nas::baseline::{BaselineProgress, run_baselines};
+    let kind = match a.data {
+        NasData::FashionMnist => DataKind::FashionMnist,
+        NasData::FashionMnist4view => DataKind::FashionMnist4View,
+        NasData::Shapes => DataKind::Shapes,
+    };
+    let preset = match a.preset {
+        NasPreset::Quick => Preset::Quick,
+        NasPreset::Full => Preset::Full,
+    };
+    let profile = load_profile(&a.profile)?;
+    let mut cfg = NasConfig::preset(preset, kind, profile, Some(a.out.clone()));
+    cfg.data.fashion_mnist_dir = a.data_dir.clone();
+    if let Some(s) = a.steps {
+        cfg.train.steps = s;
+    }
+    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
+    // Read the search's outcome first: a malformed one should stop the run now, not after
+    // the training.
+    let outcome_path = a.out.join("outcome.json");
+    let outcome: Option<NasOutcome> = match std::fs::read_to_string(&outcome_path) {
+        Ok(text) => Some(
+            serde_json::from_str(&text)
+                .with_context(|| format!("{} is not a NAS outcome", outcome_path.display()))?,
+        ),
+        Err(_) => None,
+    };
+    eprintln!(
+        "[baselines] {} preset {:?}: 3 networks × {} steps (batch {}); output in {}{}",
+        kind.name(),
+        preset,
+        cfg.train.steps,
+        cfg.train.batch,
+        a.out.display(),
+        if outcome.is_some() {
+            " (with the search's front for comparison)"
+        } else {
+            " (no outcome.json there: baselines only)"
+        }
+    );
+    let started = std::time::Instant::now();
+    let mut network_started = std::time::Instant::now();
+    let result = run_baselines(&cfg, a.jpeg_quality, &mut |p| match p {
+        BaselineProgress::Step {
+            network,
+            step,
+            steps,
+            loss,
+            ..
+        } => {
+            if step == 1 {
+                network_started = std::time::Instant::now();
+            }
+            if step % (steps / 20).max(1) == 0 || step == steps {
+                let el = network_started.elapsed().as_secs_f64();
+                let eta = el / step.max(1) as f64 * (steps - step) as f64;
+                eprintln!(
+                    "[baselines] {network}: step {step}/{steps}  loss {loss:.3}  elapsed {el:.0} s  ETA {eta:.0} s"
+                );
+            }
+        }
+        other => eprintln!("[baselines] {other:?}"),
+    })?;
+    std::fs::write(
+        a.out.join("baselines.json"),
+        serde_json::to_string_pretty(&result)?,
+    )?;
+    std::fs::write(
+        a.out.join("baselines.csv"),
+        splitnets_nas::report::baselines_csv(&result),
+    )?;
+    let md = splitnets_nas::report::baselines_markdown(&result, outcome.as_ref());
+    let md_name = if outcome.is_some() {
+        "comparison.md"
+    } else {
+        "baselines.md"
+    };
+    std::fs::write(a.out.join(md_name), &md)?;
+    if let Some(o) = outcome.as_ref().filter(|o| o.data == result.data) {
+        std::fs::write(
+            a.out.join("comparison.svg"),
+            splitnets_nas::report::comparison_svg(o, &result),
+        )?;
+    }
+    println!("{md}");
+    println!(
+        "written: {} ({:.0} s)",
+        a.out.join(md_name).display(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}

@@ -1,0 +1,536 @@
+//! The search's baselines (issue 12 item 6), under the same hardware profile and the same
+//! training budget as the supernet: the same steps × batch, learning-rate schedule, label
+//! smoothing, seed and view dropout, each network trained alone from the same space. They are
+//! the placements a designer without SplitNets would choose:
+//!
+//! - **all on the sensor**: the whole network on each sensor; its logits cross the link as
+//!   float32 and the aggregator averages the views' logits (late fusion).
+//! - **all on the aggregator, raw frames**: each sensor sends its 8-bit frame; the aggregator
+//!   runs the network once per view and fuses the views after the last stage (learned fusion).
+//! - **all on the aggregator, JPEG frames**: the same network trained and tested on
+//!   JPEG-decoded frames; the link carries the measured mean JPEG size and the encode is priced on
+//!   the sensor (`cost_model::split::jpeg_encode_seconds`).
+//! - **planner cuts of a fixed backbone**: the raw-frame network cut after each stage, the cut
+//!   feature sent at 8 bits through the daemons' codec with no reduce module and no retraining,
+//!   which is what `splitnets-search plan` does to an existing network; the planner's choice is
+//!   the feasible cut with the lowest predicted latency.
+//!
+//! Each placement runs the largest network of the space (by multiply-accumulates) that it can
+//! run at the target frame rate within the sensor's memory, found on predicted costs alone, so no
+//! baseline is handicapped by a size its placement does not need.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use burn::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::cost::{Constraints, JpegLink, PredictedCost, predict_form};
+use crate::data::{self, BatchStream, Data, ViewSet};
+use crate::space::{Arch, Form, Fusion, SearchSpace};
+use crate::supernet::{BnStats, Supernet};
+use crate::train::{accuracy_form, calibrate_form, train_fixed};
+use crate::{NasConfig, NasError, Rng, load_checkpoint, save_checkpoint};
+
+/// One baseline, measured on the test split.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BaselineResult {
+    /// Human-readable placement, e.g. "all on the aggregator (raw frames)".
+    pub name: String,
+    /// Short identifier: `sensor`, `aggregator-raw`, `aggregator-jpeg`, `planner-cut-K`.
+    pub id: String,
+    pub arch: Arch,
+    pub form: Form,
+    pub cost: PredictedCost,
+    /// Fits the sensor's memory, the link and the frame rate (no latency target).
+    pub feasible: bool,
+    /// Why not, when not.
+    pub why_not: Vec<String>,
+    pub test_accuracy: f64,
+    pub test_accuracy_one_view: f64,
+    pub test_accuracy_one_missing: f64,
+    /// The planner's pick among the cuts (feasible, lowest predicted latency).
+    pub planner_choice: bool,
+}
+
+/// Every baseline of a data set, and how they were made.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BaselineOutcome {
+    pub data: data::DataKind,
+    pub steps: u64,
+    pub batch: usize,
+    pub test_items: usize,
+    /// Cameras per sample.
+    pub views: usize,
+    pub jpeg_quality: u8,
+    /// Mean JPEG bytes of one view's frame (test split) at `jpeg_quality`.
+    pub jpeg_mean_bytes: u64,
+    /// Median JPEG encode time of one frame on the machine that ran this (not the sensor).
+    pub jpeg_encode_seconds_here: f64,
+    /// Training wall time per network, by its identifier.
+    pub train_seconds: Vec<(String, f64)>,
+    pub total_seconds: f64,
+    pub results: Vec<BaselineResult>,
+}
+
+/// What [`run_baselines`] reports as it goes.
+#[derive(Debug, Clone)]
+pub enum BaselineProgress {
+    /// The architecture each placement runs, chosen on predicted costs.
+    Chosen {
+        placement: &'static str,
+        arch: String,
+        feasible: bool,
+    },
+    Step {
+        network: &'static str,
+        step: u64,
+        steps: u64,
+        loss: f64,
+        seconds: f64,
+    },
+    Resumed {
+        network: &'static str,
+        step: u64,
+    },
+    Measured {
+        id: String,
+        test_accuracy: f64,
+        end_to_end_seconds: f64,
+    },
+}
+
+/// Why a cost fails the constraints (empty: it passes).
+pub fn why_not(c: &PredictedCost, target_fps: f64) -> Vec<String> {
+    let mut v = Vec::new();
+    if !c.fits_sensor_memory {
+        v.push(format!(
+            "sensor memory {:.0} KB > {:.0} KB",
+            c.sensor_memory_bytes as f64 / 1e3,
+            c.sensor_memory_limit_bytes as f64 / 1e3
+        ));
+    }
+    if c.link_bits_per_second > c.link_bandwidth_bits_per_second {
+        v.push(format!(
+            "link {:.2} Mbit/s > {:.2} Mbit/s",
+            c.link_bits_per_second / 1e6,
+            c.link_bandwidth_bits_per_second / 1e6
+        ));
+    }
+    if c.sustained_fps < target_fps {
+        v.push(format!(
+            "sustains {:.1} fps < {target_fps}",
+            c.sustained_fps
+        ));
+    }
+    v
+}
+
+/// The largest architecture (most multiply-accumulates) that `form` runs within the constraints,
+/// among the largest, the smallest and `draws` random subnets; the smallest if none fits.
+fn largest_feasible(
+    space: &SearchSpace,
+    cost: &dyn Fn(&Arch) -> PredictedCost,
+    target_fps: f64,
+    draws: usize,
+    seed: u64,
+) -> (Arch, bool) {
+    let last = space.stages.len();
+    let fusion = if space.views > 1 {
+        Fusion::Learned
+    } else {
+        Fusion::Max
+    };
+    let normalise = |mut a: Arch| {
+        // Genes a baseline does not have: no split module, fusion fixed by the placement.
+        a.split = last;
+        a.c_red = space.max_reduce();
+        a.bits = 8;
+        a.fusion = fusion;
+        a
+    };
+    let mut rng = Rng::new(seed ^ 0xBA5E_0001);
+    let mut pool = vec![
+        normalise(Arch::largest(space, last)),
+        normalise(Arch::smallest(space, last)),
+    ];
+    pool.extend((0..draws).map(|_| normalise(Arch::random(space, &mut rng))));
+    let limits = Constraints {
+        latency_seconds: f64::INFINITY,
+        target_fps,
+    };
+    let best = pool
+        .iter()
+        .filter(|a| cost(a).satisfies(&limits))
+        .max_by_key(|a| {
+            let c = cost(a);
+            c.sensor_macs + c.aggregator_macs
+        })
+        .cloned();
+    match best {
+        Some(a) => (a, true),
+        None => (pool[1].clone(), false),
+    }
+}
+
+/// Accuracy with all views, each view alone (mean) and the worst camera missing.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn test_accuracies(
+    net: &Supernet,
+    space: &SearchSpace,
+    arch: &Arch,
+    form: Form,
+    stats: &BnStats,
+    test: &ViewSet,
+    batch: usize,
+    device: &Device,
+) -> (f64, f64, f64) {
+    let acc = |present: &[bool]| {
+        accuracy_form(net, space, arch, form, stats, test, present, batch, device)
+    };
+    let all = acc(&vec![true; space.views]);
+    if space.views == 1 {
+        return (all, all, all);
+    }
+    let mut one = 0.0;
+    let mut missing = f64::INFINITY;
+    for v in 0..space.views {
+        let only: Vec<bool> = (0..space.views).map(|k| k == v).collect();
+        let but: Vec<bool> = (0..space.views).map(|k| k != v).collect();
+        one += acc(&only);
+        missing = missing.min(acc(&but));
+    }
+    (all, one / space.views as f64, missing)
+}
+
+/// One network to train: its identifier, form, architecture and data.
+struct Job<'a> {
+    id: &'static str,
+    arch: &'a Arch,
+    form: Form,
+    data: &'a Data,
+    jpeg: Option<u8>,
+}
+
+/// Trains `job` (resuming from its checkpoint in `out_dir`), returns the network (inference
+/// device), its BatchNorm statistics for `form` and the training wall time.
+fn train_job(
+    cfg: &NasConfig,
+    space: &SearchSpace,
+    job: &Job<'_>,
+    progress: &mut dyn FnMut(BaselineProgress),
+) -> Result<(Supernet, Vec<data::Batch>, f64), NasError> {
+    let base = Device::flex();
+    base.seed(cfg.train.seed);
+    let device = base.autodiff();
+    let key = crate::config_key(space, &cfg.train, job.data.kind)
+        ^ crate::hash_text(&format!("{:?}{:?}{:?}", job.form, job.arch, job.jpeg));
+    let ckpt: Option<PathBuf> = cfg
+        .out_dir
+        .as_ref()
+        .map(|d| d.join(format!("baseline-{}.ckpt", job.id)));
+    let mut net = Supernet::new(space, cfg.train.init, cfg.train.seed, &device);
+    let mut start = 0;
+    if let Some((step, params)) = ckpt.as_deref().and_then(|p| load_checkpoint(p, key)) {
+        net = Supernet::from_parameters(space, params, &device).map_err(|reason| {
+            NasError::Checkpoint {
+                path: ckpt_name(ckpt.as_deref()),
+                reason,
+            }
+        })?;
+        start = step;
+        progress(BaselineProgress::Resumed {
+            network: job.id,
+            step,
+        });
+    }
+    let stream = BatchStream::spawn(
+        job.data.train.clone(),
+        cfg.train.batch,
+        cfg.train.view_keep_prob,
+        cfg.train.seed ^ start.wrapping_mul(0x9E37_79B9),
+    );
+    let t = Instant::now();
+    let mut ckpt_err = None;
+    let mut save = |step: u64, n: &Supernet| {
+        if let Some(p) = ckpt.as_deref()
+            && let Err(e) = save_checkpoint(p, key, step, &n.parameters())
+        {
+            ckpt_err.get_or_insert(e);
+        }
+    };
+    let id = job.id;
+    let net = train_fixed(
+        net,
+        space,
+        &cfg.train,
+        job.arch,
+        job.form,
+        &stream,
+        &device,
+        start,
+        cfg.checkpoint_every,
+        &mut save,
+        &mut |r| {
+            progress(BaselineProgress::Step {
+                network: id,
+                step: r.step,
+                steps: r.steps,
+                loss: r.loss_largest,
+                seconds: r.seconds,
+            });
+        },
+    );
+    if let Some(e) = ckpt_err {
+        return Err(e);
+    }
+    if let Some(p) = ckpt.as_deref() {
+        save_checkpoint(p, key, cfg.train.steps, &net.parameters())?;
+    }
+    drop(stream);
+    // Calibration batches from a stream of their own, seeded apart from the training's, so
+    // that a rerun from the final checkpoint measures exactly what the first run measured.
+    let calib_stream = BatchStream::spawn(
+        job.data.train.clone(),
+        cfg.train.batch,
+        1.0,
+        cfg.train.seed ^ 0xCA11_B007,
+    );
+    let calib: Vec<_> = (0..cfg.calibration_batches)
+        .map(|_| calib_stream.next().ok_or(NasError::Producer))
+        .collect::<Result<_, _>>()?;
+    Ok((net.valid(), calib, t.elapsed().as_secs_f64()))
+}
+
+fn ckpt_name(p: Option<&Path>) -> String {
+    p.map(|p| p.display().to_string()).unwrap_or_default()
+}
+
+/// Trains and measures every baseline for `cfg`'s data set. See the module documentation.
+pub fn run_baselines(
+    cfg: &NasConfig,
+    jpeg_quality: u8,
+    progress: &mut dyn FnMut(BaselineProgress),
+) -> Result<BaselineOutcome, NasError> {
+    let t0 = Instant::now();
+    cfg.profile
+        .validate()
+        .map_err(|e| NasError::Config(e.to_string()))?;
+    if !(1..=100).contains(&jpeg_quality) {
+        return Err(NasError::Config(format!(
+            "JPEG quality {jpeg_quality} is outside 1..=100"
+        )));
+    }
+    let raw = data::load(&cfg.data)?;
+    let space = cfg
+        .space
+        .clone()
+        .unwrap_or_else(|| SearchSpace::standard(raw.side, raw.views, raw.classes));
+    space.validate().map_err(NasError::Config)?;
+    let mut profile = cfg.profile.clone();
+    profile.sensors = raw.views as u32;
+    let (jpeg, jpeg_stats) = data::jpeg_degraded(&raw, jpeg_quality).map_err(NasError::Config)?;
+    let jpeg_link = JpegLink {
+        mean_bytes: jpeg_stats.mean_bytes,
+    };
+    let fps = cfg.target_fps;
+    let cost =
+        |a: &Arch, form: Form, j: Option<JpegLink>| predict_form(&space, a, form, &profile, fps, j);
+    let whole = Form::Whole { cut_after: None };
+    let (sensor_arch, sensor_fits) = largest_feasible(
+        &space,
+        &|a| cost(a, Form::LateFusion, None),
+        fps,
+        4_000,
+        cfg.train.seed,
+    );
+    progress(BaselineProgress::Chosen {
+        placement: "all on the sensor",
+        arch: sensor_arch.short_network(space.views),
+        feasible: sensor_fits,
+    });
+    let (agg_arch, agg_fits) = largest_feasible(
+        &space,
+        &|a| cost(a, whole, None),
+        fps,
+        4_000,
+        cfg.train.seed,
+    );
+    progress(BaselineProgress::Chosen {
+        placement: "all on the aggregator",
+        arch: agg_arch.short_network(space.views),
+        feasible: agg_fits,
+    });
+
+    let base = Device::flex();
+    let mut results = Vec::new();
+    let mut train_seconds = Vec::new();
+    let measure = |net: &Supernet,
+                   calib: &[data::Batch],
+                   test: &ViewSet,
+                   arch: &Arch,
+                   form: Form,
+                   j: Option<JpegLink>,
+                   id: String,
+                   name: String,
+                   progress: &mut dyn FnMut(BaselineProgress)| {
+        let stats = calibrate_form(net, &space, arch, form, calib, &base);
+        let (all, one, missing) =
+            test_accuracies(net, &space, arch, form, &stats, test, cfg.eval_batch, &base);
+        let c = cost(arch, form, j);
+        progress(BaselineProgress::Measured {
+            id: id.clone(),
+            test_accuracy: all,
+            end_to_end_seconds: c.end_to_end_seconds,
+        });
+        let why = why_not(&c, fps);
+        BaselineResult {
+            name,
+            id,
+            arch: arch.clone(),
+            form,
+            cost: c,
+            feasible: why.is_empty(),
+            why_not: why,
+            test_accuracy: all,
+            test_accuracy_one_view: one,
+            test_accuracy_one_missing: missing,
+            planner_choice: false,
+        }
+    };
+
+    // All on the aggregator, raw frames: also the backbone the planner cuts.
+    let (agg_net, agg_calib, secs) = train_job(
+        cfg,
+        &space,
+        &Job {
+            id: "aggregator-raw",
+            arch: &agg_arch,
+            form: whole,
+            data: &raw,
+            jpeg: None,
+        },
+        progress,
+    )?;
+    train_seconds.push(("aggregator-raw".to_string(), secs));
+    results.push(measure(
+        &agg_net,
+        &agg_calib,
+        &raw.test,
+        &agg_arch,
+        whole,
+        None,
+        "aggregator-raw".into(),
+        "all on the aggregator (raw 8-bit frames)".into(),
+        progress,
+    ));
+    let mut cuts = Vec::new();
+    for k in 1..=space.stages.len() {
+        let form = Form::Whole { cut_after: Some(k) };
+        cuts.push(measure(
+            &agg_net,
+            &agg_calib,
+            &raw.test,
+            &agg_arch,
+            form,
+            None,
+            format!("planner-cut-{k}"),
+            format!("planner cut after stage {k} of the raw-frame backbone (8-bit feature, no retraining)"),
+            progress,
+        ));
+    }
+    if let Some(best) = cuts.iter_mut().filter(|r| r.feasible).min_by(|a, b| {
+        a.cost
+            .end_to_end_seconds
+            .total_cmp(&b.cost.end_to_end_seconds)
+    }) {
+        best.planner_choice = true;
+    }
+    results.extend(cuts);
+
+    // All on the sensor, late fusion of logits. One view with the same architecture is the
+    // same network as the aggregator's (no fusion either way): not trained twice.
+    if space.views == 1 && sensor_arch == agg_arch {
+        results.push(measure(
+            &agg_net,
+            &agg_calib,
+            &raw.test,
+            &sensor_arch,
+            Form::LateFusion,
+            None,
+            "sensor".into(),
+            "all on the sensor (logits on the link)".into(),
+            progress,
+        ));
+    } else {
+        let (net, calib, secs) = train_job(
+            cfg,
+            &space,
+            &Job {
+                id: "sensor",
+                arch: &sensor_arch,
+                form: Form::LateFusion,
+                data: &raw,
+                jpeg: None,
+            },
+            progress,
+        )?;
+        train_seconds.push(("sensor".to_string(), secs));
+        results.push(measure(
+            &net,
+            &calib,
+            &raw.test,
+            &sensor_arch,
+            Form::LateFusion,
+            None,
+            "sensor".into(),
+            if space.views > 1 {
+                "all on the sensor (logits on the link, late fusion)".into()
+            } else {
+                "all on the sensor (logits on the link)".into()
+            },
+            progress,
+        ));
+    }
+    drop(agg_net);
+
+    // All on the aggregator, JPEG frames: trained and tested on what the decoder gives back.
+    let (net, calib, secs) = train_job(
+        cfg,
+        &space,
+        &Job {
+            id: "aggregator-jpeg",
+            arch: &agg_arch,
+            form: whole,
+            data: &jpeg,
+            jpeg: Some(jpeg_quality),
+        },
+        progress,
+    )?;
+    train_seconds.push(("aggregator-jpeg".to_string(), secs));
+    results.push(measure(
+        &net,
+        &calib,
+        &jpeg.test,
+        &agg_arch,
+        whole,
+        Some(jpeg_link),
+        "aggregator-jpeg".into(),
+        format!("all on the aggregator (JPEG frames, quality {jpeg_quality})"),
+        progress,
+    ));
+
+    Ok(BaselineOutcome {
+        data: raw.kind,
+        steps: cfg.train.steps,
+        batch: cfg.train.batch,
+        test_items: raw.test.len(),
+        views: raw.views,
+        jpeg_quality,
+        jpeg_mean_bytes: jpeg_stats.mean_bytes,
+        jpeg_encode_seconds_here: jpeg_stats.median_encode_seconds,
+        train_seconds,
+        total_seconds: t0.elapsed().as_secs_f64(),
+        results,
+    })
+}
