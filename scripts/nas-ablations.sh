@@ -21,7 +21,7 @@ while [ $# -gt 0 ]; do
   esac
 done
 source scripts/env.sh
-BIN=./target/release/splitnets-search
+BIN="${SPLITNETS_SEARCH_BIN:-./target/release/splitnets-search}"
 [ -x "$BIN" ] || cargo build --release --quiet -p splitnets-search
 ARMS=(
   "full:"
