@@ -62,11 +62,12 @@ pub struct BaselineOutcome {
     pub test_items: usize,
     /// Cameras per sample.
     pub views: usize,
-    pub jpeg_quality: u8,
+    /// `None`: the JPEG baseline was not run.
+    pub jpeg_quality: Option<u8>,
     /// Mean JPEG bytes of one view's frame (test split) at `jpeg_quality`.
-    pub jpeg_mean_bytes: u64,
+    pub jpeg_mean_bytes: Option<u64>,
     /// Median JPEG encode time of one frame on the machine that ran this (not the sensor).
-    pub jpeg_encode_seconds_here: f64,
+    pub jpeg_encode_seconds_here: Option<f64>,
     /// Training wall time per network, by its identifier.
     pub train_seconds: Vec<(String, f64)>,
     pub total_seconds: f64,
@@ -306,19 +307,22 @@ fn ckpt_name(p: Option<&Path>) -> String {
     p.map(|p| p.display().to_string()).unwrap_or_default()
 }
 
-/// Trains and measures every baseline for `cfg`'s data set. See the module documentation.
+/// Trains and measures every baseline for `cfg`'s data set (the JPEG one at `jpeg_quality`,
+/// skipped when `None`). See the module documentation.
 pub fn run_baselines(
     cfg: &NasConfig,
-    jpeg_quality: u8,
+    jpeg_quality: Option<u8>,
     progress: &mut dyn FnMut(BaselineProgress),
 ) -> Result<BaselineOutcome, NasError> {
     let t0 = Instant::now();
     cfg.profile
         .validate()
         .map_err(|e| NasError::Config(e.to_string()))?;
-    if !(1..=100).contains(&jpeg_quality) {
+    if let Some(q) = jpeg_quality
+        && !(1..=100).contains(&q)
+    {
         return Err(NasError::Config(format!(
-            "JPEG quality {jpeg_quality} is outside 1..=100"
+            "JPEG quality {q} is outside 1..=100"
         )));
     }
     let raw = data::load(&cfg.data)?;
@@ -329,10 +333,6 @@ pub fn run_baselines(
     space.validate().map_err(NasError::Config)?;
     let mut profile = cfg.profile.clone();
     profile.sensors = raw.views as u32;
-    let (jpeg, jpeg_stats) = data::jpeg_degraded(&raw, jpeg_quality).map_err(NasError::Config)?;
-    let jpeg_link = JpegLink {
-        mean_bytes: jpeg_stats.mean_bytes,
-    };
     let fps = cfg.target_fps;
     let cost =
         |a: &Arch, form: Form, j: Option<JpegLink>| predict_form(&space, a, form, &profile, fps, j);
@@ -495,6 +495,25 @@ pub fn run_baselines(
     drop(agg_net);
 
     // All on the aggregator, JPEG frames: trained and tested on what the decoder gives back.
+    let Some(jpeg_quality) = jpeg_quality else {
+        return Ok(BaselineOutcome {
+            data: raw.kind,
+            steps: cfg.train.steps,
+            batch: cfg.train.batch,
+            test_items: raw.test.len(),
+            views: raw.views,
+            jpeg_quality: None,
+            jpeg_mean_bytes: None,
+            jpeg_encode_seconds_here: None,
+            train_seconds,
+            total_seconds: t0.elapsed().as_secs_f64(),
+            results,
+        });
+    };
+    let (jpeg, jpeg_stats) = data::jpeg_degraded(&raw, jpeg_quality).map_err(NasError::Config)?;
+    let jpeg_link = JpegLink {
+        mean_bytes: jpeg_stats.mean_bytes,
+    };
     let (net, calib, secs) = train_job(
         cfg,
         &space,
@@ -526,9 +545,9 @@ pub fn run_baselines(
         batch: cfg.train.batch,
         test_items: raw.test.len(),
         views: raw.views,
-        jpeg_quality,
-        jpeg_mean_bytes: jpeg_stats.mean_bytes,
-        jpeg_encode_seconds_here: jpeg_stats.median_encode_seconds,
+        jpeg_quality: Some(jpeg_quality),
+        jpeg_mean_bytes: Some(jpeg_stats.mean_bytes),
+        jpeg_encode_seconds_here: Some(jpeg_stats.median_encode_seconds),
         train_seconds,
         total_seconds: t0.elapsed().as_secs_f64(),
         results,

@@ -263,15 +263,23 @@ pub fn baselines_markdown(b: &BaselineOutcome, o: Option<&NasOutcome>) -> String
         .collect();
     let _ = writeln!(
         s,
-        "Each network trained alone with the supernet's budget: {} steps × batch {} (same schedule, label smoothing, seed and view dropout), on this machine: {}. Test split: {} items. JPEG: quality {}, mean {} B per frame (test split), encode {:.1} µs per frame here (median); on the sensor it is priced at {} multiply-accumulates per pixel at the sensor's convolution rate. Each placement runs the largest network of the space it can run at the target frame rate within the sensor's memory (predicted costs). Total {:.0} s.\n",
+        "Each network trained alone with the supernet's budget: {} steps × batch {} (same schedule, label smoothing, seed and view dropout), on this machine: {}. Test split: {} items. {} Each placement runs the largest network of the space it can run at the target frame rate within the sensor's memory (predicted costs). Total {:.0} s.\n",
         b.steps,
         b.batch,
         trained.join(", "),
         b.test_items,
-        b.jpeg_quality,
-        b.jpeg_mean_bytes,
-        b.jpeg_encode_seconds_here * 1e6,
-        splitnets_cost_model::split::JPEG_MACS_PER_SAMPLE,
+        match (
+            b.jpeg_quality,
+            b.jpeg_mean_bytes,
+            b.jpeg_encode_seconds_here
+        ) {
+            (Some(q), Some(bytes), Some(enc)) => format!(
+                "JPEG: quality {q}, mean {bytes} B per frame (test split), encode {:.1} µs per frame here (median); on the sensor it is priced at {} multiply-accumulates per pixel at the sensor's convolution rate.",
+                enc * 1e6,
+                splitnets_cost_model::split::JPEG_MACS_PER_SAMPLE
+            ),
+            _ => "The JPEG baseline was not run (`--no-jpeg`).".to_string(),
+        },
         b.total_seconds,
     );
     let _ = writeln!(

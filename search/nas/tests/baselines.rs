@@ -22,7 +22,7 @@ fn every_baseline_is_trained_measured_and_priced() {
     cfg.data.test_limit = Some(300);
     cfg.calibration_batches = 2;
     let mut steps = 0;
-    let out = run_baselines(&cfg, 75, &mut |p| {
+    let out = run_baselines(&cfg, Some(75), &mut |p| {
         if matches!(p, splitnets_nas::baseline::BaselineProgress::Step { .. }) {
             steps += 1;
         }
@@ -53,7 +53,8 @@ fn every_baseline_is_trained_measured_and_priced() {
     assert_eq!(raw.cost.sensor_macs, 0);
     assert!(raw.cost.link_bytes_per_view >= 28 * 28);
     let jpeg = get("aggregator-jpeg");
-    assert!(out.jpeg_mean_bytes > 100 && out.jpeg_mean_bytes < 28 * 28 * 2);
+    let jpeg_bytes = out.jpeg_mean_bytes.unwrap();
+    assert!(jpeg_bytes > 100 && jpeg_bytes < 28 * 28 * 2);
     assert!(jpeg.cost.sensor_seconds > 0.0);
     assert_eq!(jpeg.form, Form::Whole { cut_after: None });
     let sensor = get("sensor");
@@ -75,7 +76,7 @@ fn every_baseline_is_trained_measured_and_priced() {
     assert_eq!(chosen[0].cost.end_to_end_seconds, fastest);
     // A rerun finds the trained networks' checkpoints and only measures again.
     let mut steps_again = 0;
-    let again = run_baselines(&cfg, 75, &mut |p| {
+    let again = run_baselines(&cfg, Some(75), &mut |p| {
         if matches!(p, splitnets_nas::baseline::BaselineProgress::Step { .. }) {
             steps_again += 1;
         }

@@ -553,6 +553,9 @@ pub(crate) struct NasBaselinesArgs {
     /// JPEG quality of the all-on-aggregator JPEG baseline.
     #[arg(long, default_value_t = 75, value_parser = clap::value_parser!(u8).range(1..=100))]
     pub(crate) jpeg_quality: u8,
+    /// Skip the JPEG baseline (one network less to train).
+    #[arg(long)]
+    pub(crate) no_jpeg: bool,
     /// Where Debian's dataset-fashion-mnist put the files.
     #[arg(long, default_value = dataset::DEFAULT_DIR)]
     pub(crate) data_dir: PathBuf,
@@ -587,7 +590,7 @@ pub(crate) fn run_nas_baselines(a: NasBaselinesArgs) -> anyhow::Result<()> {
         Err(_) => None,
     };
     eprintln!(
-        "[baselines] {} preset {:?}: 3 networks × {} steps (batch {}); output in {}{}",
+        "[baselines] {} preset {:?}: up to 3 networks × {} steps (batch {}); output in {}{}",
         kind.name(),
         preset,
         cfg.train.steps,
@@ -601,7 +604,8 @@ pub(crate) fn run_nas_baselines(a: NasBaselinesArgs) -> anyhow::Result<()> {
     );
     let started = std::time::Instant::now();
     let mut network_started = std::time::Instant::now();
-    let result = run_baselines(&cfg, a.jpeg_quality, &mut |p| match p {
+    let jpeg = (!a.no_jpeg).then_some(a.jpeg_quality);
+    let result = run_baselines(&cfg, jpeg, &mut |p| match p {
         BaselineProgress::Step {
             network,
             step,
