@@ -51,6 +51,10 @@ pub struct BaselineResult {
     pub test_accuracy_one_missing: f64,
     /// The planner's pick among the cuts (feasible, lowest predicted latency).
     pub planner_choice: bool,
+    /// The latency the network was sized for (the largest that fits it); `None`: sized for
+    /// the frame rate and the sensor's memory alone.
+    #[serde(default)]
+    pub sized_for_latency_seconds: Option<f64>,
 }
 
 /// Every baseline of a data set, and how they were made.
@@ -84,14 +88,14 @@ pub enum BaselineProgress {
         feasible: bool,
     },
     Step {
-        network: &'static str,
+        network: String,
         step: u64,
         steps: u64,
         loss: f64,
         seconds: f64,
     },
     Resumed {
-        network: &'static str,
+        network: String,
         step: u64,
     },
     Measured {
@@ -133,6 +137,7 @@ fn largest_feasible(
     space: &SearchSpace,
     cost: &dyn Fn(&Arch) -> PredictedCost,
     target_fps: f64,
+    latency_seconds: f64,
     draws: usize,
     seed: u64,
 ) -> (Arch, bool) {
@@ -157,7 +162,7 @@ fn largest_feasible(
     ];
     pool.extend((0..draws).map(|_| normalise(Arch::random(space, &mut rng))));
     let limits = Constraints {
-        latency_seconds: f64::INFINITY,
+        latency_seconds,
         target_fps,
     };
     let best = pool
@@ -206,7 +211,7 @@ pub(crate) fn test_accuracies(
 
 /// One network to train: its identifier, form, architecture and data.
 struct Job<'a> {
-    id: &'static str,
+    id: &'a str,
     arch: &'a Arch,
     form: Form,
     data: &'a Data,
@@ -226,13 +231,24 @@ fn train_job(
     let device = base.autodiff();
     let key = crate::config_key(space, &cfg.train, job.data.kind)
         ^ crate::hash_text(&format!("{:?}{:?}{:?}", job.form, job.arch, job.jpeg));
+    // Named by what the network is (its key), so that two placements running the same
+    // function (one view: late fusion and the aggregator's network) share one training.
     let ckpt: Option<PathBuf> = cfg
+        .out_dir
+        .as_ref()
+        .map(|d| d.join(format!("baseline-{key:016x}.ckpt")));
+    // Checkpoints written before that were named by placement.
+    let by_id = cfg
         .out_dir
         .as_ref()
         .map(|d| d.join(format!("baseline-{}.ckpt", job.id)));
     let mut net = Supernet::new(space, cfg.train.init, cfg.train.seed, &device);
     let mut start = 0;
-    if let Some((step, params)) = ckpt.as_deref().and_then(|p| load_checkpoint(p, key)) {
+    if let Some((step, params)) = ckpt
+        .as_deref()
+        .and_then(|p| load_checkpoint(p, key))
+        .or_else(|| by_id.as_deref().and_then(|p| load_checkpoint(p, key)))
+    {
         net = Supernet::from_parameters(space, params, &device).map_err(|reason| {
             NasError::Checkpoint {
                 path: ckpt_name(ckpt.as_deref()),
@@ -241,7 +257,7 @@ fn train_job(
         })?;
         start = step;
         progress(BaselineProgress::Resumed {
-            network: job.id,
+            network: job.id.to_string(),
             step,
         });
     }
@@ -274,7 +290,7 @@ fn train_job(
         &mut save,
         &mut |r| {
             progress(BaselineProgress::Step {
-                network: id,
+                network: id.to_string(),
                 step: r.step,
                 steps: r.steps,
                 loss: r.loss_largest,
@@ -312,6 +328,7 @@ fn ckpt_name(p: Option<&Path>) -> String {
 pub fn run_baselines(
     cfg: &NasConfig,
     jpeg_quality: Option<u8>,
+    latency_budgets: &[f64],
     progress: &mut dyn FnMut(BaselineProgress),
 ) -> Result<BaselineOutcome, NasError> {
     let t0 = Instant::now();
@@ -341,6 +358,7 @@ pub fn run_baselines(
         &space,
         &|a| cost(a, Form::LateFusion, None),
         fps,
+        f64::INFINITY,
         4_000,
         cfg.train.seed,
     );
@@ -353,6 +371,7 @@ pub fn run_baselines(
         &space,
         &|a| cost(a, whole, None),
         fps,
+        f64::INFINITY,
         4_000,
         cfg.train.seed,
     );
@@ -396,6 +415,7 @@ pub fn run_baselines(
             test_accuracy_one_view: one,
             test_accuracy_one_missing: missing,
             planner_choice: false,
+            sized_for_latency_seconds: None,
         }
     };
 
@@ -495,49 +515,102 @@ pub fn run_baselines(
     drop(agg_net);
 
     // All on the aggregator, JPEG frames: trained and tested on what the decoder gives back.
-    let Some(jpeg_quality) = jpeg_quality else {
-        return Ok(BaselineOutcome {
-            data: raw.kind,
-            steps: cfg.train.steps,
-            batch: cfg.train.batch,
-            test_items: raw.test.len(),
-            views: raw.views,
-            jpeg_quality: None,
-            jpeg_mean_bytes: None,
-            jpeg_encode_seconds_here: None,
-            train_seconds,
-            total_seconds: t0.elapsed().as_secs_f64(),
-            results,
-        });
-    };
-    let (jpeg, jpeg_stats) = data::jpeg_degraded(&raw, jpeg_quality).map_err(NasError::Config)?;
-    let jpeg_link = JpegLink {
-        mean_bytes: jpeg_stats.mean_bytes,
-    };
-    let (net, calib, secs) = train_job(
-        cfg,
-        &space,
-        &Job {
-            id: "aggregator-jpeg",
-            arch: &agg_arch,
-            form: whole,
-            data: &jpeg,
-            jpeg: Some(jpeg_quality),
-        },
-        progress,
-    )?;
-    train_seconds.push(("aggregator-jpeg".to_string(), secs));
-    results.push(measure(
-        &net,
-        &calib,
-        &jpeg.test,
-        &agg_arch,
-        whole,
-        Some(jpeg_link),
-        "aggregator-jpeg".into(),
-        format!("all on the aggregator (JPEG frames, quality {jpeg_quality})"),
-        progress,
-    ));
+    let mut jpeg_stats = None;
+    if let Some(quality) = jpeg_quality {
+        let (jpeg, stats) = data::jpeg_degraded(&raw, quality).map_err(NasError::Config)?;
+        let jpeg_link = JpegLink {
+            mean_bytes: stats.mean_bytes,
+        };
+        let (net, calib, secs) = train_job(
+            cfg,
+            &space,
+            &Job {
+                id: "aggregator-jpeg",
+                arch: &agg_arch,
+                form: whole,
+                data: &jpeg,
+                jpeg: Some(quality),
+            },
+            progress,
+        )?;
+        train_seconds.push(("aggregator-jpeg".to_string(), secs));
+        results.push(measure(
+            &net,
+            &calib,
+            &jpeg.test,
+            &agg_arch,
+            whole,
+            Some(jpeg_link),
+            "aggregator-jpeg".into(),
+            format!("all on the aggregator (JPEG frames, quality {quality})"),
+            progress,
+        ));
+        jpeg_stats = Some((quality, stats));
+    }
+
+    // Each placement again at every latency budget: the largest network that meets it, so the
+    // front meets a baseline sized for each target, not only the largest one.
+    for &budget in latency_budgets {
+        for (form, id, name) in [
+            (Form::LateFusion, "sensor", "all on the sensor"),
+            (
+                whole,
+                "aggregator-raw",
+                "all on the aggregator (raw frames)",
+            ),
+        ] {
+            let (arch, fits) = largest_feasible(
+                &space,
+                &|a| cost(a, form, None),
+                fps,
+                budget,
+                4_000,
+                cfg.train.seed,
+            );
+            if !fits || results.iter().any(|r| r.form == form && r.arch == arch) {
+                continue;
+            }
+            let tag = format!("{id}@{:.3}ms", budget * 1e3);
+            progress(BaselineProgress::Chosen {
+                placement: id,
+                arch: format!(
+                    "{} (for {:.3} ms)",
+                    arch.short_network(space.views),
+                    budget * 1e3
+                ),
+                feasible: fits,
+            });
+            // One view: late fusion and the aggregator's network are the same function, so
+            // they are trained as one (the checkpoint is named by what is trained).
+            let train_form = if space.views == 1 { whole } else { form };
+            let (net, calib, secs) = train_job(
+                cfg,
+                &space,
+                &Job {
+                    id: &tag,
+                    arch: &arch,
+                    form: train_form,
+                    data: &raw,
+                    jpeg: None,
+                },
+                progress,
+            )?;
+            train_seconds.push((tag.clone(), secs));
+            let mut r = measure(
+                &net,
+                &calib,
+                &raw.test,
+                &arch,
+                form,
+                None,
+                tag,
+                format!("{name}, sized for {:.3} ms", budget * 1e3),
+                progress,
+            );
+            r.sized_for_latency_seconds = Some(budget);
+            results.push(r);
+        }
+    }
 
     Ok(BaselineOutcome {
         data: raw.kind,
@@ -545,9 +618,9 @@ pub fn run_baselines(
         batch: cfg.train.batch,
         test_items: raw.test.len(),
         views: raw.views,
-        jpeg_quality: Some(jpeg_quality),
-        jpeg_mean_bytes: Some(jpeg_stats.mean_bytes),
-        jpeg_encode_seconds_here: Some(jpeg_stats.median_encode_seconds),
+        jpeg_quality: jpeg_stats.map(|(q, _)| q),
+        jpeg_mean_bytes: jpeg_stats.map(|(_, s)| s.mean_bytes),
+        jpeg_encode_seconds_here: jpeg_stats.map(|(_, s)| s.median_encode_seconds),
         train_seconds,
         total_seconds: t0.elapsed().as_secs_f64(),
         results,

@@ -22,7 +22,8 @@ fn every_baseline_is_trained_measured_and_priced() {
     cfg.data.test_limit = Some(300);
     cfg.calibration_batches = 2;
     let mut steps = 0;
-    let out = run_baselines(&cfg, Some(75), &mut |p| {
+    let budget = 0.5e-3;
+    let out = run_baselines(&cfg, Some(75), &[budget], &mut |p| {
         if matches!(p, splitnets_nas::baseline::BaselineProgress::Step { .. }) {
             steps += 1;
         }
@@ -40,8 +41,30 @@ fn every_baseline_is_trained_measured_and_priced() {
         assert!(ids.contains(&want), "{want} missing from {ids:?}");
     }
     // One view, and the largest network fits the headset sensor: the sensor and aggregator
-    // placements share one trained network, the JPEG one is trained on its own.
-    assert_eq!(steps, 2 * 30, "{:?}", out.train_seconds);
+    // placements share one trained network, the JPEG one is trained on its own; the networks
+    // sized for the budget come on top, a shared one trained once.
+    let sized: Vec<_> = out
+        .results
+        .iter()
+        .filter(|r| r.sized_for_latency_seconds.is_some())
+        .collect();
+    assert!(!sized.is_empty(), "{ids:?}");
+    for r in &sized {
+        assert!(r.id.ends_with("@0.500ms"), "{}", r.id);
+        assert!(
+            r.cost.end_to_end_seconds <= budget,
+            "{}: {:?}",
+            r.id,
+            r.cost
+        );
+        assert!(r.feasible);
+    }
+    let distinct_sized = if sized.len() == 2 && sized[0].arch == sized[1].arch {
+        1
+    } else {
+        sized.len()
+    };
+    assert_eq!(steps, (2 + distinct_sized) * 30, "{:?}", out.train_seconds);
     assert_eq!(out.test_items, 300);
     for r in &out.results {
         // 30 steps lift every network well above chance (10 %).
@@ -76,7 +99,7 @@ fn every_baseline_is_trained_measured_and_priced() {
     assert_eq!(chosen[0].cost.end_to_end_seconds, fastest);
     // A rerun finds the trained networks' checkpoints and only measures again.
     let mut steps_again = 0;
-    let again = run_baselines(&cfg, Some(75), &mut |p| {
+    let again = run_baselines(&cfg, Some(75), &[budget], &mut |p| {
         if matches!(p, splitnets_nas::baseline::BaselineProgress::Step { .. }) {
             steps_again += 1;
         }

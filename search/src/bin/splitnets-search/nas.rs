@@ -556,6 +556,11 @@ pub(crate) struct NasBaselinesArgs {
     /// Skip the JPEG baseline (one network less to train).
     #[arg(long)]
     pub(crate) no_jpeg: bool,
+    /// Only the largest network per placement. By default, with a finished `nas` run in
+    /// `--out`, each placement is also trained at the largest size that meets each of the
+    /// search's latency targets.
+    #[arg(long)]
+    pub(crate) largest_only: bool,
     /// Where Debian's dataset-fashion-mnist put the files.
     #[arg(long, default_value = dataset::DEFAULT_DIR)]
     pub(crate) data_dir: PathBuf,
@@ -590,7 +595,7 @@ pub(crate) fn run_nas_baselines(a: NasBaselinesArgs) -> anyhow::Result<()> {
         Err(_) => None,
     };
     eprintln!(
-        "[baselines] {} preset {:?}: up to 3 networks × {} steps (batch {}); output in {}{}",
+        "[baselines] {} preset {:?}: up to 3 networks (and one per placement per latency target of the search) × {} steps (batch {}); output in {}{}",
         kind.name(),
         preset,
         cfg.train.steps,
@@ -605,7 +610,11 @@ pub(crate) fn run_nas_baselines(a: NasBaselinesArgs) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     let mut network_started = std::time::Instant::now();
     let jpeg = (!a.no_jpeg).then_some(a.jpeg_quality);
-    let result = run_baselines(&cfg, jpeg, &mut |p| match p {
+    let budgets: Vec<f64> = match (&outcome, a.largest_only) {
+        (Some(o), false) if o.data == kind => o.targets.iter().map(|t| t.latency_seconds).collect(),
+        _ => Vec::new(),
+    };
+    let result = run_baselines(&cfg, jpeg, &budgets, &mut |p| match p {
         BaselineProgress::Step {
             network,
             step,
