@@ -641,7 +641,8 @@ pub fn comparison_svg(o: &NasOutcome, b: &BaselineOutcome) -> String {
             x - 4.0,
             y - 4.0
         );
-        let ly = m + 14.0 * i as f64;
+        // Legend in the lower right, where slow and inaccurate points (none on a front) would be.
+        let ly = h - m - 10.0 - 14.0 * (b.results.len() - 1 - i) as f64;
         let _ = writeln!(
             s,
             "<rect x=\"{:.1}\" y=\"{:.1}\" width=\"8\" height=\"8\" fill=\"{fill}\" stroke=\"{col}\" stroke-width=\"2\"/><text x=\"{:.1}\" y=\"{:.1}\">{}{}</text>",
