@@ -732,32 +732,16 @@ pub fn run_nas(
             of: front.len(),
         });
         let stats = calibrate(&net, &space, &c.arch, &calib, &base);
-        let acc = |present: &[bool]| {
-            accuracy(
-                &net,
-                &space,
-                &c.arch,
-                &stats,
-                &data.test,
-                present,
-                cfg.eval_batch,
-                &base,
-            )
-        };
-        let test_accuracy = acc(&all_views);
-        let (one, missing) = if space.views > 1 {
-            let mut one = 0.0;
-            let mut missing = f64::INFINITY;
-            for v in 0..space.views {
-                let only: Vec<bool> = (0..space.views).map(|k| k == v).collect();
-                let but: Vec<bool> = (0..space.views).map(|k| k != v).collect();
-                one += acc(&only);
-                missing = missing.min(acc(&but));
-            }
-            (one / space.views as f64, missing)
-        } else {
-            (test_accuracy, test_accuracy)
-        };
+        let (test_accuracy, one, missing) = baseline::test_accuracies(
+            &net,
+            &space,
+            &c.arch,
+            space::Form::Split,
+            &stats,
+            &data.test,
+            cfg.eval_batch,
+            &base,
+        );
         members.push(FrontMember {
             arch: c.arch.clone(),
             cost: c.cost,

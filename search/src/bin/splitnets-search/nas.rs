@@ -41,6 +41,25 @@ pub(crate) enum NasPreset {
     Full,
 }
 
+impl NasData {
+    fn kind(self) -> DataKind {
+        match self {
+            NasData::FashionMnist => DataKind::FashionMnist,
+            NasData::FashionMnist4view => DataKind::FashionMnist4View,
+            NasData::Shapes => DataKind::Shapes,
+        }
+    }
+}
+
+impl NasPreset {
+    fn preset(self) -> Preset {
+        match self {
+            NasPreset::Quick => Preset::Quick,
+            NasPreset::Full => Preset::Full,
+        }
+    }
+}
+
 #[derive(clap::Args, Debug)]
 pub(crate) struct NasArgs {
     #[arg(long, value_enum, default_value = "fashion-mnist-4view")]
@@ -107,15 +126,7 @@ fn apply_ablations(cfg: &mut NasConfig, ablations: &[Ablation]) {
 }
 
 pub(crate) fn run_nas(a: NasArgs) -> anyhow::Result<()> {
-    let kind = match a.data {
-        NasData::FashionMnist => DataKind::FashionMnist,
-        NasData::FashionMnist4view => DataKind::FashionMnist4View,
-        NasData::Shapes => DataKind::Shapes,
-    };
-    let preset = match a.preset {
-        NasPreset::Quick => Preset::Quick,
-        NasPreset::Full => Preset::Full,
-    };
+    let (kind, preset) = (a.data.kind(), a.preset.preset());
     let profile = load_profile(&a.profile)?;
     // The front's bundles are checked with ONNX Runtime at the end: find the library now, not
     // after hours of training (a full run once lost its bundles this way).
@@ -568,15 +579,7 @@ pub(crate) struct NasBaselinesArgs {
 
 pub(crate) fn run_nas_baselines(a: NasBaselinesArgs) -> anyhow::Result<()> {
     use splitnets_nas::baseline::{BaselineProgress, run_baselines};
-    let kind = match a.data {
-        NasData::FashionMnist => DataKind::FashionMnist,
-        NasData::FashionMnist4view => DataKind::FashionMnist4View,
-        NasData::Shapes => DataKind::Shapes,
-    };
-    let preset = match a.preset {
-        NasPreset::Quick => Preset::Quick,
-        NasPreset::Full => Preset::Full,
-    };
+    let (kind, preset) = (a.data.kind(), a.preset.preset());
     let profile = load_profile(&a.profile)?;
     let mut cfg = NasConfig::preset(preset, kind, profile, Some(a.out.clone()));
     cfg.data.fashion_mnist_dir = a.data_dir.clone();
