@@ -125,19 +125,37 @@ fn apply_ablations(cfg: &mut NasConfig, ablations: &[Ablation]) {
     }
 }
 
+/// The preset's configuration for `nas` and `nas-baselines` alike (so the baselines get the
+/// search's budget), with the command line's overrides, and the output directory made.
+fn run_config(
+    kind: DataKind,
+    preset: Preset,
+    profile: &str,
+    out: &Path,
+    steps: Option<u64>,
+    data_dir: &Path,
+) -> anyhow::Result<NasConfig> {
+    let mut cfg = NasConfig::preset(
+        preset,
+        kind,
+        load_profile(profile)?,
+        Some(out.to_path_buf()),
+    );
+    cfg.data.fashion_mnist_dir = data_dir.to_path_buf();
+    if let Some(s) = steps {
+        cfg.train.steps = s;
+    }
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    Ok(cfg)
+}
+
 pub(crate) fn run_nas(a: NasArgs) -> anyhow::Result<()> {
     let (kind, preset) = (a.data.kind(), a.preset.preset());
-    let profile = load_profile(&a.profile)?;
     // The front's bundles are checked with ONNX Runtime at the end: find the library now, not
     // after hours of training (a full run once lost its bundles this way).
     splitnets_runtime::onnx_runtime::environment()?;
-    let mut cfg = NasConfig::preset(preset, kind, profile, Some(a.out.clone()));
-    cfg.data.fashion_mnist_dir = a.data_dir.clone();
-    if let Some(s) = a.steps {
-        cfg.train.steps = s;
-    }
+    let mut cfg = run_config(kind, preset, &a.profile, &a.out, a.steps, &a.data_dir)?;
     apply_ablations(&mut cfg, &a.ablate);
-    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
     eprintln!(
         "[nas] {} preset {:?}{}: {} supernet steps, then evolutionary search; output in {}",
         kind.name(),
@@ -580,13 +598,7 @@ pub(crate) struct NasBaselinesArgs {
 pub(crate) fn run_nas_baselines(a: NasBaselinesArgs) -> anyhow::Result<()> {
     use splitnets_nas::baseline::{BaselineProgress, run_baselines};
     let (kind, preset) = (a.data.kind(), a.preset.preset());
-    let profile = load_profile(&a.profile)?;
-    let mut cfg = NasConfig::preset(preset, kind, profile, Some(a.out.clone()));
-    cfg.data.fashion_mnist_dir = a.data_dir.clone();
-    if let Some(s) = a.steps {
-        cfg.train.steps = s;
-    }
-    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
+    let cfg = run_config(kind, preset, &a.profile, &a.out, a.steps, &a.data_dir)?;
     // Read the search's outcome first: a malformed one should stop the run now, not after
     // the training.
     let outcome_path = a.out.join("outcome.json");
