@@ -36,7 +36,8 @@ pub struct ViewArrival {
     pub capture_plausible: bool,
     pub sensor_ns: u64,
     pub queue_ns: u64,
-    pub tensor: EncodedTensor,
+    /// The frame's crossing tensors, still encoded (frame order; one for most bundles).
+    pub tensors: Vec<EncodedTensor>,
     pub arrived: Instant,
     pub link_ns: u64,
     pub payload_bytes: u64,
@@ -400,7 +401,7 @@ mod tests {
             capture_plausible: false,
             sensor_ns: 0,
             queue_ns: 0,
-            tensor: EncodedTensor::empty(),
+            tensors: vec![EncodedTensor::empty()],
             arrived: Instant::now(),
             link_ns: 0,
             payload_bytes: 0,

@@ -146,7 +146,7 @@ pub async fn run(
         variants: set
             .variants
             .iter()
-            .map(|b| (b.manifest.split.feature_shape.clone(), b.manifest.codec))
+            .map(|b| b.manifest.frame_layout())
             .collect(),
         switching: switching.clone(),
         connected: Mutex::new(Default::default()),
@@ -159,9 +159,7 @@ pub async fn run(
         max_message_bytes: set
             .variants
             .iter()
-            .map(|b| {
-                wire::feature_link_message_limit(&b.manifest.split.feature_shape, b.manifest.codec)
-            })
+            .map(|b| b.manifest.frame_layout().message_limit())
             .max()
             .unwrap_or(wire::MAX_MESSAGE_BYTES),
         log: log.clone(),

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use futures::Stream;
 use splitnets_ops::{LogRateLimit, Phase, PhaseWatch};
-use splitnets_proto::codec::{self, CodecSpec};
+use splitnets_proto::codec;
 use splitnets_proto::wire::{
     self, AggregatorMessage, Control, Credit, Drain, FrameAck, Hello, HelloReply, RejectReason,
     SensorMessage, aggregator_message, control, feature_link_server::FeatureLink, sensor_message,
@@ -33,8 +33,8 @@ pub struct LinkState {
     pub aggregator_id: String,
     pub bundle_digest: String,
     pub views: u32,
-    /// Each variant's feature shape and codec (one entry with a single bundle).
-    pub variants: Vec<(Vec<usize>, CodecSpec)>,
+    /// What each variant's frames hold (one entry with a single bundle).
+    pub variants: Vec<wire::FrameLayout>,
     /// A bundle set: frames must name their variant; switching state.
     pub switching: Option<Arc<crate::switching::Switching>>,
     pub connected: Mutex<HashSet<u32>>,
@@ -472,9 +472,10 @@ async fn handle_message(st: &LinkState, view: u32, epoch: u64, m: SensorMessage)
         (true, Some(v)) => v,
     };
     // The stream's constants come from the variant; the frame brings only what changes.
-    let (shape, codec) = &st.variants[variant as usize];
-    let encoded = wire::frame_tensor(&frame, *codec, shape);
-    if let Err(e) = codec::validate(&encoded) {
+    let mut tensors = Vec::with_capacity(1);
+    if let Err(e) = wire::frame_tensors(&frame, &st.variants[variant as usize], &mut tensors)
+        .and_then(|()| tensors.iter().try_for_each(codec::validate))
+    {
         return reject_frame(st, view, seq, "payload", e.to_string());
     }
     let capture = frame.capture_time_unix_ns.unwrap_or(0);
@@ -517,8 +518,8 @@ async fn handle_message(st: &LinkState, view: u32, epoch: u64, m: SensorMessage)
         capture_plausible,
         sensor_ns,
         queue_ns,
-        payload_bytes: encoded.payload.len() as u64,
-        tensor: encoded,
+        payload_bytes: frame.payload.len() as u64,
+        tensors,
         arrived,
         link_ns,
         message_bytes,

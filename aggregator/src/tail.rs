@@ -118,7 +118,7 @@ fn tail_loop(
         }
         let n = job.views.len();
         let (tail, shape) = &mut tails[variant as usize];
-        let (logits, t) = match tail.run_encoded(job.views.iter().map(|v| &v.tensor)) {
+        let (logits, t) = match tail.run_encoded(job.views.iter().map(|v| v.tensors.as_slice())) {
             Ok(r) => r,
             Err(e) => {
                 metrics.tail_errors.increment(1);

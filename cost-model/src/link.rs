@@ -5,10 +5,9 @@ use serde::{Deserialize, Serialize};
 /// What determines the bytes a view sends per frame.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct LinkBudgetInput {
-    /// Elements of the split feature of one view.
-    pub feature_elements: usize,
-    /// Bits per element on the wire (2, 4, 6, 8 quantized; 16, 32 float).
-    pub bits_per_element: u32,
+    /// Packed feature bytes of one view per frame (every crossing tensor): `ceil(elements ×
+    /// bits / 8)` per tensor.
+    pub payload_bytes: usize,
     /// (scale, zero point) pairs sent with each frame (0 for float passthrough).
     pub quantization_parameter_pairs: usize,
     /// Framing around the payload and parameters (protobuf message and gRPC prefix, sequence
@@ -25,7 +24,7 @@ pub struct LinkBudgetInput {
 /// The link cost of a split, per view and for the whole rig.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct LinkBudget {
-    /// Packed feature bytes of one view per frame: `ceil(elements × bits / 8)`.
+    /// Packed feature bytes of one view per frame: `ceil(elements × bits / 8)` per tensor.
     pub payload_bytes_per_view: usize,
     /// Quantization parameters: 8 bytes per (f32 scale, i32 zero point) pair.
     pub parameter_bytes_per_view: usize,
@@ -48,7 +47,7 @@ pub struct LinkBudget {
 
 /// Computes the link budget.
 pub fn link_budget(i: &LinkBudgetInput) -> LinkBudget {
-    let payload = (i.feature_elements * i.bits_per_element as usize).div_ceil(8);
+    let payload = i.payload_bytes;
     let params = i.quantization_parameter_pairs * 8;
     let per_view = payload + params + i.message_overhead_bytes;
     let bits_per_view = per_view as f64 * 8.0 * i.target_fps;
@@ -77,8 +76,7 @@ mod tests {
     #[test]
     fn eight_bit_feature_budget() {
         let b = link_budget(&LinkBudgetInput {
-            feature_elements: 196,
-            bits_per_element: 8,
+            payload_bytes: 196,
             quantization_parameter_pairs: 1,
             message_overhead_bytes: 80,
             views: 4,
@@ -89,20 +87,6 @@ mod tests {
         assert_eq!(b.bytes_per_view_per_frame, 196 + 8 + 80);
         assert_eq!(b.bytes_per_frame, 4 * 284);
         assert!((b.bits_per_second_per_view - 284.0 * 8.0 * 30.0).abs() < 1e-9);
-    }
-
-    #[test]
-    fn odd_bit_widths_round_up_to_whole_bytes() {
-        let b = link_budget(&LinkBudgetInput {
-            feature_elements: 5,
-            bits_per_element: 6,
-            quantization_parameter_pairs: 0,
-            message_overhead_bytes: 0,
-            views: 1,
-            target_fps: 1.0,
-            raw_frame_bytes: 1,
-        });
-        assert_eq!(b.payload_bytes_per_view, 4); // 30 bits
     }
 }
 

@@ -246,19 +246,20 @@ pub struct SplitCost {
     pub energy_joules_per_frame: f64,
 }
 
-/// Bytes one view sends per frame: each crossing tensor as a `splitnets.v1` feature frame on the
-/// gRPC stream (exactly what the daemons send: payload packed at `bits`, one (scale, zero point)
-/// pair per quantized tensor, fixed framing; a raw frame goes as 8-bit elements), plus the
-/// profile's transport overhead per message (`overhead`, e.g. HTTP/2 and link-layer headers).
+/// Bytes one view sends per frame: one `splitnets.v1` feature frame on the gRPC stream carrying
+/// every crossing tensor (exactly what the daemons send: each tensor's payload packed at `bits`
+/// to whole bytes, one (scale, zero point) pair per quantized tensor, fixed framing; a raw frame
+/// goes as 8-bit elements), plus the profile's transport overhead for the message (`overhead`,
+/// e.g. HTTP/2 and link-layer headers).
 pub fn link_bytes(s: &CutSummary, bits: u32, overhead: u64) -> u64 {
     let bits = if s.raw_frame { 8 } else { bits };
-    let pairs = usize::from(bits < 16 && !s.raw_frame);
-    s.crossing_elements
+    let pairs = usize::from(bits < 16 && !s.raw_frame) * s.crossing_elements.len();
+    let payload: u64 = s
+        .crossing_elements
         .iter()
-        .map(|&e| {
-            crate::link::feature_message_bytes(pairs, (e * u64::from(bits)).div_ceil(8)) + overhead
-        })
-        .sum()
+        .map(|&e| (e * u64::from(bits)).div_ceil(8))
+        .sum();
+    crate::link::feature_message_bytes(pairs, payload) + overhead
 }
 
 /// Work of a baseline JPEG encoder per sample, in multiply-accumulate equivalents: the 8×8

@@ -11,6 +11,7 @@ use sha2::{Digest, Sha256};
 use splitnets_cost_model::LinkBudget;
 
 use crate::codec::CodecSpec;
+use crate::wire::{FrameLayout, TensorLayout};
 
 /// The simulated camera rig, as recorded in a bundle (the simulation itself is
 /// `splitnets_camera::rig`).
@@ -368,12 +369,40 @@ pub struct SplitSpec {
     /// (element-wise), `mean`, or `learned` (attention weights over the views present); `none`
     /// for a single-view network.
     pub fusion: String,
+    /// Further tensors crossing the link, for a cut through a block whose branches both cross
+    /// (a residual or squeeze-excite block of a user's model): each is a head output and a tail
+    /// input of its own, sent in the same frame after the first (see [`crate::wire::FrameLayout`]).
+    /// Empty for the project's networks.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extra_features: Vec<ExtraFeature>,
+}
+
+/// A further tensor crossing the link (see [`SplitSpec::extra_features`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExtraFeature {
+    pub head_output: String,
+    pub tail_input: String,
+    /// One view's tensor, `[1, ...]`.
+    pub shape: Vec<usize>,
+    /// This tensor's codec when it differs from the bundle's (a calibrated range of its own);
+    /// absent: the bundle's `codec`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub codec: Option<CodecSpec>,
 }
 
 impl SplitSpec {
     pub fn feature_elements(&self) -> usize {
         self.feature_shape.iter().product()
     }
+}
+
+/// One tensor crossing the link, as both stages see it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CrossingTensor {
+    pub head_output: String,
+    pub tail_input: String,
+    pub shape: Vec<usize>,
+    pub codec: CodecSpec,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -610,6 +639,35 @@ impl Manifest {
                 self.split.feature_shape
             ));
         }
+        let mut names = vec![(&self.split.head_output, &self.split.tail_input)];
+        for (i, e) in self.split.extra_features.iter().enumerate() {
+            if e.shape.len() < 2 || e.shape[0] != 1 {
+                return Err(format!(
+                    "split.extra_features[{i}] ({}): shape {:?} must be [1, ...] with at least 2 dims",
+                    e.head_output, e.shape
+                ));
+            }
+            if let Some(c) = e.codec {
+                c.validate()
+                    .map_err(|err| format!("split.extra_features[{i}].codec: {err}"))?;
+            }
+            if names
+                .iter()
+                .any(|(h, t)| **h == e.head_output || **t == e.tail_input)
+            {
+                return Err(format!(
+                    "split.extra_features[{i}]: head output {:?} or tail input {:?} is named twice",
+                    e.head_output, e.tail_input
+                ));
+            }
+            names.push((&e.head_output, &e.tail_input));
+        }
+        if !self.split.extra_features.is_empty() && self.cameras.views != 1 {
+            return Err(format!(
+                "split.extra_features (several tensors crossing) are for one camera, but cameras.views is {}",
+                self.cameras.views
+            ));
+        }
         // The tail fuses the views itself; this records how (and refuses what no tail does).
         // `none`: a single-view network (a user's model) whose tail takes the one feature.
         match self.split.fusion.as_str() {
@@ -653,23 +711,37 @@ impl Manifest {
     }
 }
 
-/// The link budget of a split feature of `feature_shape` sent with `codec` by `views` cameras at
-/// `fps`: exactly the bytes each sensor's stream carries per frame.
+/// The link budget of frames of `layout` sent by `views` cameras at `fps`: exactly the bytes
+/// each sensor's stream carries per frame.
 pub fn link_budget_for(
-    feature_shape: &[usize],
-    codec: CodecSpec,
+    layout: &FrameLayout,
     views: u32,
     fps: f64,
     raw_frame_bytes: usize,
 ) -> LinkBudget {
-    let elements: usize = feature_shape.iter().product();
-    let frame_bytes = crate::wire::feature_frame_wire_bytes(feature_shape, codec);
-    let pairs = codec.parameter_count(feature_shape);
+    link_budget_with_framing(
+        layout,
+        layout.wire_bytes(false),
+        views,
+        fps,
+        raw_frame_bytes,
+    )
+}
+
+/// [`link_budget_for`] with the frame's total bytes given (a bundle set's frames are larger).
+pub(crate) fn link_budget_with_framing(
+    layout: &FrameLayout,
+    frame_bytes: usize,
+    views: u32,
+    fps: f64,
+    raw_frame_bytes: usize,
+) -> LinkBudget {
+    let pairs = layout.parameter_pairs();
+    let payload = layout.payload_bytes();
     splitnets_cost_model::link_budget(&splitnets_cost_model::LinkBudgetInput {
-        feature_elements: elements,
-        bits_per_element: codec.bits_per_element(),
+        payload_bytes: payload,
         quantization_parameter_pairs: pairs,
-        message_overhead_bytes: frame_bytes - codec.payload_bytes(elements) - 8 * pairs,
+        message_overhead_bytes: frame_bytes - payload - 8 * pairs,
         views,
         target_fps: fps,
         raw_frame_bytes,
@@ -677,12 +749,47 @@ pub fn link_budget_for(
 }
 
 impl Manifest {
-    /// The same split with another codec (link budget recomputed).
+    /// Every tensor crossing the link, in frame order: the split's feature, then its extra
+    /// features.
+    pub fn crossing_tensors(&self) -> Vec<CrossingTensor> {
+        let first = CrossingTensor {
+            head_output: self.split.head_output.clone(),
+            tail_input: self.split.tail_input.clone(),
+            shape: self.split.feature_shape.clone(),
+            codec: self.codec,
+        };
+        std::iter::once(first)
+            .chain(self.split.extra_features.iter().map(|e| CrossingTensor {
+                head_output: e.head_output.clone(),
+                tail_input: e.tail_input.clone(),
+                shape: e.shape.clone(),
+                codec: e.codec.unwrap_or(self.codec),
+            }))
+            .collect()
+    }
+
+    /// What each of this bundle's feature frames holds.
+    pub fn frame_layout(&self) -> FrameLayout {
+        FrameLayout {
+            tensors: self
+                .crossing_tensors()
+                .into_iter()
+                .map(|t| TensorLayout {
+                    shape: t.shape,
+                    codec: t.codec,
+                })
+                .collect(),
+        }
+    }
+
+    /// The same split with another codec for every crossing tensor (link budget recomputed).
     pub fn with_codec(mut self, codec: CodecSpec) -> Self {
         self.codec = codec;
+        for e in &mut self.split.extra_features {
+            e.codec = None;
+        }
         self.link_budget = link_budget_for(
-            &self.split.feature_shape,
-            codec,
+            &self.frame_layout(),
             self.cameras.views,
             self.link_budget.target_fps,
             self.input.raw_frame_bytes(),
@@ -699,8 +806,7 @@ impl Manifest {
             scene.cameras.truncate(views as usize);
         }
         self.link_budget = link_budget_for(
-            &self.split.feature_shape,
-            self.codec,
+            &self.frame_layout(),
             views,
             self.link_budget.target_fps,
             self.input.raw_frame_bytes(),

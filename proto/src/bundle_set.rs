@@ -128,32 +128,23 @@ impl BundleSet {
     /// Bytes one view's frame of `variant` occupies on the stream (the variant field included
     /// in a set): exact.
     pub fn frame_wire_bytes(&self, variant: usize) -> usize {
-        let m = &self.variants[variant].manifest;
-        crate::wire::feature_frame_wire_bytes_in_set(
-            &m.split.feature_shape,
-            m.codec,
-            self.switchable,
-        )
+        self.variants[variant]
+            .manifest
+            .frame_layout()
+            .wire_bytes(self.switchable)
     }
 
     /// The link budget of `variant` as it runs in this set (a set's frames carry the variant
     /// field, so its budgets are 5 bytes per frame above the bundle's own).
     pub fn link_budget(&self, variant: usize) -> LinkBudget {
         let m = &self.variants[variant].manifest;
-        let shape = &m.split.feature_shape;
-        let elements: usize = shape.iter().product();
-        let pairs = m.codec.parameter_count(shape);
-        splitnets_cost_model::link_budget(&splitnets_cost_model::LinkBudgetInput {
-            feature_elements: elements,
-            bits_per_element: m.codec.bits_per_element(),
-            quantization_parameter_pairs: pairs,
-            message_overhead_bytes: self.frame_wire_bytes(variant)
-                - m.codec.payload_bytes(elements)
-                - 8 * pairs,
-            views: m.cameras.views,
-            target_fps: m.link_budget.target_fps,
-            raw_frame_bytes: m.input.raw_frame_bytes(),
-        })
+        crate::bundle::link_budget_with_framing(
+            &m.frame_layout(),
+            self.frame_wire_bytes(variant),
+            m.cameras.views,
+            m.link_budget.target_fps,
+            m.input.raw_frame_bytes(),
+        )
     }
 
     /// Writes `variants.toml` into `dir` naming `variants` (paths relative to `dir`, best first).

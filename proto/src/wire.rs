@@ -15,40 +15,142 @@ pub const FILE_DESCRIPTOR_SET: &[u8] =
 /// ~600 KiB; 16 MiB leaves room for large uncompressed splits while bounding memory per stream.
 pub const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
 
-/// The feature frame of one encoded view: only what changes per frame. Quantization parameters
-/// travel only with a dynamic-range codec (a calibrated range is pinned by the bundle).
+/// What a stream's feature frames hold, fixed by the bundle: the tensors that cross the link, in
+/// the bundle's order, each with its shape and codec. Most cuts send one tensor; a cut across a
+/// residual or squeeze-excite block sends two or more.
+///
+/// A frame with several tensors concatenates them: the payload is each tensor's packed payload
+/// in turn (each a whole number of bytes, so a tensor never shares a byte with the next), and the
+/// `scale` / `zero_point` lists are each dynamic-range tensor's parameters in turn. Its size on
+/// the wire therefore depends only on the layout, as for one tensor (exact link budgets).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FrameLayout {
+    pub tensors: Vec<TensorLayout>,
+}
+
+/// One tensor of a [`FrameLayout`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct TensorLayout {
+    pub shape: Vec<usize>,
+    pub codec: crate::codec::CodecSpec,
+}
+
+impl TensorLayout {
+    pub fn elements(&self) -> usize {
+        self.shape.iter().product()
+    }
+    pub fn payload_bytes(&self) -> usize {
+        self.codec.payload_bytes(self.elements())
+    }
+    pub fn parameter_pairs(&self) -> usize {
+        self.codec.parameter_count(&self.shape)
+    }
+}
+
+impl FrameLayout {
+    /// A frame of one tensor.
+    pub fn single(shape: &[usize], codec: crate::codec::CodecSpec) -> Self {
+        Self {
+            tensors: vec![TensorLayout {
+                shape: shape.to_vec(),
+                codec,
+            }],
+        }
+    }
+
+    /// Payload bytes of one frame (all tensors).
+    pub fn payload_bytes(&self) -> usize {
+        self.tensors.iter().map(TensorLayout::payload_bytes).sum()
+    }
+
+    /// (scale, zero point) pairs one frame carries (all tensors).
+    pub fn parameter_pairs(&self) -> usize {
+        self.tensors.iter().map(TensorLayout::parameter_pairs).sum()
+    }
+
+    /// Elements of all tensors together.
+    pub fn elements(&self) -> usize {
+        self.tensors.iter().map(TensorLayout::elements).sum()
+    }
+
+    /// Bytes one frame occupies on the stream (`in_set`: a bundle set's frame, which names its
+    /// variant): exact (see [`splitnets_cost_model::feature_message_bytes`]).
+    pub fn wire_bytes(&self, in_set: bool) -> usize {
+        splitnets_cost_model::feature_message_bytes_in_set(
+            self.parameter_pairs(),
+            self.payload_bytes() as u64,
+            in_set,
+        ) as usize
+    }
+
+    /// The feature link's per-message decoding limit for frames of this layout: twice the
+    /// largest legitimate frame, at least 64 KiB, at most [`MAX_MESSAGE_BYTES`]. Anything larger
+    /// is not a frame of this bundle, so it is never buffered.
+    pub fn message_limit(&self) -> usize {
+        (2 * self.wire_bytes(true)).clamp(64 * 1024, MAX_MESSAGE_BYTES)
+    }
+}
+
+/// The feature frame of one encoded view (`tensors` in the layout's order): only what changes
+/// per frame. Quantization parameters travel only with a dynamic-range codec (a calibrated range
+/// is pinned by the bundle). One tensor's payload is shared, not copied; several are
+/// concatenated (one copy of the payload).
 pub fn frame_to_wire(
-    t: &crate::codec::EncodedTensor,
-    spec: crate::codec::CodecSpec,
+    tensors: &[crate::codec::EncodedTensor],
+    layout: &FrameLayout,
     sequence: u64,
     capture_time_unix_ns: u64,
     sensor_ns: u32,
 ) -> FeatureFrame {
-    let dynamic = spec.parameter_count(&t.shape) > 0;
+    let mut scale = Vec::new();
+    let mut zero_point = Vec::new();
+    for (t, l) in tensors.iter().zip(&layout.tensors) {
+        if l.parameter_pairs() > 0 {
+            scale.extend_from_slice(&t.scale);
+            zero_point.extend_from_slice(&t.zero_point);
+        }
+    }
+    let payload = match tensors {
+        [one] => one.payload.clone(),
+        many => {
+            let mut joined =
+                bytes::BytesMut::with_capacity(many.iter().map(|t| t.payload.len()).sum());
+            for t in many {
+                joined.extend_from_slice(&t.payload);
+            }
+            joined.freeze()
+        }
+    };
     FeatureFrame {
         sequence: Some(sequence),
         capture_time_unix_ns: Some(capture_time_unix_ns),
         sensor_ns: Some(sensor_ns),
         // Stamped when the frame enters the stream.
         queue_ns: Some(0),
-        scale: if dynamic { t.scale.clone() } else { Vec::new() },
-        zero_point: if dynamic {
-            t.zero_point.clone()
-        } else {
-            Vec::new()
-        },
-        payload: t.payload.clone(),
+        scale,
+        zero_point,
+        payload,
         variant: None,
     }
 }
 
-/// The encoded tensor a frame carries, given the stream's constants (the bundle's feature
-/// `shape` and codec). The payload is shared, not copied; structural checks happen in
+/// The encoded tensor a one-tensor frame carries, given the stream's constants (the bundle's
+/// feature `shape` and codec). The payload is shared, not copied; structural checks happen in
 /// [`crate::codec::validate`].
 pub fn frame_tensor(
     f: &FeatureFrame,
     spec: crate::codec::CodecSpec,
     shape: &[usize],
+) -> crate::codec::EncodedTensor {
+    tensor_from_parts(spec, shape, &f.scale, &f.zero_point, f.payload.clone())
+}
+
+fn tensor_from_parts(
+    spec: crate::codec::CodecSpec,
+    shape: &[usize],
+    scale: &[f32],
+    zero_point: &[i32],
+    payload: bytes::Bytes,
 ) -> crate::codec::EncodedTensor {
     use crate::codec::{CodecSpec, EncodedTensor, Encoding};
     let (encoding, bits, channel_axis) = match spec {
@@ -67,7 +169,7 @@ pub fn frame_tensor(
     };
     let (scale, zero_point) = match spec.fixed_parameters() {
         Some((s, z)) => (vec![s], vec![z]),
-        None => (f.scale.clone(), f.zero_point.clone()),
+        None => (scale.to_vec(), zero_point.to_vec()),
     };
     EncodedTensor {
         shape: shape.to_vec(),
@@ -76,8 +178,56 @@ pub fn frame_tensor(
         scale,
         zero_point,
         channel_axis,
-        payload: f.payload.clone(),
+        payload,
     }
+}
+
+/// The encoded tensors a frame carries (cleared first), given the stream's [`FrameLayout`]:
+/// the payload is cut into each tensor's share (slices of the frame's buffer, not copies) and
+/// the parameters likewise. A frame whose payload length or parameter count does not add up to
+/// the layout's is refused here, naming both; each tensor still needs
+/// [`crate::codec::validate`].
+pub fn frame_tensors(
+    f: &FeatureFrame,
+    layout: &FrameLayout,
+    out: &mut Vec<crate::codec::EncodedTensor>,
+) -> Result<(), crate::codec::CodecError> {
+    use crate::codec::CodecError;
+    out.clear();
+    if let [one] = layout.tensors.as_slice() {
+        out.push(frame_tensor(f, one.codec, &one.shape));
+        return Ok(());
+    }
+    let payload = layout.payload_bytes();
+    if f.payload.len() != payload {
+        return Err(CodecError::Parameter(format!(
+            "frame payload is {} bytes; the bundle's {} tensors need exactly {payload}",
+            f.payload.len(),
+            layout.tensors.len()
+        )));
+    }
+    let pairs = layout.parameter_pairs();
+    if f.scale.len() != pairs || f.zero_point.len() != pairs {
+        return Err(CodecError::ParameterCount {
+            expected: pairs,
+            scales: f.scale.len(),
+            zero_points: f.zero_point.len(),
+        });
+    }
+    let (mut at, mut p) = (0, 0);
+    for l in &layout.tensors {
+        let (n, k) = (l.payload_bytes(), l.parameter_pairs());
+        out.push(tensor_from_parts(
+            l.codec,
+            &l.shape,
+            &f.scale[p..p + k],
+            &f.zero_point[p..p + k],
+            f.payload.slice(at..at + n),
+        ));
+        at += n;
+        p += k;
+    }
+    Ok(())
 }
 
 /// Bytes gRPC puts in front of every message (compression flag + 4-byte length).
@@ -88,31 +238,10 @@ pub fn sensor_message_wire_bytes(m: &SensorMessage) -> usize {
     prost::Message::encoded_len(m) + GRPC_FRAME_PREFIX_BYTES
 }
 
-/// Bytes a feature frame of `shape` encoded with `spec` occupies on the stream: exact (see
-/// [`splitnets_cost_model::feature_message_bytes`]).
+/// Bytes a one-tensor feature frame of `shape` encoded with `spec` occupies on the stream:
+/// exact (see [`splitnets_cost_model::feature_message_bytes`]).
 pub fn feature_frame_wire_bytes(shape: &[usize], spec: crate::codec::CodecSpec) -> usize {
-    feature_frame_wire_bytes_in_set(shape, spec, false)
-}
-
-/// [`feature_frame_wire_bytes`] for a frame of a bundle set (`in_set`: it names its variant).
-pub fn feature_frame_wire_bytes_in_set(
-    shape: &[usize],
-    spec: crate::codec::CodecSpec,
-    in_set: bool,
-) -> usize {
-    let elements: usize = shape.iter().product();
-    splitnets_cost_model::feature_message_bytes_in_set(
-        spec.parameter_count(shape),
-        spec.payload_bytes(elements) as u64,
-        in_set,
-    ) as usize
-}
-
-/// The feature link's per-message decoding limit for a bundle whose frames are `shape` encoded
-/// with `spec`: twice the largest legitimate frame, at least 64 KiB, at most
-/// [`MAX_MESSAGE_BYTES`]. Anything larger is not a frame of this bundle, so it is never buffered.
-pub fn feature_link_message_limit(shape: &[usize], spec: crate::codec::CodecSpec) -> usize {
-    (2 * feature_frame_wire_bytes(shape, spec)).clamp(64 * 1024, MAX_MESSAGE_BYTES)
+    FrameLayout::single(shape, spec).wire_bytes(false)
 }
 
 /// At most this many bytes of a peer-supplied string (sensor id) are echoed into replies, logs
@@ -204,7 +333,9 @@ mod tests {
                 let values: Vec<f32> = (0..n).map(|i| (i % 13) as f32 - 4.0).collect();
                 let t = codec::encode(spec, &shape, &values).unwrap();
                 for v in [0u64, 1, u64::MAX] {
-                    let mut frame = frame_to_wire(&t, spec, v, v, v as u32);
+                    let layout = FrameLayout::single(&shape, spec);
+                    let mut frame =
+                        frame_to_wire(std::slice::from_ref(&t), &layout, v, v, v as u32);
                     frame.queue_ns = Some(v as u32);
                     let m = SensorMessage {
                         kind: Some(sensor_message::Kind::Frame(frame)),
@@ -225,11 +356,97 @@ mod tests {
                     };
                     assert_eq!(
                         sensor_message_wire_bytes(&tagged),
-                        feature_frame_wire_bytes_in_set(&shape, spec, true),
+                        layout.wire_bytes(true),
                         "shape {shape:?} {spec} value {v} in a set"
                     );
                 }
             }
+        }
+    }
+
+    /// Several tensors in one frame (a cut through a residual or squeeze-excite block): the
+    /// frame's size is the layout's, exactly, and the tensors come back as they were encoded,
+    /// for mixed codecs and odd bit widths; a frame with a tensor's worth of payload missing is
+    /// refused before any tensor is built.
+    #[test]
+    fn multi_tensor_frames_are_exact_and_split_back() {
+        let layouts = [
+            vec![
+                (
+                    vec![1, 16, 14, 14],
+                    CodecSpec::Affine {
+                        bits: 6,
+                        per_channel: false,
+                    },
+                ),
+                (
+                    vec![1, 16, 1, 1],
+                    CodecSpec::Affine {
+                        bits: 6,
+                        per_channel: false,
+                    },
+                ),
+            ],
+            vec![
+                (
+                    vec![1, 5, 3],
+                    CodecSpec::Affine {
+                        bits: 4,
+                        per_channel: true,
+                    },
+                ),
+                (
+                    vec![1, 7],
+                    CodecSpec::AffineCalibrated {
+                        bits: 2,
+                        min: 0.0,
+                        max: 1.0,
+                    },
+                ),
+                (vec![1, 3, 2, 2], CodecSpec::Float16),
+            ],
+        ];
+        for tensors in layouts {
+            let layout = FrameLayout {
+                tensors: tensors
+                    .iter()
+                    .map(|(shape, codec)| TensorLayout {
+                        shape: shape.clone(),
+                        codec: *codec,
+                    })
+                    .collect(),
+            };
+            let encoded: Vec<_> = tensors
+                .iter()
+                .enumerate()
+                .map(|(k, (shape, spec))| {
+                    let n: usize = shape.iter().product();
+                    let values: Vec<f32> = (0..n)
+                        .map(|i| ((i * (k + 3)) % 11) as f32 * 0.1 - 0.2)
+                        .collect();
+                    codec::encode(*spec, shape, &values).unwrap()
+                })
+                .collect();
+            for in_set in [false, true] {
+                let mut frame = frame_to_wire(&encoded, &layout, 7, 8, 9);
+                if in_set {
+                    frame.variant = Some(1);
+                }
+                let m = SensorMessage {
+                    kind: Some(sensor_message::Kind::Frame(frame)),
+                };
+                assert_eq!(sensor_message_wire_bytes(&m), layout.wire_bytes(in_set));
+                let mut back = Vec::new();
+                frame_tensors(&m_frame(&m), &layout, &mut back).unwrap();
+                assert_eq!(back, encoded);
+                for t in &back {
+                    codec::validate(t).unwrap();
+                }
+            }
+            let mut short = frame_to_wire(&encoded, &layout, 7, 8, 9);
+            short.payload = short.payload.slice(..short.payload.len() - 1);
+            let err = frame_tensors(&short, &layout, &mut Vec::new()).unwrap_err();
+            assert!(err.to_string().contains("need exactly"), "{err}");
         }
     }
 }

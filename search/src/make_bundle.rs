@@ -11,6 +11,7 @@ use splitnets_proto::bundle::{
     Bundle, FORMAT_VERSION, Files, InputSpec, Manifest, SplitSpec, TrainingSummary, link_budget_for,
 };
 use splitnets_proto::codec::CodecSpec;
+use splitnets_proto::wire::FrameLayout;
 use splitnets_runtime::argmax;
 use splitnets_runtime::{HeadStage, SessionOptions, TailStage};
 
@@ -63,8 +64,7 @@ pub fn write_bundle(job: &BundleJob<'_>) -> anyhow::Result<BundleOutcome> {
     let evaluation = evaluate(job, &head, &tail, &feature_shape)?;
 
     let budget = link_budget_for(
-        &feature_shape,
-        job.codec,
+        &FrameLayout::single(&feature_shape, job.codec),
         job.rig.views,
         job.target_fps,
         job.input.raw_frame_bytes(),
@@ -87,6 +87,7 @@ pub fn write_bundle(job: &BundleJob<'_>) -> anyhow::Result<BundleOutcome> {
             feature_shape,
             tail_input: export::TAIL_INPUT.into(),
             tail_output: export::TAIL_OUTPUT.into(),
+            extra_features: Vec::new(),
             fusion: "max".into(),
         },
         codec: job.codec,
@@ -157,14 +158,14 @@ fn evaluate(
             stacked.extend_from_slice(f);
             let one = tail_stage.run_floats(f, 1)?;
             *ok += usize::from(argmax(one) == label);
-            encoded.push(head_stage.encode_features()?.clone());
+            encoded.push(head_stage.encode_features()?.to_vec());
         }
         let logits = tail_stage.run_floats(&stacked, views)?;
         fused_ok += usize::from(argmax(logits) == label);
         if i < check {
             ort_logits.extend_from_slice(logits);
         }
-        let (logits_q, _) = tail_stage.run_encoded(encoded.iter())?;
+        let (logits_q, _) = tail_stage.run_encoded(encoded.iter().map(Vec::as_slice))?;
         codec_ok += usize::from(argmax(logits_q) == label);
     }
     // The training framework on the same inputs, all views present.

@@ -168,9 +168,9 @@ pub fn rebundle(
     m.split.tail_input = tensor.to_string();
     m.split.feature_shape = shape.clone();
     m.codec = codec;
+    m.split.extra_features.clear();
     m.link_budget = link_budget_for(
-        &shape,
-        codec,
+        &splitnets_proto::wire::FrameLayout::single(&shape, codec),
         views,
         m.link_budget.target_fps,
         m.input.raw_frame_bytes(),

@@ -2,7 +2,8 @@
 //! daemons run unchanged, and checked on the user's own images.
 //!
 //! A written bundle is single-view (no fusion: the tail takes the one view's feature as the
-//! model did). Before it is written, its head then tail are run in float against the whole
+//! model did). A cut where several tensors cross (both branches of a residual or
+//! squeeze-excite block) sends them all in each frame (`split.extra_features`). Before it is written, its head then tail are run in float against the whole
 //! model on sample inputs, unoptimised so the comparison is of what the graph computes: a cut
 //! that changes any output bit is refused. The quantized agreement (top-1 of head → codec →
 //! tail vs the whole model) is measured per bit width on the user's images.
@@ -17,9 +18,11 @@ use splitnets_cost_model::profile::HardwareProfile;
 use splitnets_cost_model::split::{evaluate, summarize};
 use splitnets_onnx::{self as onnx, ModelProto};
 use splitnets_proto::bundle::{
-    Bundle, CameraRig, Files, InputSpec, Manifest, PredictedCost, SplitSpec, link_budget_for,
+    Bundle, CameraRig, ExtraFeature, Files, InputSpec, Manifest, PredictedCost, SplitSpec,
+    link_budget_for,
 };
 use splitnets_proto::codec::{self, CodecSpec};
+use splitnets_proto::wire::{FrameLayout, TensorLayout};
 use splitnets_runtime::onnx_runtime::{MultiIoModel, NamedTensor, SessionOptions};
 
 use crate::cuts::Cut;
@@ -111,6 +114,9 @@ pub struct BundleOptions {
     pub input: InputSpec,
     pub classes: Vec<String>,
     pub codec: CodecSpec,
+    /// One codec per crossing tensor (calibrated ranges of their own), overriding `codec`;
+    /// empty: `codec` for every tensor.
+    pub tensor_codecs: Vec<CodecSpec>,
     pub fps: f64,
     pub profile: HardwareProfile,
     /// The command that wrote it, recorded in the manifest's description.
@@ -119,21 +125,26 @@ pub struct BundleOptions {
 
 /// Why a cut cannot become a bundle (the planner lists such cuts but skips them).
 pub fn bundle_blocker(g: &AnalyzedGraph, cut: &Cut) -> Option<String> {
-    if cut.crossing.len() != 1 {
-        return Some(format!(
-            "{} tensors cross; the wire carries one feature tensor per frame",
-            cut.crossing.len()
-        ));
+    if cut.crossing.is_empty() {
+        return Some("nothing crosses".into());
     }
-    let t = &g.tensors[cut.crossing[0]];
-    if t.producer.is_none() {
-        return Some("the raw input crosses (all on the aggregator)".into());
-    }
-    if t.is_graph_output || cut.on_sensor.iter().all(|&s| s) {
+    if cut.on_sensor.iter().all(|&s| s) {
         return Some("the model's output crosses (all on the sensor)".into());
     }
-    if t.shape.first() != Some(&1) || t.shape.len() < 2 {
-        return Some(format!("feature shape {:?} is not [1, ...]", t.shape));
+    for &id in &cut.crossing {
+        let t = &g.tensors[id];
+        if t.producer.is_none() {
+            return Some("the raw input crosses (all on the aggregator)".into());
+        }
+        if t.is_graph_output {
+            return Some(format!("the model's output {:?} crosses", t.name));
+        }
+        if t.shape.first() != Some(&1) || t.shape.len() < 2 {
+            return Some(format!(
+                "tensor {:?} has shape {:?}, not [1, ...]",
+                t.name, t.shape
+            ));
+        }
     }
     None
 }
@@ -143,10 +154,13 @@ pub fn bundle_blocker(g: &AnalyzedGraph, cut: &Cut) -> Option<String> {
 pub struct WrittenBundle {
     pub dir: String,
     pub digest: String,
+    /// The crossing tensors' names, joined with `+`.
     pub crossing: String,
-    pub feature_shape: Vec<usize>,
+    /// One view's shape of each crossing tensor, in frame order.
+    pub feature_shapes: Vec<Vec<usize>>,
     pub bytes_per_view_per_frame: usize,
-    pub codec: CodecSpec,
+    /// The codec of each crossing tensor, in frame order.
+    pub codecs: Vec<CodecSpec>,
     pub predicted: PredictedCost,
     /// Largest |head→tail − whole| over the check inputs, float passthrough (0: bit-exact).
     pub float_max_abs_diff: f32,
@@ -168,12 +182,27 @@ pub fn write_bundle(
     }
     let (head, tail) = split_model(&um.model, g, cut)?;
     let (head_bytes, tail_bytes) = (head.encode_to_vec(), tail.encode_to_vec());
-    let feature = g.tensors[cut.crossing[0]].clone();
+    let features: Vec<_> = cut.crossing.iter().map(|&t| g.tensors[t].clone()).collect();
+    let crossing = features
+        .iter()
+        .map(|f| f.name.as_str())
+        .collect::<Vec<_>>()
+        .join("+");
+    let codecs = if opts.tensor_codecs.is_empty() {
+        vec![opts.codec; features.len()]
+    } else {
+        anyhow::ensure!(
+            opts.tensor_codecs.len() == features.len(),
+            "{} codecs for {} crossing tensors",
+            opts.tensor_codecs.len(),
+            features.len()
+        );
+        opts.tensor_codecs.clone()
+    };
     let diff = float_passthrough_diff(um, &head_bytes, &tail_bytes, check_inputs)?;
     if diff != 0.0 {
         bail!(
-            "head then tail differs from the whole model by up to {diff:e} at cut {:?}; not writing it",
-            feature.name
+            "head then tail differs from the whole model by up to {diff:e} at cut {crossing:?}; not writing it"
         );
     }
     let output = &g.tensors[*g.outputs.first().context("the model has no output")?];
@@ -207,11 +236,10 @@ pub fn write_bundle(
     let head_input = g.tensors[g.inputs[0]].name.clone();
     let manifest = Manifest {
         format_version: splitnets_proto::bundle::FORMAT_VERSION,
-        name: format!("{}-at-{}", um.name, feature.name),
+        name: format!("{}-at-{crossing}", um.name),
         description: format!(
-            "{} cut at {:?} ({} compute nodes on the sensor) by `{}`",
+            "{} cut at {crossing:?} ({} compute nodes on the sensor) by `{}`",
             um.name,
-            feature.name,
             cut.on_sensor.iter().filter(|&&x| x).count(),
             opts.command
         ),
@@ -224,17 +252,35 @@ pub fn write_bundle(
         scene: None,
         split: SplitSpec {
             head_input,
-            head_output: feature.name.clone(),
-            feature_shape: feature.shape.clone(),
-            tail_input: feature.name.clone(),
+            head_output: features[0].name.clone(),
+            feature_shape: features[0].shape.clone(),
+            tail_input: features[0].name.clone(),
             tail_output: output.name.clone(),
             fusion: "none".into(),
+            extra_features: features[1..]
+                .iter()
+                .zip(&codecs[1..])
+                .map(|(f, &c)| ExtraFeature {
+                    head_output: f.name.clone(),
+                    tail_input: f.name.clone(),
+                    shape: f.shape.clone(),
+                    codec: (c != codecs[0]).then_some(c),
+                })
+                .collect(),
         },
-        codec: opts.codec,
+        codec: codecs[0],
         files: Files::to_be_written(),
         link_budget: link_budget_for(
-            &feature.shape,
-            opts.codec,
+            &FrameLayout {
+                tensors: features
+                    .iter()
+                    .zip(&codecs)
+                    .map(|(f, &codec)| TensorLayout {
+                        shape: f.shape.clone(),
+                        codec,
+                    })
+                    .collect(),
+            },
             views,
             opts.fps,
             opts.input.raw_frame_bytes(),
@@ -246,10 +292,10 @@ pub fn write_bundle(
     Ok(WrittenBundle {
         dir: out.display().to_string(),
         digest,
-        crossing: feature.name,
-        feature_shape: feature.shape,
+        crossing,
+        feature_shapes: features.into_iter().map(|f| f.shape).collect(),
         bytes_per_view_per_frame: manifest.link_budget.bytes_per_view_per_frame,
-        codec: opts.codec,
+        codecs,
         predicted,
         float_max_abs_diff: diff,
         check_inputs: check_inputs.len(),
@@ -308,11 +354,12 @@ fn argmax(v: &[f32]) -> usize {
         .map_or(0, |(i, _)| i)
 }
 
-/// Top-1 agreement, per codec, of head → codec → tail with the whole model on `inputs`.
+/// Top-1 agreement of head → codec → tail with the whole model on `inputs`, for each entry of
+/// `codecs`: one codec for every crossing tensor, or one per crossing tensor (frame order).
 pub fn quantized_agreement(
     um: &UserModel,
     cut: &Cut,
-    codecs: &[CodecSpec],
+    codecs: &[Vec<CodecSpec>],
     inputs: &[Vec<f32>],
 ) -> anyhow::Result<Vec<f64>> {
     let g = &um.graph;
@@ -327,12 +374,14 @@ pub fn quantized_agreement(
         let feed = [input_tensor(um, x)];
         let expected = argmax(&whole.run(&feed)?[0].data);
         let feature = h.run(&feed)?;
-        for (k, &spec) in codecs.iter().enumerate() {
+        for (k, specs) in codecs.iter().enumerate() {
             let mut f = feature.clone();
-            for part in &mut f {
+            for (i, part) in f.iter_mut().enumerate() {
+                let spec = specs[i.min(specs.len() - 1)];
                 let enc = codec::encode(spec, &part.shape, &part.data)?;
                 part.data = codec::decode(&enc)?;
             }
+            // The tail takes the crossing tensors it consumes, by name.
             if argmax(&t.run(&f)?[0].data) == expected {
                 agree[k] += 1;
             }
@@ -344,19 +393,28 @@ pub fn quantized_agreement(
         .collect())
 }
 
-/// The range of the cut's feature over `inputs` (for a calibrated codec).
-pub fn feature_range(um: &UserModel, cut: &Cut, inputs: &[Vec<f32>]) -> anyhow::Result<(f32, f32)> {
+/// The range of each crossing tensor of the cut over `inputs` (frame order), for calibrated
+/// codecs: a tensor of its own gets a range of its own (a ReLU feature and a sigmoid gate share
+/// nothing).
+pub fn feature_ranges(
+    um: &UserModel,
+    cut: &Cut,
+    inputs: &[Vec<f32>],
+) -> anyhow::Result<Vec<(f32, f32)>> {
     let (head, _) = split_model(&um.model, &um.graph, cut)?;
     let mut h = session("head", &head.encode_to_vec())?;
-    let (mut lo, mut hi) = (f32::INFINITY, f32::NEG_INFINITY);
+    let mut ranges = vec![(f32::INFINITY, f32::NEG_INFINITY); cut.crossing.len()];
     for x in inputs {
-        for t in h.run(&[input_tensor(um, x)])? {
+        for (t, (lo, hi)) in h.run(&[input_tensor(um, x)])?.iter().zip(&mut ranges) {
             for &v in &t.data {
-                lo = lo.min(v);
-                hi = hi.max(v);
+                *lo = lo.min(v);
+                *hi = hi.max(v);
             }
         }
     }
-    anyhow::ensure!(lo <= hi, "no calibration images");
-    Ok((lo, hi))
+    anyhow::ensure!(
+        ranges.iter().all(|(lo, hi)| lo <= hi),
+        "no calibration images"
+    );
+    Ok(ranges)
 }

@@ -21,7 +21,7 @@ use crate::{Counters, unix_ns};
 /// One variant's head on this camera.
 struct VariantHead {
     head: HeadStage,
-    codec: splitnets_proto::codec::CodecSpec,
+    layout: wire::FrameLayout,
     /// `--emulate-compute`: the sensor stage is padded to this (the profile's prediction).
     padded_to: Option<Duration>,
 }
@@ -110,7 +110,7 @@ impl Camera {
             };
             heads.push(VariantHead {
                 head,
-                codec: b.manifest.codec,
+                layout: b.manifest.frame_layout(),
                 padded_to,
             });
         }
@@ -141,7 +141,7 @@ impl Camera {
         let (encoded, t) = v.head.encode(&self.pixels)?;
         metrics.head_seconds.record(t.head_ns as f64 * 1e-9);
         metrics.encode_seconds.record(t.encode_ns as f64 * 1e-9);
-        let mut frame = wire::frame_to_wire(encoded, v.codec, n, capture_time_unix_ns, 0);
+        let mut frame = wire::frame_to_wire(encoded, &v.layout, n, capture_time_unix_ns, 0);
         if let Some(until) = v.padded_to {
             // Spin-free padding: this machine is faster than the headset's sensor.
             let left = until.saturating_sub(t0.elapsed());

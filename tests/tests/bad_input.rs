@@ -18,7 +18,7 @@ fn valid_frame(sequence: u64, bundle: &Bundle) -> FeatureFrame {
     let n: usize = shape.iter().product();
     let values: Vec<f32> = (0..n).map(|i| (i % 7) as f32 * 0.25).collect();
     let t = codec::encode(m.codec, shape, &values).unwrap();
-    wire::frame_to_wire(&t, m.codec, sequence, unix_ns(), 1000)
+    wire::frame_to_wire(&[t], &m.frame_layout(), sequence, unix_ns(), 1000)
 }
 
 fn unix_ns() -> u64 {

@@ -70,7 +70,7 @@ fn check_against_local(bundle_dir: &std::path::Path, preds: &BTreeMap<u64, Predi
         // the link stay within the bundle's link budget.
         for (v, px) in p.views.iter().zip(&pixels) {
             let float = head.features(px).unwrap().to_vec();
-            let enc = head.encode_features().unwrap().clone();
+            let enc = head.encode_features().unwrap()[0].clone();
             let bound = codec::max_abs_error(&enc);
             let dec = codec::decode(&enc).unwrap();
             // A calibrated range clamps what lies outside it (the grid always includes 0).

@@ -2,7 +2,9 @@
 //! (dynamic batch, HardSwish, squeeze-excite, a Shape→Gather→Unsqueeze→Concat→Reshape flatten, a
 //! MatMul classifier) is planned with bundles written; a bundle runs in a real aggregator and
 //! sensor reading a folder of PNG/JPEG images of several sizes; every prediction equals the
-//! in-process pipeline on the same frames, and the bytes on the link equal the planner's.
+//! in-process pipeline on the same frames, and the bytes on the link equal the planner's. The
+//! same holds for a cut where two tensors cross (a squeeze-excite block's feature and gate),
+//! written by `split --cut A,B` with a calibrated 4-bit range per tensor.
 
 use std::path::Path;
 use std::process::Command;
@@ -76,7 +78,7 @@ async fn a_users_exported_model_plans_bundles_and_runs_in_the_daemons() {
     );
     assert!(out.contains("Bundles (2 written"), "{out}");
     assert!(
-        out.contains("Top-1 agreement with the whole model on 5 images, every Pareto cut"),
+        out.contains("Top-1 agreement with the whole model on 5 images, every cut"),
         "{out}"
     );
 
@@ -91,19 +93,11 @@ async fn a_users_exported_model_plans_bundles_and_runs_in_the_daemons() {
         assert_eq!(b["float_max_abs_diff"].as_f64(), Some(0.0), "{b}");
         assert_eq!(b["check_inputs"].as_u64(), Some(5));
     }
+    assert!(plan_dir.join("agreement.csv").exists());
     let first = &written[0];
     let bundle_dir = Path::new(first["dir"].as_str().unwrap()).to_path_buf();
-    let crossing = first["crossing"].as_str().unwrap();
-    let row = plan["rows"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["crossing"] == serde_json::json!([crossing]))
-        .expect("the bundle's cut is a plan row");
-    let headset: splitnets_cost_model::profile::HardwareProfile =
-        toml::from_str(splitnets_cost_model::profile::presets::HEADSET).unwrap();
-    let profile_overhead = headset.link.message_overhead_bytes;
-    let planned_bytes = row["cost"]["link_bytes_per_view"].as_u64().unwrap() - profile_overhead;
+    let crossing: Vec<&str> = first["crossing"].as_str().unwrap().split('+').collect();
+    let planned_bytes = planned_link_bytes(&plan, &crossing);
 
     let bundle = Bundle::load(&bundle_dir).unwrap();
     let m = bundle.manifest.clone();
@@ -114,11 +108,106 @@ async fn a_users_exported_model_plans_bundles_and_runs_in_the_daemons() {
     assert_eq!(m.classes.len(), 1000);
     assert_eq!(m.classes[7], "class 007");
     assert_eq!(m.link_budget.bytes_per_view_per_frame as u64, planned_bytes);
+    run_in_daemons(
+        &bundle_dir,
+        &images,
+        &tmp.path().join("run-plan"),
+        planned_bytes,
+    )
+    .await;
 
-    // The daemons on the folder, once through.
-    let frames = load_folder(&images, &FrameFormat::of(&m.input)).unwrap();
+    // A cut where two tensors cross: the best-ranked one of the plan, as a bundle with a
+    // calibrated 4-bit range per tensor (the planner prices 8 bits: compare at the bundle's).
+    let rows = plan["rows"].as_array().unwrap();
+    let two = rows
+        .iter()
+        .find(|r| {
+            r["crossing"].as_array().unwrap().len() == 2
+                && r["crossing"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .all(|t| t != "input")
+        })
+        .expect("the example model has cuts where two tensors cross");
+    let names: Vec<&str> = two["crossing"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap())
+        .collect();
+    let split_dir = tmp.path().join("split-two");
+    let out = run_ok(
+        Command::new(bin.join("splitnets-search"))
+            .args(["split", "--bits", "4", "--cut", &names.join(",")])
+            .arg("--model")
+            .arg(model_dir.join("model.onnx"))
+            .arg("--images")
+            .arg(&images)
+            .arg("--calibrate-images")
+            .arg(&images)
+            .arg("--out")
+            .arg(&split_dir),
+    );
+    let bundle = Bundle::load(&split_dir).unwrap_or_else(|e| panic!("{e}: {out}"));
+    let m = &bundle.manifest;
+    assert_eq!(m.split.extra_features.len(), 1, "{out}");
+    let layout = m.frame_layout();
+    assert_eq!(layout.tensors.len(), 2);
+    // A range calibrated per tensor: the second tensor has a codec of its own.
+    assert!(
+        matches!(
+            layout.tensors[1].codec,
+            splitnets_proto::codec::CodecSpec::AffineCalibrated { bits: 4, .. }
+        ),
+        "{:?}",
+        layout.tensors[1].codec
+    );
+    assert_ne!(layout.tensors[0].codec, layout.tensors[1].codec);
+    let expected_bytes = splitnets_cost_model::feature_message_bytes(
+        0,
+        layout
+            .tensors
+            .iter()
+            .map(|t| (t.elements() as u64 * 4).div_ceil(8))
+            .sum(),
+    );
+    assert_eq!(
+        m.link_budget.bytes_per_view_per_frame as u64,
+        expected_bytes
+    );
+    run_in_daemons(
+        &split_dir,
+        &images,
+        &tmp.path().join("run-split"),
+        expected_bytes,
+    )
+    .await;
+}
+
+/// The planner's bytes per view for the cut sending exactly `crossing`, without the profile's
+/// transport overhead (what the gRPC stream carries).
+fn planned_link_bytes(plan: &serde_json::Value, crossing: &[&str]) -> u64 {
+    let row = plan["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["crossing"] == serde_json::json!(crossing))
+        .expect("the bundle's cut is a plan row");
+    let headset: splitnets_cost_model::profile::HardwareProfile =
+        toml::from_str(splitnets_cost_model::profile::presets::HEADSET).unwrap();
+    row["cost"]["link_bytes_per_view"].as_u64().unwrap() - headset.link.message_overhead_bytes
+}
+
+/// Runs `bundle_dir` in a real aggregator and sensor on the folder once; every prediction must
+/// equal the in-process pipeline's and every frame must be `frame_bytes` on the link.
+async fn run_in_daemons(bundle_dir: &Path, images: &Path, tmp: &Path, frame_bytes: u64) {
+    std::fs::create_dir_all(tmp).unwrap();
+    let bundle = Bundle::load(bundle_dir).unwrap();
+    let m = bundle.manifest.clone();
+    let frames = load_folder(images, &FrameFormat::of(&m.input)).unwrap();
     let n = frames.len() as u64;
-    let mut c = cluster(&bundle_dir, tmp.path(), 2000).await;
+    let mut c = cluster(bundle_dir, tmp, 2000).await;
     let mut watch = c.watch().await.unwrap();
     let mut args = sensor_args(Some(n), 10.0, splitnets_tests::trigger_in(2500));
     args.extend(["--source".into(), format!("folder:{}", images.display())]);
@@ -126,6 +215,7 @@ async fn a_users_exported_model_plans_bundles_and_runs_in_the_daemons() {
     let preds = splitnets_tests::collect_predictions(&mut watch, n, Duration::from_secs(60)).await;
     c.wait_sensors(Duration::from_secs(30)).await.unwrap();
     c.stop().await.unwrap();
+    assert_eq!(preds.len() as u64, n, "every image predicted");
 
     let mut local = LocalPipeline::new(bundle, SessionOptions::default()).unwrap();
     for (seq, p) in &preds {
@@ -137,6 +227,6 @@ async fn a_users_exported_model_plans_bundles_and_runs_in_the_daemons() {
         );
         assert_eq!(p.views_used, vec![0]);
         // Bytes on the link: the bundle's budget and the planner's figure.
-        assert_eq!(p.views[0].message_bytes, planned_bytes, "image {seq}");
+        assert_eq!(p.views[0].message_bytes, frame_bytes, "image {seq}");
     }
 }

@@ -664,7 +664,7 @@ pub async fn latency(a: LatencyArgs) -> anyhow::Result<()> {
             let (enc, _) = head.encode(&pixels)?;
             Ok(splitnets_proto::wire::frame_to_wire(
                 enc,
-                b.manifest.codec,
+                &b.manifest.frame_layout(),
                 0,
                 0,
                 0,

@@ -11,4 +11,4 @@ pub mod stage;
 
 pub use onnx_runtime::{OnnxModel, RuntimeError, SessionOptions};
 pub use pipeline::{LocalPipeline, LocalTimings};
-pub use stage::{HeadStage, HeadTimings, StageError, TailStage, TailTimings, argmax};
+pub use stage::{HeadStage, HeadTimings, StageError, StageTensor, TailStage, TailTimings, argmax};

@@ -1,6 +1,6 @@
 //! ONNX Runtime, loaded dynamically from the library `scripts/setup.sh` unpacks from the PyPI
-//! wheel, and small wrappers for single-I/O (the stages) and multi-I/O (graph cutting,
-//! calibration) float models.
+//! wheel, and small wrappers for the stages' float models (reused buffers) and multi-I/O models
+//! (graph cutting, calibration).
 //!
 //! `run` blocks: callers keep it off async worker threads (a dedicated thread or
 //! `spawn_blocking`).
@@ -126,20 +126,21 @@ fn build_session(
         .map_err(|e| model_err(&e))
 }
 
-/// A loaded single-input, single-output float model.
+/// A loaded float model whose inputs and outputs the stages name: one in and one out for most
+/// bundles, several when more than one tensor crosses the split.
 pub struct OnnxModel {
     session: Session,
     name: String,
-    input: String,
-    output: String,
+    inputs: Vec<String>,
+    outputs: Vec<String>,
 }
 
 impl std::fmt::Debug for OnnxModel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("OnnxModel")
             .field("name", &self.name)
-            .field("input", &self.input)
-            .field("output", &self.output)
+            .field("inputs", &self.inputs)
+            .field("outputs", &self.outputs)
             .finish()
     }
 }
@@ -152,23 +153,31 @@ impl OnnxModel {
         opts: SessionOptions,
     ) -> Result<Self, RuntimeError> {
         let session = build_session(name, bytes, opts, GraphOptimizationLevel::Level3)?;
-        if session.inputs().len() != 1 || session.outputs().len() != 1 {
+        if session.inputs().is_empty() || session.outputs().is_empty() {
             return Err(RuntimeError::Model {
                 model: name.into(),
                 message: format!(
-                    "expected one input and one output, found {} and {}",
+                    "expected inputs and outputs, found {} and {}",
                     session.inputs().len(),
                     session.outputs().len()
                 ),
             });
         }
-        let input = session.inputs()[0].name().to_string();
-        let output = session.outputs()[0].name().to_string();
+        let inputs = session
+            .inputs()
+            .iter()
+            .map(|i| i.name().to_string())
+            .collect();
+        let outputs = session
+            .outputs()
+            .iter()
+            .map(|o| o.name().to_string())
+            .collect();
         Ok(Self {
             session,
             name: name.to_string(),
-            input,
-            output,
+            inputs,
+            outputs,
         })
     }
 
@@ -176,43 +185,76 @@ impl OnnxModel {
         &self.name
     }
 
-    /// Runs the model on one float tensor; returns the output's shape and values.
+    /// The model's input names, in its order.
+    pub fn input_names(&self) -> &[String] {
+        &self.inputs
+    }
+
+    /// The model's output names, in its order.
+    pub fn output_names(&self) -> &[String] {
+        &self.outputs
+    }
+
+    /// Runs a one-input, one-output model on one float tensor; returns the output's shape and
+    /// values.
     pub fn run(
         &mut self,
         shape: &[usize],
         data: &[f32],
     ) -> Result<(Vec<usize>, Vec<f32>), RuntimeError> {
-        let (mut out_shape, mut out) = (Vec::new(), Vec::new());
-        self.run_into(shape, data, &mut out_shape, &mut out)?;
-        Ok((out_shape, out))
+        let mut out = [(Vec::new(), Vec::new())];
+        self.run_all_into(&[(shape, data)], &mut out)?;
+        let [(shape, values)] = out;
+        Ok((shape, values))
     }
 
-    /// Runs the model on one float tensor, writing the output's shape and values into reused
-    /// vectors (cleared first): once they have grown, this side allocates nothing per call.
-    pub fn run_into(
+    /// Runs the model on its inputs (`inputs[i]` is input `i`: shape and values), writing every
+    /// output (`outputs[j]` is output `j`: shape and values) into reused vectors, cleared first:
+    /// once they have grown, this side allocates nothing per call but the input list.
+    pub fn run_all_into(
         &mut self,
-        shape: &[usize],
-        data: &[f32],
-        out_shape: &mut Vec<usize>,
-        out: &mut Vec<f32>,
+        inputs: &[(&[usize], &[f32])],
+        outputs: &mut [(Vec<usize>, Vec<f32>)],
     ) -> Result<(), RuntimeError> {
         let name = &self.name;
         let model_err = |e: &dyn std::fmt::Display| RuntimeError::Model {
             model: name.clone(),
             message: e.to_string(),
         };
-        let input = TensorRef::from_array_view((shape, data)).map_err(|e| model_err(&e))?;
-        let outputs = self
-            .session
-            .run(ort::inputs![self.input.as_str() => input])
-            .map_err(|e| model_err(&e))?;
-        let (shape, values) = outputs[self.output.as_str()]
-            .try_extract_tensor::<f32>()
-            .map_err(|e| model_err(&e))?;
-        out_shape.clear();
-        out_shape.extend(shape.iter().map(|&d| d as usize));
-        out.clear();
-        out.extend_from_slice(values);
+        if inputs.len() != self.inputs.len() || outputs.len() != self.outputs.len() {
+            return Err(model_err(&format!(
+                "has {} inputs and {} outputs; called with {} and {}",
+                self.inputs.len(),
+                self.outputs.len(),
+                inputs.len(),
+                outputs.len()
+            )));
+        }
+        let outs = if let [(shape, data)] = inputs {
+            let input = TensorRef::from_array_view((*shape, *data)).map_err(|e| model_err(&e))?;
+            self.session
+                .run(ort::inputs![self.inputs[0].as_str() => input])
+                .map_err(|e| model_err(&e))?
+        } else {
+            let mut values: Vec<(
+                std::borrow::Cow<'_, str>,
+                ort::session::SessionInputValue<'_>,
+            )> = Vec::with_capacity(inputs.len());
+            for (n, (shape, data)) in self.inputs.iter().zip(inputs) {
+                let v = TensorRef::from_array_view((*shape, *data)).map_err(|e| model_err(&e))?;
+                values.push((n.as_str().into(), v.into()));
+            }
+            self.session.run(values).map_err(|e| model_err(&e))?
+        };
+        for (n, (out_shape, out)) in self.outputs.iter().zip(outputs.iter_mut()) {
+            let (shape, values) = outs[n.as_str()]
+                .try_extract_tensor::<f32>()
+                .map_err(|e| model_err(&e))?;
+            out_shape.clear();
+            out_shape.extend(shape.iter().map(|&d| d as usize));
+            out.clear();
+            out.extend_from_slice(values);
+        }
         Ok(())
     }
 }

@@ -25,8 +25,10 @@ pub struct LocalPipeline {
     pub bundle: Bundle,
     head: HeadStage,
     tail: TailStage,
-    stacked: Vec<f32>,
-    encoded: Vec<EncodedTensor>,
+    /// Per crossing tensor, every view's float values (`[views, ...]`).
+    stacked: Vec<Vec<f32>>,
+    /// Per view, its encoded crossing tensors.
+    encoded: Vec<Vec<EncodedTensor>>,
 }
 
 impl LocalPipeline {
@@ -50,28 +52,38 @@ impl LocalPipeline {
         through_codec: bool,
     ) -> Result<(Vec<f32>, LocalTimings), StageError> {
         let mut t = LocalTimings::default();
-        self.stacked.clear();
+        let tensors = self.head.tensors().len();
+        self.stacked.resize_with(tensors, Vec::new);
+        self.stacked.iter_mut().for_each(Vec::clear);
         self.encoded.clear();
         for pixels in views {
             if through_codec {
                 let (enc, ht) = self.head.encode(pixels)?;
                 t.head_ns += ht.preprocess_ns + ht.head_ns;
                 t.encode_ns += ht.encode_ns;
-                self.encoded.push(enc.clone());
+                self.encoded.push(enc.to_vec());
             } else {
                 let s = Instant::now();
-                let f = self.head.features(pixels)?;
-                self.stacked.extend_from_slice(f);
+                for (stack, f) in self
+                    .stacked
+                    .iter_mut()
+                    .zip(self.head.feature_tensors(pixels)?)
+                {
+                    stack.extend_from_slice(f);
+                }
                 t.head_ns += s.elapsed().as_nanos() as u64;
             }
         }
         let logits = if through_codec {
-            let (logits, tt) = self.tail.run_encoded(self.encoded.iter())?;
+            let (logits, tt) = self
+                .tail
+                .run_encoded(self.encoded.iter().map(Vec::as_slice))?;
             (t.decode_ns, t.tail_ns) = (tt.decode_ns, tt.tail_ns);
             logits.to_vec()
         } else {
             let s = Instant::now();
-            let logits = self.tail.run_floats(&self.stacked, views.len())?.to_vec();
+            let stacked: Vec<&[f32]> = self.stacked.iter().map(Vec::as_slice).collect();
+            let logits = self.tail.run_floats_all(&stacked, views.len())?.to_vec();
             t.tail_ns = s.elapsed().as_nanos() as u64;
             logits
         };

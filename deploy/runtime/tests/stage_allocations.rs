@@ -41,14 +41,14 @@ fn a_frame_allocates_only_inside_the_ort_wrapper() {
     let views = m.cameras.views as usize;
     let mut encoded = Vec::with_capacity(views);
     for f in frames.iter().take(views) {
-        encoded.push(head.encode(f).unwrap().0.clone());
+        encoded.push(head.encode(f).unwrap().0.to_vec());
     }
     // Every payload arena takes its turn once before measuring (they grow on first use).
     for k in 0..64 {
         head.encode(&frames[k % frames.len()]).unwrap();
     }
     for _ in 0..4 {
-        tail.run_encoded(encoded.iter()).unwrap();
+        tail.run_encoded(encoded.iter().map(Vec::as_slice)).unwrap();
     }
 
     let before = allocations();
@@ -59,7 +59,7 @@ fn a_frame_allocates_only_inside_the_ort_wrapper() {
     let head_per_frame = (allocations() - before) as f64 / runs as f64;
     let before = allocations();
     for _ in 0..runs {
-        tail.run_encoded(encoded.iter()).unwrap();
+        tail.run_encoded(encoded.iter().map(Vec::as_slice)).unwrap();
     }
     let tail_per_frame = (allocations() - before) as f64 / runs as f64;
     eprintln!("allocations per frame: head stage {head_per_frame}, tail stage {tail_per_frame}");

@@ -184,8 +184,8 @@ pub(crate) fn run_plan(a: PlanArgs) -> anyhow::Result<()> {
     if let Some((job, _)) = &job
         && a.bundles > 0
     {
-        // The top cuts in the plan's ranking that can be bundles (one tensor crossing, not the
-        // raw input or the output).
+        // The top cuts in the plan's ranking that can be bundles (not the raw input or the
+        // output; several tensors crossing is fine).
         let mut written = Vec::new();
         let mut skipped = Vec::new();
         for row in &p.rows {
@@ -205,7 +205,7 @@ pub(crate) fn run_plan(a: PlanArgs) -> anyhow::Result<()> {
             let dir = a.out.join("bundles").join(format!(
                 "{:02}-{}",
                 written.len() + 1,
-                sanitize(&row.crossing[0])
+                sanitize(&row.crossing.join("+"))
             ));
             eprintln!(
                 "[plan] writing bundle {} (float check, then files)",
@@ -222,10 +222,7 @@ pub(crate) fn run_plan(a: PlanArgs) -> anyhow::Result<()> {
         }
         table.push_str(&crate::user_model::bundle_report(&um, &written, job)?);
         if !skipped.is_empty() {
-            table.push_str(&format!(
-                "Skipped on the way ({}; multi-tensor cuts are planned but not yet carried by the wire):\n",
-                skipped.len()
-            ));
+            table.push_str(&format!("Skipped on the way ({}):\n", skipped.len()));
             for s in skipped.iter().take(10) {
                 table.push_str(&format!("  {s}\n"));
             }
@@ -239,10 +236,14 @@ pub(crate) fn run_plan(a: PlanArgs) -> anyhow::Result<()> {
     if let Some((job, _)) = &job
         && job.from_images
     {
-        eprintln!("[plan] quantized agreement of the Pareto cuts on your images");
-        table.push_str(&crate::user_model::pareto_agreement(
-            &um, &p, &all_cuts, job,
-        ));
+        eprintln!(
+            "[plan] quantized agreement of every cut on your images ({} cuts x {} images)",
+            p.rows.len(),
+            job.check_inputs.len()
+        );
+        let (text, csv) = crate::user_model::cut_agreement(&um, &p, &all_cuts, job);
+        table.push_str(&text);
+        std::fs::write(a.out.join("agreement.csv"), csv)?;
     }
     std::fs::write(a.out.join("plan.txt"), &table)?;
     std::fs::write(a.out.join("plan.csv"), plan::csv(&p))?;
