@@ -369,6 +369,10 @@ pub struct SplitSpec {
     /// (element-wise), `mean`, or `learned` (attention weights over the views present); `none`
     /// for a single-view network.
     pub fusion: String,
+    /// The feature's calibrated `[min, max]` per channel (axis 1), for the codec
+    /// `affine_calibrated_per_channel`; empty otherwise.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub channel_ranges: Vec<[f32; 2]>,
     /// Further tensors crossing the link, for a cut through a block whose branches both cross
     /// (a residual or squeeze-excite block of a user's model): each is a head output and a tail
     /// input of its own, sent in the same frame after the first (see [`crate::wire::FrameLayout`]).
@@ -388,6 +392,9 @@ pub struct ExtraFeature {
     /// absent: the bundle's `codec`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub codec: Option<CodecSpec>,
+    /// Calibrated `[min, max]` per channel, for the codec `affine_calibrated_per_channel`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub channel_ranges: Vec<[f32; 2]>,
 }
 
 impl SplitSpec {
@@ -403,6 +410,7 @@ pub struct CrossingTensor {
     pub tail_input: String,
     pub shape: Vec<usize>,
     pub codec: CodecSpec,
+    pub channel_ranges: Vec<[f32; 2]>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -707,6 +715,17 @@ impl Manifest {
             ));
         }
         self.codec.validate().map_err(|e| format!("codec: {e}"))?;
+        for t in self.crossing_tensors() {
+            if t.codec.needs_channel_ranges() {
+                crate::codec::check_channel_ranges(&t.shape, &t.channel_ranges)
+                    .map_err(|e| format!("split feature {:?}: {e}", t.head_output))?;
+            } else if !t.channel_ranges.is_empty() {
+                return Err(format!(
+                    "split feature {:?} has channel_ranges but its codec ({}) takes none",
+                    t.head_output, t.codec
+                ));
+            }
+        }
         Ok(())
     }
 }
@@ -757,6 +776,7 @@ impl Manifest {
             tail_input: self.split.tail_input.clone(),
             shape: self.split.feature_shape.clone(),
             codec: self.codec,
+            channel_ranges: self.split.channel_ranges.clone(),
         };
         std::iter::once(first)
             .chain(self.split.extra_features.iter().map(|e| CrossingTensor {
@@ -764,6 +784,7 @@ impl Manifest {
                 tail_input: e.tail_input.clone(),
                 shape: e.shape.clone(),
                 codec: e.codec.unwrap_or(self.codec),
+                channel_ranges: e.channel_ranges.clone(),
             }))
             .collect()
     }
@@ -777,6 +798,7 @@ impl Manifest {
                 .map(|t| TensorLayout {
                     shape: t.shape,
                     codec: t.codec,
+                    channel_ranges: t.channel_ranges,
                 })
                 .collect(),
         }
@@ -785,8 +807,10 @@ impl Manifest {
     /// The same split with another codec for every crossing tensor (link budget recomputed).
     pub fn with_codec(mut self, codec: CodecSpec) -> Self {
         self.codec = codec;
+        self.split.channel_ranges.clear();
         for e in &mut self.split.extra_features {
             e.codec = None;
+            e.channel_ranges.clear();
         }
         self.link_budget = link_budget_for(
             &self.frame_layout(),

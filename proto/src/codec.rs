@@ -30,6 +30,12 @@ pub enum CodecSpec {
         min: f32,
         max: f32,
     },
+    /// One fixed range per channel (axis 1) calibrated offline; values outside are clamped.
+    /// The ranges are in the bundle beside the codec (`channel_ranges`: they do not fit in a
+    /// `Copy` spec), so frames carry no parameters.
+    AffineCalibratedPerChannel {
+        bits: u8,
+    },
 }
 
 impl CodecSpec {
@@ -38,16 +44,23 @@ impl CodecSpec {
         match self {
             CodecSpec::Float32 => 32,
             CodecSpec::Float16 => 16,
-            CodecSpec::Affine { bits, .. } | CodecSpec::AffineCalibrated { bits, .. } => {
-                u32::from(*bits)
-            }
+            CodecSpec::Affine { bits, .. }
+            | CodecSpec::AffineCalibrated { bits, .. }
+            | CodecSpec::AffineCalibratedPerChannel { bits } => u32::from(*bits),
         }
+    }
+
+    /// Whether the bundle must hold calibrated ranges per channel for this codec.
+    pub fn needs_channel_ranges(&self) -> bool {
+        matches!(self, CodecSpec::AffineCalibratedPerChannel { .. })
     }
 
     /// Rejects unsupported bit widths.
     pub fn validate(&self) -> Result<(), CodecError> {
         match self {
-            CodecSpec::Affine { bits, .. } | CodecSpec::AffineCalibrated { bits, .. }
+            CodecSpec::Affine { bits, .. }
+            | CodecSpec::AffineCalibrated { bits, .. }
+            | CodecSpec::AffineCalibratedPerChannel { bits }
                 if !SUPPORTED_BITS.contains(bits) =>
             {
                 Err(CodecError::UnsupportedBits(u32::from(*bits)))
@@ -107,6 +120,9 @@ impl std::fmt::Display for CodecSpec {
             ),
             CodecSpec::AffineCalibrated { bits, min, max } => {
                 write!(f, "affine uint{bits} calibrated [{min:.4}, {max:.4}]")
+            }
+            CodecSpec::AffineCalibratedPerChannel { bits } => {
+                write!(f, "affine uint{bits} calibrated per channel")
             }
         }
     }
@@ -182,8 +198,26 @@ pub fn encode(
     shape: &[usize],
     values: &[f32],
 ) -> Result<EncodedTensor, CodecError> {
+    encode_with_ranges(spec, &[], shape, values)
+}
+
+/// [`encode`] with the calibrated ranges per channel an
+/// [`CodecSpec::AffineCalibratedPerChannel`] codec needs (ignored by the others).
+pub fn encode_with_ranges(
+    spec: CodecSpec,
+    channel_ranges: &[[f32; 2]],
+    shape: &[usize],
+    values: &[f32],
+) -> Result<EncodedTensor, CodecError> {
     let mut out = EncodedTensor::empty();
-    encode_into(spec, shape, values, &mut out, &mut BytesMut::new())?;
+    encode_into_with_ranges(
+        spec,
+        channel_ranges,
+        shape,
+        values,
+        &mut out,
+        &mut BytesMut::new(),
+    )?;
     Ok(out)
 }
 
@@ -197,7 +231,56 @@ pub fn encode_into(
     out: &mut EncodedTensor,
     arena: &mut BytesMut,
 ) -> Result<(), CodecError> {
+    encode_into_with_ranges(spec, &[], shape, values, out, arena)
+}
+
+/// (scale, zero point) per channel of calibrated `channel_ranges` at `bits`: what the sensor
+/// quantizes with and the aggregator dequantizes with.
+pub fn channel_parameters(bits: u32, channel_ranges: &[[f32; 2]]) -> (Vec<f32>, Vec<i32>) {
+    channel_ranges
+        .iter()
+        .map(|&[lo, hi]| affine_parameters(lo, hi, bits))
+        .unzip()
+}
+
+/// Checks calibrated ranges per channel against a tensor of `shape`.
+pub fn check_channel_ranges(
+    shape: &[usize],
+    channel_ranges: &[[f32; 2]],
+) -> Result<(), CodecError> {
+    let channels = if shape.len() >= 2 { shape[1] } else { 1 };
+    if channel_ranges.len() != channels {
+        return Err(CodecError::Parameter(format!(
+            "{} calibrated channel ranges for shape {shape:?} ({channels} channels on axis 1)",
+            channel_ranges.len()
+        )));
+    }
+    if let Some((c, r)) = channel_ranges
+        .iter()
+        .enumerate()
+        .find(|(_, r)| !(r[0].is_finite() && r[1].is_finite() && r[0] <= r[1]))
+    {
+        return Err(CodecError::Parameter(format!(
+            "calibrated range of channel {c} {r:?} is not a finite interval"
+        )));
+    }
+    Ok(())
+}
+
+/// [`encode_into`] with the calibrated ranges per channel an
+/// [`CodecSpec::AffineCalibratedPerChannel`] codec needs (ignored by the others).
+pub fn encode_into_with_ranges(
+    spec: CodecSpec,
+    channel_ranges: &[[f32; 2]],
+    shape: &[usize],
+    values: &[f32],
+    out: &mut EncodedTensor,
+    arena: &mut BytesMut,
+) -> Result<(), CodecError> {
     spec.validate()?;
+    if spec.needs_channel_ranges() {
+        check_channel_ranges(shape, channel_ranges)?;
+    }
     let n = element_count(shape);
     if n != values.len() {
         return Err(CodecError::ElementCount {
@@ -237,15 +320,19 @@ pub fn encode_into(
                 arena.extend_from_slice(&half::f16::from_f32(v.clamp(-max, max)).to_le_bytes());
             }
         }
-        CodecSpec::Affine { .. } | CodecSpec::AffineCalibrated { .. } => {
+        CodecSpec::Affine { .. }
+        | CodecSpec::AffineCalibrated { .. }
+        | CodecSpec::AffineCalibratedPerChannel { .. } => {
             if let Some(i) = values.iter().position(|v| !v.is_finite()) {
                 return Err(CodecError::NonFinite(i));
             }
             let (bits, per_channel, fixed) = match spec {
                 CodecSpec::Affine { bits, per_channel } => (bits, per_channel, None),
                 CodecSpec::AffineCalibrated { bits, min, max } => (bits, false, Some((min, max))),
+                CodecSpec::AffineCalibratedPerChannel { bits } => (bits, true, None),
                 _ => unreachable!("affine variants only"),
             };
+            let channel_fixed = spec.needs_channel_ranges();
             let bits = u32::from(bits);
             (out.encoding, out.bits) = (Encoding::AffineUint, bits);
             let groups = ChannelGroups::new(shape, per_channel);
@@ -263,6 +350,10 @@ pub fn encode_into(
             };
             if let Some((min, max)) = fixed {
                 (lo[0], hi[0]) = (min, max);
+            } else if channel_fixed {
+                for (g, r) in channel_ranges.iter().enumerate().take(groups.count) {
+                    (lo[g], hi[g]) = (r[0], r[1]);
+                }
             } else {
                 for (i, v) in values.iter().enumerate() {
                     let g = groups.group_of(i);

@@ -42,18 +42,59 @@ pub fn message(bytes: &[u8]) {
     }
 }
 
-/// Validates and decodes `f` with each of [`codecs`]; panics if a validated tensor fails to
-/// decode or decodes to a non-finite value (the invariants the tail relies on).
+/// Validates and decodes `f` as the link does, with each of [`codecs`] on the demo's shape and
+/// with a two-tensor layout (a cut through a branchy block: a feature and a gate, mixed codecs);
+/// panics if a validated tensor fails to decode or decodes to a non-finite value (the
+/// invariants the tail relies on).
 pub fn frame(f: &FeatureFrame) {
-    let mut out = [0f32; 196];
-    for spec in codecs() {
-        let t = wire::frame_tensor(f, spec, &SHAPE);
-        if codec::validate(&t).is_ok() {
-            codec::decode_to_slice(&t, &mut out).expect("a validated tensor decodes");
-            assert!(
-                out.iter().all(|v| v.is_finite()),
-                "validated but not finite"
-            );
+    let mut layouts: Vec<wire::FrameLayout> = codecs()
+        .into_iter()
+        .map(|spec| wire::FrameLayout::single(&SHAPE, spec))
+        .collect();
+    let [_, half, per_tensor, per_channel, calibrated] = codecs();
+    layouts.push(wire::FrameLayout {
+        tensors: vec![
+            wire::TensorLayout {
+                shape: SHAPE.to_vec(),
+                codec: per_tensor,
+                channel_ranges: Vec::new(),
+            },
+            wire::TensorLayout {
+                shape: vec![1, 4, 1, 1],
+                codec: calibrated,
+                channel_ranges: Vec::new(),
+            },
+        ],
+    });
+    layouts.push(wire::FrameLayout {
+        tensors: vec![
+            wire::TensorLayout {
+                shape: vec![1, 4, 1, 1],
+                codec: per_channel,
+                channel_ranges: Vec::new(),
+            },
+            wire::TensorLayout {
+                shape: SHAPE.to_vec(),
+                codec: half,
+                channel_ranges: Vec::new(),
+            },
+        ],
+    });
+    let mut tensors = Vec::new();
+    let mut out = Vec::new();
+    for layout in &layouts {
+        if wire::frame_tensors(f, layout, &mut tensors).is_err() {
+            continue;
+        }
+        if tensors.iter().all(|t| codec::validate(t).is_ok()) {
+            for t in &tensors {
+                out.resize(t.shape.iter().product(), 0.0);
+                codec::decode_to_slice(t, &mut out).expect("a validated tensor decodes");
+                assert!(
+                    out.iter().all(|v| v.is_finite()),
+                    "validated but not finite"
+                );
+            }
         }
     }
 }

@@ -33,6 +33,8 @@ pub struct FrameLayout {
 pub struct TensorLayout {
     pub shape: Vec<usize>,
     pub codec: crate::codec::CodecSpec,
+    /// Calibrated `[min, max]` per channel, for a codec that needs them (else empty).
+    pub channel_ranges: Vec<[f32; 2]>,
 }
 
 impl TensorLayout {
@@ -54,6 +56,7 @@ impl FrameLayout {
             tensors: vec![TensorLayout {
                 shape: shape.to_vec(),
                 codec,
+                channel_ranges: Vec::new(),
             }],
         }
     }
@@ -142,11 +145,12 @@ pub fn frame_tensor(
     spec: crate::codec::CodecSpec,
     shape: &[usize],
 ) -> crate::codec::EncodedTensor {
-    tensor_from_parts(spec, shape, &f.scale, &f.zero_point, f.payload.clone())
+    tensor_from_parts(spec, &[], shape, &f.scale, &f.zero_point, f.payload.clone())
 }
 
 fn tensor_from_parts(
     spec: crate::codec::CodecSpec,
+    channel_ranges: &[[f32; 2]],
     shape: &[usize],
     scale: &[f32],
     zero_point: &[i32],
@@ -166,10 +170,16 @@ fn tensor_from_parts(
             },
         ),
         CodecSpec::AffineCalibrated { bits, .. } => (Encoding::AffineUint, u32::from(bits), -1),
+        CodecSpec::AffineCalibratedPerChannel { bits } => {
+            (Encoding::AffineUint, u32::from(bits), 1)
+        }
     };
-    let (scale, zero_point) = match spec.fixed_parameters() {
-        Some((s, z)) => (vec![s], vec![z]),
-        None => (scale.to_vec(), zero_point.to_vec()),
+    let (scale, zero_point) = match (spec, spec.fixed_parameters()) {
+        (_, Some((s, z))) => (vec![s], vec![z]),
+        (CodecSpec::AffineCalibratedPerChannel { bits }, None) => {
+            crate::codec::channel_parameters(u32::from(bits), channel_ranges)
+        }
+        _ => (scale.to_vec(), zero_point.to_vec()),
     };
     EncodedTensor {
         shape: shape.to_vec(),
@@ -195,7 +205,14 @@ pub fn frame_tensors(
     use crate::codec::CodecError;
     out.clear();
     if let [one] = layout.tensors.as_slice() {
-        out.push(frame_tensor(f, one.codec, &one.shape));
+        out.push(tensor_from_parts(
+            one.codec,
+            &one.channel_ranges,
+            &one.shape,
+            &f.scale,
+            &f.zero_point,
+            f.payload.clone(),
+        ));
         return Ok(());
     }
     let payload = layout.payload_bytes();
@@ -219,6 +236,7 @@ pub fn frame_tensors(
         let (n, k) = (l.payload_bytes(), l.parameter_pairs());
         out.push(tensor_from_parts(
             l.codec,
+            &l.channel_ranges,
             &l.shape,
             &f.scale[p..p + k],
             &f.zero_point[p..p + k],
@@ -404,8 +422,21 @@ mod tests {
                     },
                 ),
                 (vec![1, 3, 2, 2], CodecSpec::Float16),
+                (
+                    vec![1, 3, 2],
+                    CodecSpec::AffineCalibratedPerChannel { bits: 6 },
+                ),
             ],
         ];
+        let ranges = |shape: &[usize], codec: CodecSpec| -> Vec<[f32; 2]> {
+            if codec.needs_channel_ranges() {
+                (0..shape[1])
+                    .map(|c| [-0.1 * c as f32, 0.5 + c as f32])
+                    .collect()
+            } else {
+                Vec::new()
+            }
+        };
         for tensors in layouts {
             let layout = FrameLayout {
                 tensors: tensors
@@ -413,6 +444,7 @@ mod tests {
                     .map(|(shape, codec)| TensorLayout {
                         shape: shape.clone(),
                         codec: *codec,
+                        channel_ranges: ranges(shape, *codec),
                     })
                     .collect(),
             };
@@ -424,7 +456,7 @@ mod tests {
                     let values: Vec<f32> = (0..n)
                         .map(|i| ((i * (k + 3)) % 11) as f32 * 0.1 - 0.2)
                         .collect();
-                    codec::encode(*spec, shape, &values).unwrap()
+                    codec::encode_with_ranges(*spec, &ranges(shape, *spec), shape, &values).unwrap()
                 })
                 .collect();
             for in_set in [false, true] {

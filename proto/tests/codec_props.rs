@@ -65,6 +65,38 @@ proptest! {
     }
 
     #[test]
+    fn calibrated_ranges_per_channel_clamp_each_channel_to_its_own_range(
+        b in bits(),
+        c in 1usize..6, hw in 1usize..8,
+        ranges in proptest::collection::vec((-10.0f32..0.0, 0.5f32..20.0), 6),
+        values in proptest::collection::vec(-40.0f32..40.0, 48),
+    ) {
+        let spec = CodecSpec::AffineCalibratedPerChannel { bits: b };
+        let shape = [1, c, hw];
+        let n = c * hw;
+        let channel_ranges: Vec<[f32; 2]> =
+            ranges[..c].iter().map(|&(lo, w)| [lo, lo + w]).collect();
+        let t = codec::encode_with_ranges(spec, &channel_ranges, &shape, &values[..n]).unwrap();
+        prop_assert_eq!(t.payload.len(), spec.payload_bytes(n));
+        // Nothing per frame travels: the aggregator rebuilds the parameters from the ranges.
+        prop_assert_eq!(spec.parameter_count(&shape), 0);
+        let (scale, zero_point) = codec::channel_parameters(u32::from(b), &channel_ranges);
+        prop_assert_eq!(&t.scale, &scale);
+        prop_assert_eq!(&t.zero_point, &zero_point);
+        let y = codec::decode(&t).unwrap();
+        for (i, (a, r)) in values[..n].iter().zip(&y).enumerate() {
+            let g = i / hw;
+            let [lo, hi] = channel_ranges[g];
+            let target = a.clamp(lo.min(0.0), hi.max(0.0));
+            prop_assert!((target - r).abs() <= scale[g] * 0.5 * (1.0 + 1e-4) + 1e-5,
+                "channel {} {} -> {} (step {})", g, a, r, scale[g]);
+        }
+        // The wrong number of ranges is refused, naming the counts.
+        let err = codec::encode_with_ranges(spec, &channel_ranges[1..], &shape, &values[..n]).unwrap_err();
+        prop_assert!(err.to_string().contains("calibrated channel ranges"), "{}", err);
+    }
+
+    #[test]
     fn float_passthrough(values in proptest::collection::vec(-1e6f32..1e6, 1..64)) {
         let shape = [1, values.len(), 1, 1];
         let t = codec::encode(CodecSpec::Float32, &shape, &values).unwrap();

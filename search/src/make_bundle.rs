@@ -87,6 +87,7 @@ pub fn write_bundle(job: &BundleJob<'_>) -> anyhow::Result<BundleOutcome> {
             feature_shape,
             tail_input: export::TAIL_INPUT.into(),
             tail_output: export::TAIL_OUTPUT.into(),
+            channel_ranges: Vec::new(),
             extra_features: Vec::new(),
             fusion: "max".into(),
         },

@@ -116,11 +116,30 @@ pub struct BundleOptions {
     pub codec: CodecSpec,
     /// One codec per crossing tensor (calibrated ranges of their own), overriding `codec`;
     /// empty: `codec` for every tensor.
-    pub tensor_codecs: Vec<CodecSpec>,
+    pub tensor_codecs: Vec<TensorCodec>,
     pub fps: f64,
     pub profile: HardwareProfile,
     /// The command that wrote it, recorded in the manifest's description.
     pub command: String,
+}
+
+/// How one crossing tensor is encoded: the codec, and the calibrated ranges per channel
+/// [`CodecSpec::AffineCalibratedPerChannel`] needs.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct TensorCodec {
+    pub codec: CodecSpec,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub channel_ranges: Vec<[f32; 2]>,
+}
+
+impl TensorCodec {
+    /// A codec that needs no ranges beside it.
+    pub fn plain(codec: CodecSpec) -> Self {
+        Self {
+            codec,
+            channel_ranges: Vec::new(),
+        }
+    }
 }
 
 /// Why a cut cannot become a bundle (the planner lists such cuts but skips them).
@@ -160,7 +179,7 @@ pub struct WrittenBundle {
     pub feature_shapes: Vec<Vec<usize>>,
     pub bytes_per_view_per_frame: usize,
     /// The codec of each crossing tensor, in frame order.
-    pub codecs: Vec<CodecSpec>,
+    pub codecs: Vec<TensorCodec>,
     pub predicted: PredictedCost,
     /// Largest |head→tail − whole| over the check inputs, float passthrough (0: bit-exact).
     pub float_max_abs_diff: f32,
@@ -189,7 +208,7 @@ pub fn write_bundle(
         .collect::<Vec<_>>()
         .join("+");
     let codecs = if opts.tensor_codecs.is_empty() {
-        vec![opts.codec; features.len()]
+        vec![TensorCodec::plain(opts.codec); features.len()]
     } else {
         anyhow::ensure!(
             opts.tensor_codecs.len() == features.len(),
@@ -224,7 +243,7 @@ pub fn write_bundle(
     let s = summarize(g, &cut.on_sensor)?;
     let mut single = opts.profile.clone();
     single.sensors = views;
-    let c = evaluate(&s, &single, opts.codec.bits_per_element(), None);
+    let c = evaluate(&s, &single, codecs[0].codec.bits_per_element(), None);
     let predicted = PredictedCost {
         profile: opts.profile.name.clone(),
         sensor_seconds: c.sensor_seconds,
@@ -257,27 +276,30 @@ pub fn write_bundle(
             tail_input: features[0].name.clone(),
             tail_output: output.name.clone(),
             fusion: "none".into(),
+            channel_ranges: codecs[0].channel_ranges.clone(),
             extra_features: features[1..]
                 .iter()
                 .zip(&codecs[1..])
-                .map(|(f, &c)| ExtraFeature {
+                .map(|(f, c)| ExtraFeature {
                     head_output: f.name.clone(),
                     tail_input: f.name.clone(),
                     shape: f.shape.clone(),
-                    codec: (c != codecs[0]).then_some(c),
+                    codec: (c.codec != codecs[0].codec).then_some(c.codec),
+                    channel_ranges: c.channel_ranges.clone(),
                 })
                 .collect(),
         },
-        codec: codecs[0],
+        codec: codecs[0].codec,
         files: Files::to_be_written(),
         link_budget: link_budget_for(
             &FrameLayout {
                 tensors: features
                     .iter()
                     .zip(&codecs)
-                    .map(|(f, &codec)| TensorLayout {
+                    .map(|(f, c)| TensorLayout {
                         shape: f.shape.clone(),
-                        codec,
+                        codec: c.codec,
+                        channel_ranges: c.channel_ranges.clone(),
                     })
                     .collect(),
             },
@@ -359,7 +381,7 @@ fn argmax(v: &[f32]) -> usize {
 pub fn quantized_agreement(
     um: &UserModel,
     cut: &Cut,
-    codecs: &[Vec<CodecSpec>],
+    codecs: &[Vec<TensorCodec>],
     inputs: &[Vec<f32>],
 ) -> anyhow::Result<Vec<f64>> {
     let g = &um.graph;
@@ -377,8 +399,13 @@ pub fn quantized_agreement(
         for (k, specs) in codecs.iter().enumerate() {
             let mut f = feature.clone();
             for (i, part) in f.iter_mut().enumerate() {
-                let spec = specs[i.min(specs.len() - 1)];
-                let enc = codec::encode(spec, &part.shape, &part.data)?;
+                let spec = &specs[i.min(specs.len() - 1)];
+                let enc = codec::encode_with_ranges(
+                    spec.codec,
+                    &spec.channel_ranges,
+                    &part.shape,
+                    &part.data,
+                )?;
                 part.data = codec::decode(&enc)?;
             }
             // The tail takes the crossing tensors it consumes, by name.
@@ -393,28 +420,46 @@ pub fn quantized_agreement(
         .collect())
 }
 
-/// The range of each crossing tensor of the cut over `inputs` (frame order), for calibrated
-/// codecs: a tensor of its own gets a range of its own (a ReLU feature and a sigmoid gate share
-/// nothing).
+/// Calibrated ranges of one crossing tensor: the whole tensor's, and each channel's (axis 1).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TensorRanges {
+    pub min: f32,
+    pub max: f32,
+    pub channels: Vec<[f32; 2]>,
+}
+
+/// The ranges of each crossing tensor of the cut over `inputs` (frame order), for calibrated
+/// codecs: a tensor of its own gets ranges of its own (a ReLU feature and a sigmoid gate share
+/// nothing), per tensor and per channel.
 pub fn feature_ranges(
     um: &UserModel,
     cut: &Cut,
     inputs: &[Vec<f32>],
-) -> anyhow::Result<Vec<(f32, f32)>> {
+) -> anyhow::Result<Vec<TensorRanges>> {
+    anyhow::ensure!(!inputs.is_empty(), "no calibration images");
     let (head, _) = split_model(&um.model, &um.graph, cut)?;
     let mut h = session("head", &head.encode_to_vec())?;
-    let mut ranges = vec![(f32::INFINITY, f32::NEG_INFINITY); cut.crossing.len()];
+    let mut ranges: Vec<TensorRanges> = Vec::new();
     for x in inputs {
-        for (t, (lo, hi)) in h.run(&[input_tensor(um, x)])?.iter().zip(&mut ranges) {
-            for &v in &t.data {
-                *lo = lo.min(v);
-                *hi = hi.max(v);
+        for (k, t) in h.run(&[input_tensor(um, x)])?.iter().enumerate() {
+            let channels = if t.shape.len() >= 2 { t.shape[1] } else { 1 };
+            let inner: usize = t.shape.iter().skip(2).product();
+            if ranges.len() <= k {
+                ranges.push(TensorRanges {
+                    min: f32::INFINITY,
+                    max: f32::NEG_INFINITY,
+                    channels: vec![[f32::INFINITY, f32::NEG_INFINITY]; channels],
+                });
+            }
+            let r = &mut ranges[k];
+            for (i, &v) in t.data.iter().enumerate() {
+                r.min = r.min.min(v);
+                r.max = r.max.max(v);
+                let c = &mut r.channels[(i / inner.max(1)) % channels];
+                c[0] = c[0].min(v);
+                c[1] = c[1].max(v);
             }
         }
     }
-    anyhow::ensure!(
-        ranges.iter().all(|(lo, hi)| lo <= hi),
-        "no calibration images"
-    );
     Ok(ranges)
 }

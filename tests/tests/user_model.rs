@@ -4,7 +4,7 @@
 //! sensor reading a folder of PNG/JPEG images of several sizes; every prediction equals the
 //! in-process pipeline on the same frames, and the bytes on the link equal the planner's. The
 //! same holds for a cut where two tensors cross (a squeeze-excite block's feature and gate),
-//! written by `split --cut A,B` with a calibrated 4-bit range per tensor.
+//! written by `split --cut A,B` with calibrated 4-bit ranges per channel of each tensor.
 
 use std::path::Path;
 use std::process::Command;
@@ -116,8 +116,8 @@ async fn a_users_exported_model_plans_bundles_and_runs_in_the_daemons() {
     )
     .await;
 
-    // A cut where two tensors cross: the best-ranked one of the plan, as a bundle with a
-    // calibrated 4-bit range per tensor (the planner prices 8 bits: compare at the bundle's).
+    // A cut where two tensors cross: the best-ranked one of the plan, as a bundle with
+    // calibrated 4-bit ranges per channel (the planner prices 8 bits: compare at the bundle's).
     let rows = plan["rows"].as_array().unwrap();
     let two = rows
         .iter()
@@ -146,6 +146,7 @@ async fn a_users_exported_model_plans_bundles_and_runs_in_the_daemons() {
             .arg(&images)
             .arg("--calibrate-images")
             .arg(&images)
+            .arg("--calibrate-per-channel")
             .arg("--out")
             .arg(&split_dir),
     );
@@ -154,16 +155,14 @@ async fn a_users_exported_model_plans_bundles_and_runs_in_the_daemons() {
     assert_eq!(m.split.extra_features.len(), 1, "{out}");
     let layout = m.frame_layout();
     assert_eq!(layout.tensors.len(), 2);
-    // A range calibrated per tensor: the second tensor has a codec of its own.
-    assert!(
-        matches!(
-            layout.tensors[1].codec,
-            splitnets_proto::codec::CodecSpec::AffineCalibrated { bits: 4, .. }
-        ),
-        "{:?}",
-        layout.tensors[1].codec
-    );
-    assert_ne!(layout.tensors[0].codec, layout.tensors[1].codec);
+    // Ranges calibrated per channel of each tensor, held by the bundle.
+    for t in &layout.tensors {
+        assert_eq!(
+            t.codec,
+            splitnets_proto::codec::CodecSpec::AffineCalibratedPerChannel { bits: 4 }
+        );
+        assert_eq!(t.channel_ranges.len(), t.shape[1], "{:?}", t.shape);
+    }
     let expected_bytes = splitnets_cost_model::feature_message_bytes(
         0,
         layout

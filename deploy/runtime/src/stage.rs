@@ -61,6 +61,8 @@ pub struct StageTensor {
     pub name: String,
     pub shape: Vec<usize>,
     pub codec: CodecSpec,
+    /// Calibrated ranges per channel, for a codec that needs them (else empty).
+    pub channel_ranges: Vec<[f32; 2]>,
 }
 
 impl StageTensor {
@@ -140,6 +142,7 @@ fn stage_tensors(bundle: &Bundle, head: bool) -> Vec<StageTensor> {
             name: if head { t.head_output } else { t.tail_input },
             shape: t.shape,
             codec: t.codec,
+            channel_ranges: t.channel_ranges,
         })
         .collect()
 }
@@ -172,6 +175,7 @@ impl HeadStage {
             name: String::new(),
             shape: feature_shape.to_vec(),
             codec,
+            channel_ranges: Vec::new(),
         };
         Self::with_tensors(name, head_onnx, input, vec![tensor], opts)
     }
@@ -263,8 +267,9 @@ impl HeadStage {
         let turn = self.next_arena;
         self.next_arena = (turn + 1) % self.arenas.len();
         for (i, t) in self.tensors.iter().enumerate() {
-            codec::encode_into(
+            codec::encode_into_with_ranges(
                 t.codec,
+                &t.channel_ranges,
                 &t.shape,
                 &self.outputs[self.output_of[i]].1,
                 &mut self.encoded[i],
@@ -355,6 +360,7 @@ impl TailStage {
             shape: feature_shape.to_vec(),
             // Not used by the tail: each view's tensor says how it is encoded.
             codec: CodecSpec::Float32,
+            channel_ranges: Vec::new(),
         };
         Self::with_tensors(name, tail_onnx, vec![tensor], max_views, opts)
     }

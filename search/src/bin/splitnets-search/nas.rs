@@ -354,6 +354,7 @@ fn write_front_bundle(
             feature_shape: feature_shape.clone(),
             tail_input: onnx_export::TAIL_INPUT.into(),
             tail_output: onnx_export::TAIL_OUTPUT.into(),
+            channel_ranges: Vec::new(),
             extra_features: Vec::new(),
             fusion: format!("{:?}", m.arch.fusion).to_lowercase(),
         },

@@ -9,7 +9,7 @@ use anyhow::Context;
 use splitnets_proto::bundle::{InputSpec, Layout, ResizeMode};
 use splitnets_proto::codec::CodecSpec;
 use splitnets_search::cuts::Cut;
-use splitnets_search::user_model::{self, BundleOptions, UserModel, WrittenBundle};
+use splitnets_search::user_model::{self, BundleOptions, TensorCodec, UserModel, WrittenBundle};
 
 /// How camera images become the model's input, and what to check the bundles on.
 #[derive(clap::Args, Debug, Clone)]
@@ -35,10 +35,13 @@ pub(crate) struct ModelInputArgs {
     /// width and the JPEG baseline are measured on them.
     #[arg(long)]
     pub(crate) images: Option<PathBuf>,
-    /// Calibrate the codec's range on these images: one fixed range in the bundle, no
-    /// quantization parameters sent per frame (default: each frame's own range).
+    /// Calibrate the codec's range on these images: one fixed range per crossing tensor in the
+    /// bundle, no quantization parameters sent per frame (default: each frame's own range).
     #[arg(long)]
     pub(crate) calibrate_images: Option<PathBuf>,
+    /// With --calibrate-images: one fixed range per channel (axis 1) instead of per tensor.
+    #[arg(long, requires = "calibrate_images")]
+    pub(crate) calibrate_per_channel: bool,
     /// Most sample images read from each folder.
     #[arg(long, default_value_t = 64)]
     pub(crate) max_images: usize,
@@ -172,6 +175,7 @@ pub(crate) struct BundleJob {
     pub check_inputs: Vec<Vec<f32>>,
     pub from_images: bool,
     pub calibration: Option<Vec<Vec<f32>>>,
+    pub calibrate_per_channel: bool,
 }
 
 impl BundleJob {
@@ -213,6 +217,7 @@ impl BundleJob {
                 check_inputs,
                 from_images,
                 calibration,
+                calibrate_per_channel: a.calibrate_per_channel,
             },
             frames,
         ))
@@ -234,7 +239,20 @@ impl BundleJob {
             };
             opts.tensor_codecs = user_model::feature_ranges(um, cut, cal)?
                 .into_iter()
-                .map(|(min, max)| CodecSpec::AffineCalibrated { bits, min, max })
+                .map(|r| {
+                    if self.calibrate_per_channel {
+                        TensorCodec {
+                            codec: CodecSpec::AffineCalibratedPerChannel { bits },
+                            channel_ranges: r.channels,
+                        }
+                    } else {
+                        TensorCodec::plain(CodecSpec::AffineCalibrated {
+                            bits,
+                            min: r.min,
+                            max: r.max,
+                        })
+                    }
+                })
                 .collect();
         }
         user_model::write_bundle(um, cut, &opts, &self.check_inputs, dir)
@@ -270,16 +288,16 @@ pub(crate) fn bundle_report(
         let agreement = if job.from_images {
             let mut codecs = vec![b.codecs.clone()];
             codecs.extend(bits.iter().map(|&b| {
-                vec![CodecSpec::Affine {
+                vec![TensorCodec::plain(CodecSpec::Affine {
                     bits: b,
                     per_channel: false,
-                }]
+                })]
             }));
             let a = user_model::quantized_agreement(um, cut, &codecs, &job.check_inputs)?;
             format!(
                 "{:.1} % ({}); {}",
                 a[0] * 100.0,
-                codec_name(b.codecs[0]),
+                codec_name(b.codecs[0].codec),
                 a[1..]
                     .iter()
                     .map(|v| format!("{:.1} %", v * 100.0))
@@ -317,13 +335,13 @@ pub(crate) fn cut_agreement(
     job: &BundleJob,
 ) -> (String, String) {
     let bits = [8u8, 6, 4];
-    let codecs: Vec<Vec<CodecSpec>> = bits
+    let codecs: Vec<Vec<TensorCodec>> = bits
         .iter()
         .map(|&bits| {
-            vec![CodecSpec::Affine {
+            vec![TensorCodec::plain(CodecSpec::Affine {
                 bits,
                 per_channel: false,
-            }]
+            })]
         })
         .collect();
     let mut s = format!(
@@ -422,6 +440,9 @@ fn codec_name(c: CodecSpec) -> String {
             if per_channel { "channel" } else { "frame" }
         ),
         CodecSpec::AffineCalibrated { bits, .. } => format!("{bits}-bit, calibrated range"),
+        CodecSpec::AffineCalibratedPerChannel { bits } => {
+            format!("{bits}-bit, calibrated range per channel")
+        }
     }
 }
 
