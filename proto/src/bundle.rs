@@ -1017,4 +1017,54 @@ mod tests {
             other => panic!("{other:?}"),
         }
     }
+
+    /// Several tensors crossing and calibrated ranges per channel: what the manifest check
+    /// accepts and what it refuses, each with the reason.
+    #[test]
+    fn extra_features_and_channel_ranges_are_checked() {
+        let base = Manifest::parse(OLD_MANIFEST).unwrap().with_views(1);
+        let mut m = base.clone();
+        m.split.fusion = "none".into();
+        m.split.extra_features.push(ExtraFeature {
+            head_output: "gate".into(),
+            tail_input: "gate".into(),
+            shape: vec![1, 4, 1, 1],
+            codec: Some(CodecSpec::AffineCalibratedPerChannel { bits: 4 }),
+            channel_ranges: vec![[0.0, 1.0]; 4],
+        });
+        m.validate().unwrap();
+        assert_eq!(m.frame_layout().tensors.len(), 2);
+        assert_eq!(m.frame_layout().tensors[1].channel_ranges.len(), 4);
+
+        let mut short = m.clone();
+        short.split.extra_features[0].channel_ranges.pop();
+        assert!(
+            short
+                .validate()
+                .unwrap_err()
+                .contains("3 calibrated channel ranges")
+        );
+        let mut stray = m.clone();
+        stray.split.channel_ranges = vec![[0.0, 1.0]; 4];
+        assert!(stray.validate().unwrap_err().contains("takes none"));
+        let mut twice = m.clone();
+        twice.split.extra_features[0].tail_input = base.split.tail_input.clone();
+        assert!(twice.validate().unwrap_err().contains("named twice"));
+        let mut four_views = m.clone();
+        four_views.cameras.views = 4;
+        four_views.split.fusion = "max".into();
+        assert!(
+            four_views
+                .validate()
+                .unwrap_err()
+                .contains("for one camera")
+        );
+        // A new codec for the whole bundle drops every per-tensor choice.
+        let plain = m.with_codec(CodecSpec::Affine {
+            bits: 8,
+            per_channel: false,
+        });
+        plain.validate().unwrap();
+        assert!(plain.split.extra_features[0].codec.is_none());
+    }
 }

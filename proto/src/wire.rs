@@ -71,11 +71,6 @@ impl FrameLayout {
         self.tensors.iter().map(TensorLayout::parameter_pairs).sum()
     }
 
-    /// Elements of all tensors together.
-    pub fn elements(&self) -> usize {
-        self.tensors.iter().map(TensorLayout::elements).sum()
-    }
-
     /// Bytes one frame occupies on the stream (`in_set`: a bundle set's frame, which names its
     /// variant): exact (see [`splitnets_cost_model::feature_message_bytes`]).
     pub fn wire_bytes(&self, in_set: bool) -> usize {
