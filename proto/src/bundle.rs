@@ -1048,7 +1048,7 @@ mod tests {
         stray.split.channel_ranges = vec![[0.0, 1.0]; 4];
         assert!(stray.validate().unwrap_err().contains("takes none"));
         let mut twice = m.clone();
-        twice.split.extra_features[0].tail_input = base.split.tail_input.clone();
+        twice.split.extra_features[0].tail_input = base.split.tail_input;
         assert!(twice.validate().unwrap_err().contains("named twice"));
         let mut four_views = m.clone();
         four_views.cameras.views = 4;
