@@ -398,8 +398,15 @@ pub fn quantized_agreement(
         let feature = h.run(&feed)?;
         for (k, specs) in codecs.iter().enumerate() {
             let mut f = feature.clone();
+            anyhow::ensure!(
+                specs.len() == 1 || specs.len() == f.len(),
+                "{} codecs for {} crossing tensors (give one for all, or one each)",
+                specs.len(),
+                f.len()
+            );
             for (i, part) in f.iter_mut().enumerate() {
-                let spec = &specs[i.min(specs.len() - 1)];
+                // One codec serves every tensor; otherwise tensor i has codec i.
+                let spec = &specs[if specs.len() == 1 { 0 } else { i }];
                 let enc = codec::encode_with_ranges(
                     spec.codec,
                     &spec.channel_ranges,
