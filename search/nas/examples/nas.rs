@@ -66,7 +66,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let dir = out.join(format!("front-{i:02}"));
         std::fs::create_dir_all(&dir)?;
         let side = outcome.space.input_size;
-        let fside = outcome.space.sides()[m.arch.split];
+        let fside = outcome.space.sides()[m.arch.split.min(outcome.space.stages.len())];
         let head = onnx_export::head_model(&m.weights, side, fside);
         let tail = onnx_export::tail_model(&m.weights, fside);
         splitnets_onnx::write_model(&head, &dir.join("head.onnx"))?;

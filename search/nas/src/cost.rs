@@ -265,8 +265,11 @@ fn layout(space: &SearchSpace, arch: &Arch) -> (Side, Side) {
     let mut head = Side::default();
     stem(&mut head, space, arch);
     let mut c = arch.stem_width;
-    for s in 0..arch.split {
+    for s in 0..arch.split.min(arch.stages.len()) {
         c = stage(&mut head, space, arch, s, c);
+    }
+    if arch.after_classifier() {
+        return logits_layout(space, arch, head, c);
     }
     let hw = sides[arch.split];
     head.conv(c, arch.c_red, 1, 1, hw, hw, 0);
@@ -284,11 +287,58 @@ fn layout(space: &SearchSpace, arch: &Arch) -> (Side, Side) {
     (head, tail)
 }
 
+/// [`layout`] of a split after the classifier: `head` holds the stages (`c` channels out), to
+/// which pooling, the classifier and learned fusion's score are added; the aggregator fuses the
+/// views' logits.
+fn logits_layout(space: &SearchSpace, arch: &Arch, mut head: Side, c: usize) -> (Side, Side) {
+    let last_side = *space.sides().last().unwrap_or(&1);
+    classifier_nodes(&mut head, c, last_side, space.classes);
+    let k = arch.feature_shape(space)[0] as u64;
+    let views = space.views as u64;
+    let node = |class, macs, params, in_elems, out_elems| Node {
+        class,
+        macs,
+        params,
+        in_elems,
+        out_elems,
+        epilogue: false,
+    };
+    if k > space.classes as u64 {
+        // The view's fusion score (MatMul on the pooled feature, Add of the bias, as exported)
+        // and the concatenation.
+        let c = c as u64;
+        head.push(node(OpClass::Gemm, c, c + 1, c, 1), 0);
+        head.push(node(OpClass::Elementwise, 1, 0, 1, 1), 0);
+        head.push(node(OpClass::Elementwise, k, 0, k, k), 0);
+    }
+    // As exported: ReduceMax/ReduceMean over the views; or two Slices (logits, scores), Softmax
+    // over the views, Mul and ReduceSum.
+    let mut tail = Side::default();
+    if views > 1 {
+        let (all, out) = (views * k, space.classes as u64);
+        let logits = views * out;
+        match arch.fusion {
+            Fusion::Max | Fusion::Mean => {
+                tail.push(node(OpClass::Reduce, all, 0, all, out), 0);
+            }
+            Fusion::Learned => {
+                tail.push(node(OpClass::DataMovement, all, 0, all, all), 0);
+                tail.push(node(OpClass::Softmax, 3 * views, 0, views, views), 0);
+                tail.push(node(OpClass::Elementwise, logits, 0, logits, logits), 0);
+                tail.push(node(OpClass::Reduce, logits, 0, logits, out), 0);
+            }
+        }
+    }
+    (head, tail)
+}
+
 /// What crosses the link per view: elements, bits per element, and whether it is the raw frame.
 struct Crossing {
     elements: u64,
     bits: u32,
     raw_frame: bool,
+    /// Rank with the batch axis.
+    rank: usize,
 }
 
 /// A baseline's graphs (`form` other than [`Form::Split`]) and what crosses its link.
@@ -300,11 +350,11 @@ fn layout_form(space: &SearchSpace, arch: &Arch, form: Form) -> (Side, Side, Cro
     match form {
         Form::Split => {
             let (h, t) = layout(space, arch);
-            let hw = sides[arch.split];
             let crossing = Crossing {
-                elements: (arch.c_red * hw * hw) as u64,
+                elements: arch.feature_shape(space).iter().product::<usize>() as u64,
                 bits: arch.bits,
                 raw_frame: false,
+                rank: arch.feature_shape(space).len() + 1,
             };
             (h, t, crossing)
         }
@@ -334,6 +384,7 @@ fn layout_form(space: &SearchSpace, arch: &Arch, form: Form) -> (Side, Side, Cro
                 elements: space.classes as u64,
                 bits: 32,
                 raw_frame: false,
+                rank: 2,
             };
             (head, tail, crossing)
         }
@@ -365,12 +416,14 @@ fn layout_form(space: &SearchSpace, arch: &Arch, form: Form) -> (Side, Side, Cro
                     elements: (space.input_size * space.input_size) as u64,
                     bits: 8,
                     raw_frame: true,
+                    rank: 4,
                 }
             } else {
                 Crossing {
                     elements: (c_cut * sides[k] * sides[k]) as u64,
                     bits: 8,
                     raw_frame: false,
+                    rank: 4,
                 }
             };
             (head, tail, crossing)
@@ -414,7 +467,7 @@ pub fn predict_form(
     let summary = CutSummary {
         sensor_peak_activation_bytes: head.peak_bytes(input),
         crossing_elements: vec![crossing.elements],
-        crossing_ranks: vec![4],
+        crossing_ranks: vec![crossing.rank],
         sensor: sensor.clone(),
         aggregator: SideWork::default(),
         raw_frame: crossing.raw_frame,
@@ -537,6 +590,31 @@ mod tests {
         let raw4 = predict_form(&four, &b, Form::Whole { cut_after: None }, &p4, 30.0, None);
         assert!(raw4.aggregator_macs > 3 * late.sensor_macs);
         assert_eq!(raw4.sensor_macs, 0);
+    }
+
+    #[test]
+    fn a_split_after_the_classifier_costs_late_fusion_with_quantized_logits() {
+        let four = SearchSpace::standard(28, 4, 10);
+        let p = headset();
+        let mut a = Arch::largest(&four, 4);
+        assert!(a.after_classifier());
+        a.fusion = Fusion::Mean;
+        let logits = predict(&four, &a, &p, 30.0);
+        let late = predict_form(&four, &a, Form::LateFusion, &p, 30.0, None);
+        // The whole network and the classifier on the sensor, only the fusion on the aggregator.
+        assert_eq!(logits.sensor_macs, late.sensor_macs);
+        assert_eq!(logits.aggregator_macs, late.aggregator_macs);
+        // Ten 8-bit logits and their scale and zero point instead of ten float32 logits.
+        assert!(logits.link_bytes_per_view < late.link_bytes_per_view);
+        assert!(logits.end_to_end_seconds <= late.end_to_end_seconds);
+        // Learned fusion: the score is computed on the sensor and crosses with the logits.
+        a.fusion = Fusion::Learned;
+        let learned = predict(&four, &a, &p, 30.0);
+        assert!(learned.sensor_macs > logits.sensor_macs);
+        assert!(learned.link_bytes_per_view > logits.link_bytes_per_view);
+        // Fewer bits, fewer bytes.
+        a.bits = 2;
+        assert!(predict(&four, &a, &p, 30.0).link_bytes_per_view < learned.link_bytes_per_view);
     }
 
     #[test]

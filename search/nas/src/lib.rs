@@ -347,6 +347,14 @@ fn save_checkpoint(path: &Path, key: u64, step: u64, params: &[Vec<f32>]) -> Res
     std::fs::rename(&tmp, path).map_err(err)
 }
 
+/// Whether `path` holds a checkpoint of another configuration (space, training or data).
+fn checkpoint_of_another_configuration(path: &Path, key: u64) -> bool {
+    let Ok(b) = std::fs::read(path) else {
+        return false;
+    };
+    b.get(..8) == Some(CKPT_MAGIC) && b.get(8..16) != Some(&key.to_le_bytes()[..])
+}
+
 /// A checkpoint's step and parameters, if it exists and belongs to this configuration.
 fn load_checkpoint(path: &Path, key: u64) -> Option<(u64, Vec<Vec<f32>>)> {
     let b = std::fs::read(path).ok()?;
@@ -500,6 +508,18 @@ pub fn run_nas(
     let device = base.clone().autodiff();
     let key = config_key(&space, &cfg.train, data.kind);
     let ckpt = cfg.out_dir.as_ref().map(|d| d.join("supernet.ckpt"));
+    // Hours of training are not overwritten by a run of another configuration.
+    if let Some(p) = ckpt.as_deref()
+        && checkpoint_of_another_configuration(p, key)
+    {
+        return Err(NasError::Checkpoint {
+            path: p.display().to_string(),
+            reason: "written by a run of another configuration (search space, training \
+                     settings or data set); use another --out directory, or delete it to \
+                     start over"
+                .into(),
+        });
+    }
     let mut start = 0;
     let mut net = Supernet::new(&space, cfg.train.init, cfg.train.seed, &device);
     if let Some((step, params)) = ckpt.as_deref().and_then(|p| load_checkpoint(p, key)) {
@@ -670,7 +690,7 @@ pub fn run_nas(
     // Latency range: the cheapest and dearest corners of the space.
     let mut lo = f64::INFINITY;
     let mut hi: f64 = 0.0;
-    for split in 1..=space.stages.len() {
+    for split in 1..=space.split_positions() {
         lo = lo.min(cost_of(&Arch::smallest(&space, split)).end_to_end_seconds);
         hi = hi.max(cost_of(&Arch::largest(&space, split)).end_to_end_seconds);
     }

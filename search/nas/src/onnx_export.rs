@@ -3,6 +3,9 @@
 //! Head: `image` `[1, 1, H, W]` → `feature` `[1, C_red, h, w]` (float; the sensor's codec
 //! quantizes it to the subnet's bits). Tail: `features` `[views present, C_red, h, w]` (views in
 //! ascending order) → `logits` `[1, classes]`, the fusion over axis 0 as the subnet learned it.
+//!
+//! Split after the classifier: the head ends with pooling and the classifier, `feature` is
+//! `[1, k]` (the logits, and the learned fusion's score last); the tail fuses `[views, k]`.
 
 use splitnets_onnx::{self as onnx, Dim, GraphProto, ModelProto, NodeProto, TensorProto};
 
@@ -89,6 +92,44 @@ impl Builder {
         }
     }
 
+    /// Global average pooling, flatten and the classifier `Gemm` into `output`; returns the
+    /// flattened pooled feature's name.
+    fn classifier(&mut self, input: &str, w: &SubnetWeights, output: &str) -> String {
+        let (gap, flat) = (self.fresh("gap"), self.fresh("flat"));
+        self.nodes.push(onnx::node(
+            "GlobalAveragePool",
+            "gap",
+            &[input],
+            &[&gap],
+            vec![],
+        ));
+        self.nodes.push(onnx::node(
+            "Flatten",
+            "flatten",
+            &[&gap],
+            &[&flat],
+            vec![onnx::attr_int("axis", 1)],
+        ));
+        self.inits.push(onnx::float_initializer(
+            "classifier.weight",
+            &[w.classifier_inputs as i64, w.classifier_outputs as i64],
+            &w.classifier_weight,
+        ));
+        self.inits.push(onnx::float_initializer(
+            "classifier.bias",
+            &[w.classifier_outputs as i64],
+            &w.classifier_bias,
+        ));
+        self.nodes.push(onnx::node(
+            "Gemm",
+            "classifier",
+            &[&flat, "classifier.weight", "classifier.bias"],
+            &[output],
+            vec![],
+        ));
+        flat
+    }
+
     fn rename_last_output(&mut self, to: &str) {
         if let Some(n) = self.nodes.last_mut() {
             n.output = vec![to.to_string()];
@@ -104,17 +145,42 @@ fn new_builder() -> Builder {
     }
 }
 
-/// The head for one `[1, 1, side, side]` frame; `feature_side` is the split feature's side.
+/// The head for one `[1, 1, side, side]` frame; `feature_side` is the split feature's side
+/// (unused after the classifier).
 pub fn head_model(w: &SubnetWeights, side: usize, feature_side: usize) -> ModelProto {
     let mut b = new_builder();
     let mut x = b.conv("stem", HEAD_INPUT, &w.stem);
     for (i, blk) in w.head_blocks.iter().enumerate() {
         x = b.block(&format!("head{i}"), &x, blk);
     }
-    b.conv("reduce", &x, &w.reduce);
-    b.rename_last_output(HEAD_OUTPUT);
-    let s = side as i64;
     let f = feature_side as i64;
+    let feature_dims = if w.after_classifier {
+        let learned = w.fusion == Some(Fusion::Learned);
+        let logits = if learned { "logits" } else { HEAD_OUTPUT };
+        let flat = b.classifier(&x, w, logits);
+        if learned {
+            score_nodes(&mut b, w, &flat, "score");
+            b.nodes.push(onnx::node(
+                "Concat",
+                "logits_and_score",
+                &[logits, "score"],
+                &[HEAD_OUTPUT],
+                vec![onnx::attr_int("axis", 1)],
+            ));
+        }
+        let k = w.classifier_outputs + usize::from(learned);
+        vec![Dim::Fixed(1), Dim::Fixed(k as i64)]
+    } else {
+        b.conv("reduce", &x, &w.reduce);
+        b.rename_last_output(HEAD_OUTPUT);
+        vec![
+            Dim::Fixed(1),
+            Dim::Fixed(w.reduce.out_channels as i64),
+            Dim::Fixed(f),
+            Dim::Fixed(f),
+        ]
+    };
+    let s = side as i64;
     let graph = GraphProto {
         name: Some("splitnets_nas_head".into()),
         node: b.nodes,
@@ -123,22 +189,135 @@ pub fn head_model(w: &SubnetWeights, side: usize, feature_side: usize) -> ModelP
             HEAD_INPUT,
             &[Dim::Fixed(1), Dim::Fixed(1), Dim::Fixed(s), Dim::Fixed(s)],
         )],
-        output: vec![onnx::float_value_info(
-            HEAD_OUTPUT,
-            &[
-                Dim::Fixed(1),
-                Dim::Fixed(w.reduce.out_channels as i64),
-                Dim::Fixed(f),
-                Dim::Fixed(f),
-            ],
-        )],
+        output: vec![onnx::float_value_info(HEAD_OUTPUT, &feature_dims)],
         ..Default::default()
     };
     onnx::model(graph, "SplitNets SA-NAS head: runs on each camera sensor")
 }
 
-/// The tail for `[views present, C_red, feature_side, feature_side]` stacked features.
+/// The learned fusion's score of a pooled `[N, c]` feature: `[N, 1]` into `output`.
+fn score_nodes(b: &mut Builder, w: &SubnetWeights, pooled: &str, output: &str) {
+    let c = w.score_weight.len() as i64;
+    b.inits.push(onnx::float_initializer(
+        "fuse.score_weight",
+        &[c, 1],
+        &w.score_weight,
+    ));
+    b.inits.push(onnx::float_initializer(
+        "fuse.score_bias",
+        &[1],
+        &[w.score_bias],
+    ));
+    let mm = b.fresh("score_mm");
+    b.nodes.push(onnx::node(
+        "MatMul",
+        "score_mm",
+        &[pooled, "fuse.score_weight"],
+        &[&mm],
+        vec![],
+    ));
+    b.nodes.push(onnx::node(
+        "Add",
+        "score",
+        &[&mm, "fuse.score_bias"],
+        &[output],
+        vec![],
+    ));
+}
+
+/// The tail of a split after the classifier: `[views present, k]` logits fused to
+/// `[1, classes]`.
+fn logits_tail_model(w: &SubnetWeights) -> ModelProto {
+    let mut b = new_builder();
+    let classes = w.classifier_outputs as i64;
+    let learned = w.fusion == Some(Fusion::Learned);
+    match w.fusion {
+        None | Some(Fusion::Max) | Some(Fusion::Mean) => {
+            let op = if w.fusion == Some(Fusion::Mean) {
+                "ReduceMean"
+            } else {
+                "ReduceMax"
+            };
+            b.nodes.push(onnx::node(
+                op,
+                "fuse",
+                &[TAIL_INPUT],
+                &[TAIL_OUTPUT],
+                vec![onnx::attr_ints("axes", &[0]), onnx::attr_int("keepdims", 1)],
+            ));
+        }
+        Some(Fusion::Learned) => {
+            let ints = |b: &mut Builder, name: &str, v: i64| {
+                b.inits.push(onnx::int64_initializer(name, &[1], &[v]));
+            };
+            ints(&mut b, "fuse.zero", 0);
+            ints(&mut b, "fuse.one", 1);
+            ints(&mut b, "fuse.classes", classes);
+            ints(&mut b, "fuse.k", classes + 1);
+            let steps: [(&str, Vec<&str>, &str, Vec<_>); 5] = [
+                (
+                    "Slice",
+                    vec![TAIL_INPUT, "fuse.zero", "fuse.classes", "fuse.one"],
+                    "fuse_logits",
+                    vec![],
+                ),
+                (
+                    "Slice",
+                    vec![TAIL_INPUT, "fuse.classes", "fuse.k", "fuse.one"],
+                    "fuse_score",
+                    vec![],
+                ),
+                (
+                    "Softmax",
+                    vec!["fuse_score"],
+                    "fuse_attn",
+                    vec![onnx::attr_int("axis", 0)],
+                ),
+                (
+                    "Mul",
+                    vec!["fuse_logits", "fuse_attn"],
+                    "fuse_weighted",
+                    vec![],
+                ),
+                (
+                    "ReduceSum",
+                    vec!["fuse_weighted", "fuse.zero"],
+                    TAIL_OUTPUT,
+                    vec![onnx::attr_int("keepdims", 1)],
+                ),
+            ];
+            for (op, inputs, out, attrs) in steps {
+                b.nodes.push(onnx::node(op, out, &inputs, &[out], attrs));
+            }
+        }
+    }
+    let k = classes + i64::from(learned);
+    let graph = GraphProto {
+        name: Some("splitnets_nas_tail".into()),
+        node: b.nodes,
+        initializer: b.inits,
+        input: vec![onnx::float_value_info(
+            TAIL_INPUT,
+            &[Dim::Symbolic("views".into()), Dim::Fixed(k)],
+        )],
+        output: vec![onnx::float_value_info(
+            TAIL_OUTPUT,
+            &[Dim::Fixed(1), Dim::Fixed(classes)],
+        )],
+        ..Default::default()
+    };
+    onnx::model(
+        graph,
+        "SplitNets SA-NAS tail: fuses the views' logits, on the aggregator",
+    )
+}
+
+/// The tail for `[views present, C_red, feature_side, feature_side]` stacked features
+/// (`[views present, k]` logits after the classifier).
 pub fn tail_model(w: &SubnetWeights, feature_side: usize) -> ModelProto {
+    if w.after_classifier {
+        return logits_tail_model(w);
+    }
     let mut b = new_builder();
     let rec = b.conv("recover", TAIL_INPUT, &w.recover);
     let fused = b.fresh("fused");
@@ -227,37 +406,7 @@ pub fn tail_model(w: &SubnetWeights, feature_side: usize) -> ModelProto {
     for (i, blk) in w.tail_blocks.iter().enumerate() {
         x = b.block(&format!("tail{i}"), &x, blk);
     }
-    b.nodes.push(onnx::node(
-        "GlobalAveragePool",
-        "gap",
-        &[&x],
-        &["gap_out"],
-        vec![],
-    ));
-    b.nodes.push(onnx::node(
-        "Flatten",
-        "flatten",
-        &["gap_out"],
-        &["flat"],
-        vec![onnx::attr_int("axis", 1)],
-    ));
-    b.inits.push(onnx::float_initializer(
-        "classifier.weight",
-        &[w.classifier_inputs as i64, w.classifier_outputs as i64],
-        &w.classifier_weight,
-    ));
-    b.inits.push(onnx::float_initializer(
-        "classifier.bias",
-        &[w.classifier_outputs as i64],
-        &w.classifier_bias,
-    ));
-    b.nodes.push(onnx::node(
-        "Gemm",
-        "classifier",
-        &["flat", "classifier.weight", "classifier.bias"],
-        &[TAIL_OUTPUT],
-        vec![],
-    ));
+    b.classifier(&x, w, TAIL_OUTPUT);
     let f = feature_side as i64;
     let graph = GraphProto {
         name: Some("splitnets_nas_tail".into()),

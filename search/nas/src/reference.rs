@@ -80,7 +80,22 @@ pub fn head(w: &SubnetWeights, frame: &[f32], side: usize) -> Map {
     for b in &w.head_blocks {
         x = block(&x, b);
     }
-    let mut f = conv(&x, &w.reduce);
+    let mut f = if w.after_classifier {
+        let pooled = pool(&x);
+        let mut v = classify(w, &pooled);
+        if w.fusion == Some(Fusion::Learned) {
+            let score: f32 = pooled.iter().zip(&w.score_weight).map(|(p, s)| p * s).sum();
+            v.push(score + w.score_bias);
+        }
+        Map {
+            c: v.len(),
+            h: 1,
+            w: 1,
+            v,
+        }
+    } else {
+        conv(&x, &w.reduce)
+    };
     // The codec's dynamic per-tensor affine quantization (range widened to include 0).
     let lo = f.v.iter().copied().fold(0.0f32, f32::min);
     let hi = f.v.iter().copied().fold(0.0f32, f32::max);
@@ -94,8 +109,60 @@ pub fn head(w: &SubnetWeights, frame: &[f32], side: usize) -> Map {
     f
 }
 
+/// Global average pooling of a map.
+fn pool(x: &Map) -> Vec<f32> {
+    let hw = (x.h * x.w) as f32;
+    (0..x.c)
+        .map(|c| x.v[c * x.h * x.w..(c + 1) * x.h * x.w].iter().sum::<f32>() / hw)
+        .collect()
+}
+
+/// The classifier on pooled features.
+fn classify(w: &SubnetWeights, pooled: &[f32]) -> Vec<f32> {
+    (0..w.classifier_outputs)
+        .map(|o| {
+            w.classifier_bias[o]
+                + pooled
+                    .iter()
+                    .enumerate()
+                    .map(|(i, p)| p * w.classifier_weight[i * w.classifier_outputs + o])
+                    .sum::<f32>()
+        })
+        .collect()
+}
+
+/// Softmax weights of `scores`.
+fn softmax(scores: &[f32]) -> Vec<f32> {
+    let m = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let e: Vec<f32> = scores.iter().map(|s| (s - m).exp()).collect();
+    let z: f32 = e.iter().sum();
+    e.into_iter().map(|x| x / z).collect()
+}
+
+/// The aggregator side of a split after the classifier: the views' logits fused.
+fn fuse_logits(w: &SubnetWeights, features: &[Map]) -> Vec<f32> {
+    let k = w.classifier_outputs;
+    (0..k)
+        .map(|i| {
+            let at = |f: &Map| f.v[i];
+            match w.fusion {
+                None => at(&features[0]),
+                Some(Fusion::Max) => features.iter().map(at).fold(f32::NEG_INFINITY, f32::max),
+                Some(Fusion::Mean) => features.iter().map(at).sum::<f32>() / features.len() as f32,
+                Some(Fusion::Learned) => {
+                    let a = softmax(&features.iter().map(|f| f.v[k]).collect::<Vec<_>>());
+                    features.iter().zip(&a).map(|(f, a)| f.v[i] * a).sum()
+                }
+            }
+        })
+        .collect()
+}
+
 /// The aggregator side: the features of the views present to logits.
 pub fn tail(w: &SubnetWeights, features: &[Map]) -> Vec<f32> {
+    if w.after_classifier {
+        return fuse_logits(w, features);
+    }
     let rec: Vec<Map> = features.iter().map(|f| conv(f, &w.recover)).collect();
     let first = &rec[0];
     let n = first.v.len();
@@ -126,11 +193,9 @@ pub fn tail(w: &SubnetWeights, features: &[Map]) -> Vec<f32> {
                         + w.score_bias
                 })
                 .collect();
-            let m = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            let e: Vec<f32> = scores.iter().map(|s| (s - m).exp()).collect();
-            let z: f32 = e.iter().sum();
+            let a = softmax(&scores);
             for (i, x) in fused.iter_mut().enumerate() {
-                *x = rec.iter().zip(&e).map(|(r, a)| r.v[i] * a / z).sum();
+                *x = rec.iter().zip(&a).map(|(r, a)| r.v[i] * a).sum();
             }
         }
     }
@@ -141,18 +206,5 @@ pub fn tail(w: &SubnetWeights, features: &[Map]) -> Vec<f32> {
     for b in &w.tail_blocks {
         x = block(&x, b);
     }
-    let hw = (x.h * x.w) as f32;
-    let pooled: Vec<f32> = (0..x.c)
-        .map(|c| x.v[c * x.h * x.w..(c + 1) * x.h * x.w].iter().sum::<f32>() / hw)
-        .collect();
-    (0..w.classifier_outputs)
-        .map(|o| {
-            w.classifier_bias[o]
-                + pooled
-                    .iter()
-                    .enumerate()
-                    .map(|(i, p)| p * w.classifier_weight[i * w.classifier_outputs + o])
-                    .sum::<f32>()
-        })
-        .collect()
+    classify(w, &pool(&x))
 }

@@ -47,7 +47,7 @@ pub fn evolve(
     let mut population: Vec<Candidate> = Vec::new();
     // The smallest (and, where feasible, the largest) subnet at every split position, then
     // random feasible subnets.
-    let corners = (1..=space.stages.len())
+    let corners = (1..=space.split_positions())
         .flat_map(|split| [Arch::smallest(space, split), Arch::largest(space, split)]);
     for a in corners {
         if let Some(c) = feasible(&a, &mut *cost) {
@@ -91,7 +91,7 @@ pub fn evolve(
             let p1 = &parents[rng.below(parents.len() as u64) as usize].arch;
             let child = if rng.next_f64() < evo.crossover_fraction && parents.len() > 1 {
                 let p2 = &parents[rng.below(parents.len() as u64) as usize].arch;
-                p1.crossover(p2, rng)
+                p1.crossover(p2, space, rng)
             } else {
                 p1.mutate(space, evo.mutation_prob, rng)
             };

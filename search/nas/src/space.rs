@@ -9,6 +9,12 @@
 //! (1×1 conv back to the stage's width) per view, fuses the views (`fusion`), runs the remaining
 //! stages, global average pooling and the classifier.
 //!
+//! The split may also sit *after the classifier* (`split = S + 1`, when
+//! [`SearchSpace::after_classifier`]): each sensor runs the whole network and sends its logits,
+//! quantized to `bits` (with learned fusion, plus the view's fusion score); the aggregator only
+//! fuses the views' logits. This is "all on the sensor" with late fusion, made a member of the
+//! space so the search can choose it where it wins (it did on every data set's baselines).
+//!
 //! Weight sharing: every subnet takes the first channels, the first blocks and the centre of the
 //! kernels of the supernet's maximal tensors, so [`Arch::largest`] contains every other subnet.
 
@@ -98,6 +104,9 @@ pub struct SearchSpace {
     pub reduce_channels: Vec<usize>,
     pub bits: Vec<u32>,
     pub fusions: Vec<Fusion>,
+    /// Whether the split may sit after the classifier (split position `S + 1`).
+    #[serde(default)]
+    pub after_classifier: bool,
 }
 
 impl SearchSpace {
@@ -127,7 +136,14 @@ impl SearchSpace {
             } else {
                 vec![Fusion::Max]
             },
+            after_classifier: true,
         }
+    }
+
+    /// How many split positions there are: after each stage, and after the classifier when
+    /// the space allows it.
+    pub fn split_positions(&self) -> usize {
+        self.stages.len() + usize::from(self.after_classifier)
     }
 
     pub fn max_stem(&self) -> usize {
@@ -208,6 +224,9 @@ pub struct Arch {
     pub fusion: Fusion,
 }
 
+/// `c_red` of a subnet split after the classifier (it sends logits; there is no reduce module).
+pub const NO_REDUCE: usize = 0;
+
 fn max_of<T: Copy + Ord>(v: &[T]) -> T {
     *v.iter().max().expect("validated non-empty")
 }
@@ -235,7 +254,11 @@ impl Arch {
                 })
                 .collect(),
             split,
-            c_red: space.max_reduce(),
+            c_red: if split > space.stages.len() {
+                NO_REDUCE
+            } else {
+                space.max_reduce()
+            },
             bits: max_of(&space.bits),
             fusion: *space.fusions.last().unwrap_or(&Fusion::Max),
         }
@@ -256,7 +279,11 @@ impl Arch {
                 })
                 .collect(),
             split,
-            c_red: min_of(&space.reduce_channels),
+            c_red: if split > space.stages.len() {
+                NO_REDUCE
+            } else {
+                min_of(&space.reduce_channels)
+            },
             bits: min_of(&space.bits),
             fusion: space.fusions[0],
         }
@@ -276,11 +303,41 @@ impl Arch {
                     expansion: pick(&s.expansions, rng),
                 })
                 .collect(),
-            split: 1 + rng.below(space.stages.len() as u64) as usize,
+            split: 1 + rng.below(space.split_positions() as u64) as usize,
             c_red: pick(&space.reduce_channels, rng),
             bits: pick(&space.bits, rng),
             fusion: pick(&space.fusions, rng),
         }
+        .settled(space, rng)
+    }
+
+    /// Whether the split sits after the classifier (the sensor sends logits).
+    pub fn after_classifier(&self) -> bool {
+        self.split > self.stages.len()
+    }
+
+    /// The split feature of one view as the sensor sends it (no batch axis): `[c_red, h, w]`,
+    /// or `[classes]` logits after the classifier (`classes + 1` with learned fusion over
+    /// several views: the view's fusion score rides along).
+    pub fn feature_shape(&self, space: &SearchSpace) -> Vec<usize> {
+        if self.after_classifier() {
+            let score = usize::from(space.views > 1 && self.fusion == Fusion::Learned);
+            vec![space.classes + score]
+        } else {
+            let hw = space.sides()[self.split];
+            vec![self.c_red, hw, hw]
+        }
+    }
+
+    /// One canonical form per network: `c_red` is [`NO_REDUCE`] after the classifier and a
+    /// choice of the space elsewhere (re-drawn when a gene came from a logits parent).
+    fn settled(mut self, space: &SearchSpace, rng: &mut Rng) -> Self {
+        if self.after_classifier() {
+            self.c_red = NO_REDUCE;
+        } else if !space.reduce_channels.contains(&self.c_red) {
+            self.c_red = pick(&space.reduce_channels, rng);
+        }
+        self
     }
 
     /// Each gene re-drawn with probability `p`.
@@ -305,7 +362,7 @@ impl Arch {
             }
         }
         if hit(rng) {
-            a.split = 1 + rng.below(space.stages.len() as u64) as usize;
+            a.split = 1 + rng.below(space.split_positions() as u64) as usize;
         }
         if hit(rng) {
             a.c_red = pick(&space.reduce_channels, rng);
@@ -316,11 +373,11 @@ impl Arch {
         if hit(rng) {
             a.fusion = pick(&space.fusions, rng);
         }
-        a
+        a.settled(space, rng)
     }
 
     /// Every gene from either parent with equal probability.
-    pub fn crossover(&self, other: &Self, rng: &mut Rng) -> Self {
+    pub fn crossover(&self, other: &Self, space: &SearchSpace, rng: &mut Rng) -> Self {
         let coin = |rng: &mut Rng| rng.next_f64() < 0.5;
         Self {
             stem_width: if coin(rng) {
@@ -344,6 +401,7 @@ impl Arch {
             bits: if coin(rng) { self.bits } else { other.bits },
             fusion: if coin(rng) { self.fusion } else { other.fusion },
         }
+        .settled(space, rng)
     }
 
     /// Whether every gene is one of the space's choices.
@@ -356,13 +414,18 @@ impl Arch {
                     && c.kernels.contains(&s.kernel)
                     && c.expansions.contains(&s.expansion)
             })
-            && (1..=space.stages.len()).contains(&self.split)
-            && space.reduce_channels.contains(&self.c_red)
+            && (1..=space.split_positions()).contains(&self.split)
+            && if self.after_classifier() {
+                self.c_red == NO_REDUCE
+            } else {
+                space.reduce_channels.contains(&self.c_red)
+            }
             && space.bits.contains(&self.bits)
             && space.fusions.contains(&self.fusion)
     }
 
-    /// A compact one-line description, e.g. `s16|d2w24k5e4|...|split2 c8 b4 max`.
+    /// A compact one-line description, e.g. `s16|d2w24k5e4|SPLIT c8 b4 max|...`, or
+    /// `s16|...|LOGITS b8 mean` when the split is after the classifier.
     /// The network alone (stem and stages), without the split genes, with the fusion where it
     /// matters (`views > 1`): how a baseline's network is named.
     pub fn short_network(&self, views: usize) -> String {
@@ -395,6 +458,9 @@ impl Arch {
                 ));
             }
         }
+        if self.after_classifier() {
+            s.push_str(&format!("|LOGITS b{} {}", self.bits, self.fusion.name()));
+        }
         s
     }
 }
@@ -411,18 +477,43 @@ impl std::str::FromStr for Arch {
         let stem_width = num(stem.ok_or_else(|| bad("no stem `sN`"))?, "stem width")?;
         let (mut stages, mut split, mut c_red, mut bits, mut fusion) =
             (Vec::new(), None, 0, 0, Fusion::Max);
+        let fusion_named = |fu: &str| {
+            Fusion::ALL
+                .into_iter()
+                .find(|x| x.name() == fu)
+                .ok_or_else(|| bad("unknown fusion"))
+        };
+        let mut after_classifier = false;
         for p in parts {
+            if after_classifier {
+                return Err(bad("nothing may follow `LOGITS`"));
+            }
+            if let Some(rest) = p.strip_prefix("LOGITS ") {
+                let f: Vec<&str> = rest.split(' ').collect();
+                let [b, fu] = f[..] else {
+                    return Err(bad("logits split is not `LOGITS bN fusion`"));
+                };
+                if split.is_some() {
+                    return Err(bad("both `SPLIT` and `LOGITS`"));
+                }
+                bits = num(b.strip_prefix('b').unwrap_or(""), "bits")? as u32;
+                fusion = fusion_named(fu)?;
+                c_red = NO_REDUCE;
+                split = Some(stages.len() + 1);
+                after_classifier = true;
+                continue;
+            }
             if let Some(rest) = p.strip_prefix("SPLIT ") {
                 let f: Vec<&str> = rest.split(' ').collect();
                 let [c, b, fu] = f[..] else {
                     return Err(bad("split is not `SPLIT cN bN fusion`"));
                 };
+                if split.is_some() {
+                    return Err(bad("two splits"));
+                }
                 c_red = num(c.strip_prefix('c').unwrap_or(""), "reduce channels")?;
                 bits = num(b.strip_prefix('b').unwrap_or(""), "bits")? as u32;
-                fusion = Fusion::ALL
-                    .into_iter()
-                    .find(|x| x.name() == fu)
-                    .ok_or_else(|| bad("unknown fusion"))?;
+                fusion = fusion_named(fu)?;
                 split = Some(stages.len());
                 continue;
             }
@@ -442,7 +533,7 @@ impl std::str::FromStr for Arch {
                 expansion: field('e', None)?,
             });
         }
-        let split = split.ok_or_else(|| bad("no `SPLIT`"))?;
+        let split = split.ok_or_else(|| bad("no `SPLIT` or `LOGITS`"))?;
         if split == 0 {
             return Err(bad("the split is before the first stage"));
         }
@@ -472,7 +563,9 @@ mod tests {
         let mut seen = std::collections::HashSet::new();
         for _ in 0..200 {
             let a = Arch::random(&space, &mut rng);
-            let b = a.mutate(&space, 0.2, &mut rng).crossover(&big, &mut rng);
+            let b = a
+                .mutate(&space, 0.2, &mut rng)
+                .crossover(&big, &space, &mut rng);
             assert!(a.is_in(&space) && b.is_in(&space));
             assert_eq!(
                 b.short().parse::<Arch>().as_ref(),
@@ -482,6 +575,31 @@ mod tests {
             seen.insert(a);
         }
         assert!(seen.len() > 150, "random subnets are diverse");
+        let logits = seen.iter().filter(|a| a.after_classifier()).count();
+        assert!(
+            (20..80).contains(&logits),
+            "about a quarter split after the classifier: {logits} of {}",
+            seen.len()
+        );
+        assert!(
+            seen.iter()
+                .all(|a| a.after_classifier() == (a.c_red == NO_REDUCE)),
+            "c_red is canonical"
+        );
+        let mut narrow = space.clone();
+        narrow.after_classifier = false;
+        assert!(
+            (0..100).all(|_| !Arch::random(&narrow, &mut rng).after_classifier()),
+            "a space without the placement never samples it"
+        );
+        let logits_big = Arch::largest(&space, 4);
+        assert!(logits_big.is_in(&space) && !logits_big.is_in(&narrow));
+        assert_eq!(
+            logits_big.feature_shape(&space),
+            vec![11],
+            "logits and a score"
+        );
+        assert_eq!(big.feature_shape(&space), vec![16, 4, 4]);
         assert_eq!(space.sides(), vec![28, 14, 7, 4]);
         for bad in [
             "",
@@ -489,6 +607,9 @@ mod tests {
             "s8|d1w16k3e2",
             "x8|SPLIT c2 b2 max",
             "s8|d1w16|SPLIT c2 b2 max",
+            "s8|d1w16k3e2|LOGITS b8",
+            "s8|d1w16k3e2|LOGITS b8 mean|d1w16k3e2",
+            "s8|d1w16k3e2|SPLIT c2 b2 max|LOGITS b8 mean",
         ] {
             assert!(bad.parse::<Arch>().is_err(), "{bad:?} is rejected");
         }

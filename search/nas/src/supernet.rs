@@ -19,6 +19,12 @@
 //! instead of a random bottleneck, so the stages after the split see, from the first step, the
 //! distribution they would see without a split and the loss does not jump when the split moves.
 //! [`InitScheme::Default`] (Kaiming-normal everywhere) is the ablation.
+//!
+//! **Split after the classifier** ([`Arch::after_classifier`]): the head runs every stage,
+//! pooling and the classifier, and quantizes the logits; learned fusion appends the view's score
+//! (`score_w · pooled + score_b`, the last split module's score layer: the same pooled
+//! last-stage feature it scores when the split is after the last stage). The tail fuses the
+//! views' logits: max, mean, or the softmax of the scores over the views present.
 
 use burn::module::Param;
 use burn::prelude::*;
@@ -515,9 +521,34 @@ impl Supernet {
 
     /// Sensor side: `[N, 1, H, W]` frames to `[N, c_red, h, w]` split features, quantized
     /// (straight-through) to `arch.bits`.
+    ///
+    /// Split after the classifier: `[N, k, 1, 1]`, the logits (and the learned fusion's score).
     pub fn head(&self, space: &SearchSpace, arch: &Arch, x: Tensor<4>, ctx: &mut Ctx) -> Tensor<4> {
         let x = self.stem_forward(space, arch, x, ctx);
-        let (x, c) = self.stages(space, arch, 0..arch.split, x, arch.stem_width, ctx);
+        let last = arch.stages.len();
+        let (x, c) = self.stages(
+            space,
+            arch,
+            0..arch.split.min(last),
+            x,
+            arch.stem_width,
+            ctx,
+        );
+        if arch.after_classifier() {
+            let [n, _, _, _] = x.dims();
+            let pooled = x.clone().mean_dim(3).mean_dim(2).reshape([n, c]);
+            let logits = self.classify(space, x);
+            let out = if space.views > 1 && arch.fusion == Fusion::Learned {
+                let sp = &self.splits[last - 1];
+                let sw = sp.score_w.val().slice([0..c, 0..1]);
+                let score = pooled.matmul(sw) + sp.score_b.val().reshape([1, 1]);
+                Tensor::cat(vec![logits, score], 1)
+            } else {
+                logits
+            };
+            let k = out.dims()[1];
+            return fake_quantize(out.reshape([n, k, 1, 1]), arch.bits);
+        }
         let sp = &self.splits[arch.split - 1];
         let w = sp.reduce_w.val().slice([0..arch.c_red, 0..c, 0..1, 0..1]);
         let b = sp.reduce_b.val().narrow(0, 0, arch.c_red);
@@ -535,6 +566,9 @@ impl Supernet {
         mask: Tensor<2>,
         ctx: &mut Ctx,
     ) -> Tensor<2> {
+        if arch.after_classifier() {
+            return fuse_logits(f, mask, arch.fusion, space.classes);
+        }
         let c = arch.stages[arch.split - 1].width;
         let sp = &self.splits[arch.split - 1];
         let rw = sp.recover_w.val().slice([0..c, 0..arch.c_red, 0..1, 0..1]);
@@ -600,6 +634,31 @@ impl Supernet {
     }
 }
 
+/// Fuses `[B·V, k, 1, 1]` per-view logits (`k = classes`, or `classes + 1` with learned fusion's
+/// score last) over the views present (`[B, V]` mask) to `[B, classes]`.
+fn fuse_logits(f: Tensor<4>, mask: Tensor<2>, fusion: Fusion, classes: usize) -> Tensor<2> {
+    let [b, v] = mask.dims();
+    let k = f.dims()[1];
+    let f = f.reshape([b, v, k]);
+    let logits = f.clone().narrow(2, 0, classes);
+    if v == 1 {
+        return logits.reshape([b, classes]);
+    }
+    let m = mask.clone().reshape([b, v, 1]);
+    match fusion {
+        Fusion::Max => (logits + (m - 1.0) * 1e4).max_dim(1).reshape([b, classes]),
+        Fusion::Mean => {
+            let n = mask.sum_dim(1).reshape([b, 1]);
+            (logits * m).sum_dim(1).reshape([b, classes]) / n
+        }
+        Fusion::Learned => {
+            let score = f.narrow(2, classes, 1).reshape([b, v]) + (mask - 1.0) * 1e4;
+            let a = softmax(score, 1).reshape([b, v, 1]);
+            (logits * a).sum_dim(1).reshape([b, classes])
+        }
+    }
+}
+
 /// Per-sample quantization to `bits` exactly as the sensor's codec does it
 /// (`splitnets_proto::codec`, dynamic per-tensor affine): the range `[min(lo, 0), max(hi, 0)]`
 /// mapped onto `0 ..= 2^bits - 1` with a zero point, so 0 is exact; gradients pass straight
@@ -653,8 +712,14 @@ pub struct BlockLayers {
 /// Tail (aggregator): `recover` per view → fusion over the views present (`fusion`;
 /// for learned fusion `score_weight · mean_hw(recovered) + score_bias` per view, softmax over
 /// views, weighted sum) → `tail_blocks` → global average pool → `classifier` (`[in, out]`).
+///
+/// `after_classifier`: the head is `stem` → `head_blocks` (all of them) → global average pool →
+/// `classifier` (→ learned fusion's score, `score_weight · pooled + score_bias`, appended), then
+/// quantization; the tail fuses the views' logits. `reduce`, `recover` and `tail_blocks` are
+/// empty.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct SubnetWeights {
+    pub after_classifier: bool,
     pub stem: ConvLayer,
     pub head_blocks: Vec<BlockLayers>,
     pub reduce: ConvLayer,
@@ -824,8 +889,9 @@ impl Supernet {
                 }
             }
         }
-        let cs = arch.stages[arch.split - 1].width;
-        let sp = &self.splits[arch.split - 1];
+        let after = arch.after_classifier();
+        let cs = arch.stages[arch.split.min(arch.stages.len()) - 1].width;
+        let sp = &self.splits[arch.split.min(arch.stages.len()) - 1];
         let plain = |w: Tensor<4>, b: Tensor<1>, out: usize, inc: usize| ConvLayer {
             out_channels: out,
             in_channels: inc,
@@ -837,20 +903,27 @@ impl Supernet {
             bias: to_vec(b),
             relu: false,
         };
-        let reduce = plain(
-            sp.reduce_w.val().slice([0..arch.c_red, 0..cs, 0..1, 0..1]),
-            sp.reduce_b.val().narrow(0, 0, arch.c_red),
-            arch.c_red,
-            cs,
-        );
-        let recover = plain(
-            sp.recover_w.val().slice([0..cs, 0..arch.c_red, 0..1, 0..1]),
-            sp.recover_b.val().narrow(0, 0, cs),
-            cs,
-            arch.c_red,
-        );
+        let (reduce, recover) = if after {
+            (ConvLayer::default(), ConvLayer::default())
+        } else {
+            (
+                plain(
+                    sp.reduce_w.val().slice([0..arch.c_red, 0..cs, 0..1, 0..1]),
+                    sp.reduce_b.val().narrow(0, 0, arch.c_red),
+                    arch.c_red,
+                    cs,
+                ),
+                plain(
+                    sp.recover_w.val().slice([0..cs, 0..arch.c_red, 0..1, 0..1]),
+                    sp.recover_b.val().narrow(0, 0, cs),
+                    cs,
+                    arch.c_red,
+                ),
+            )
+        };
         let learned = space.views > 1 && arch.fusion == Fusion::Learned;
         SubnetWeights {
+            after_classifier: after,
             stem,
             head_blocks,
             reduce,

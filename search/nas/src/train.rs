@@ -63,11 +63,13 @@ fn tensors(b: &Batch, views: usize, side: usize, device: &Device) -> (Tensor<5>,
 
 /// The subnets of one sandwich step.
 pub fn sandwich(space: &SearchSpace, s: &TrainSettings, step: u64, rng: &mut Rng) -> Vec<Arch> {
-    let n = space.stages.len() as u64;
+    // Cycled over every split position, the one after the classifier included.
+    let n = space.split_positions() as u64;
+    let last = space.stages.len();
     let (big_split, small_split) = if s.split_aware_sampling {
         ((step % n) as usize + 1, ((step + n / 2) % n) as usize + 1)
     } else {
-        (n as usize, n as usize)
+        (last, last)
     };
     let mut v = vec![
         Arch::largest(space, big_split),
@@ -76,7 +78,7 @@ pub fn sandwich(space: &SearchSpace, s: &TrainSettings, step: u64, rng: &mut Rng
     for _ in 0..s.random_subnets {
         let mut a = Arch::random(space, rng);
         if !s.split_aware_sampling {
-            a.split = n as usize;
+            a.split = last;
             a.c_red = space.max_reduce();
             a.bits = *space.bits.iter().max().unwrap_or(&8);
         }

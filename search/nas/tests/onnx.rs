@@ -10,7 +10,7 @@ use splitnets_nas::Rng;
 use splitnets_nas::cost::predict;
 use splitnets_nas::data::Batch;
 use splitnets_nas::onnx_export::{HEAD_INPUT, TAIL_INPUT, head_model, tail_model};
-use splitnets_nas::space::{Arch, Fusion, SearchSpace};
+use splitnets_nas::space::{Arch, Fusion, NO_REDUCE, SearchSpace};
 use splitnets_nas::supernet::{InitScheme, Supernet};
 use splitnets_nas::train::calibrate;
 
@@ -29,17 +29,29 @@ fn onnx_graphs_cost_what_the_search_predicted() {
     }];
     let profile: HardwareProfile =
         toml::from_str(splitnets_cost_model::profile::presets::HEADSET).unwrap();
-    for (k, fusion) in Fusion::ALL.into_iter().enumerate() {
+    // Every fusion at a split after a stage, and every fusion after the classifier.
+    let last = space.stages.len();
+    let cases = Fusion::ALL
+        .into_iter()
+        .enumerate()
+        .map(|(k, f)| (1 + k, f))
+        .chain(Fusion::ALL.into_iter().map(|f| (last + 1, f)));
+    for (split, fusion) in cases {
         let mut arch = Arch::random(&space, &mut rng);
         arch.fusion = fusion;
-        arch.split = 1 + k;
+        arch.split = split;
+        arch.c_red = if split > last { NO_REDUCE } else { 4 };
+        assert!(arch.is_in(&space), "{}", arch.short());
         let stats = calibrate(&net, &space, &arch, &calib, &d);
         let w = net.export(&space, &arch, &stats);
-        let fside = space.sides()[arch.split];
+        let fside = space.sides()[arch.split.min(last)];
         let head = splitnets_onnx::cost_graph(&head_model(&w, 28, fside)).unwrap();
         let tail = splitnets_onnx::cost_graph(&tail_model(&w, fside)).unwrap();
         let head = analyze(&head, &HashMap::new()).unwrap();
-        let shapes = HashMap::from([(TAIL_INPUT.to_string(), vec![4, arch.c_red, fside, fside])]);
+        let tail_input: Vec<usize> = std::iter::once(4)
+            .chain(arch.feature_shape(&space))
+            .collect();
+        let shapes = HashMap::from([(TAIL_INPUT.to_string(), tail_input)]);
         let tail = analyze(&tail, &shapes).unwrap();
         let predicted = predict(&space, &arch, &profile, 30.0);
         assert!(head.tensor_id(HEAD_INPUT).is_some());

@@ -4,7 +4,7 @@ use burn::prelude::*;
 use splitnets_nas::Rng;
 use splitnets_nas::data::Batch;
 use splitnets_nas::reference;
-use splitnets_nas::space::{Arch, Form, Fusion, SearchSpace};
+use splitnets_nas::space::{Arch, Form, Fusion, NO_REDUCE, SearchSpace};
 use splitnets_nas::supernet::{BnMode, Ctx, InitScheme, Supernet};
 use splitnets_nas::train::calibrate;
 
@@ -55,11 +55,24 @@ fn exported_weights_reproduce_the_supernet_subnet() {
     let net = Supernet::new(&space, InitScheme::SplitAware, 7, &d);
     let mut rng = Rng::new(1);
     let calib: Vec<Batch> = (0..3).map(|_| random_batch(&space, 8, &mut rng)).collect();
-    for (k, fusion) in Fusion::ALL.into_iter().enumerate() {
+    // Every fusion at a split after a stage and after the classifier.
+    let last = space.stages.len();
+    let cases = Fusion::ALL
+        .into_iter()
+        .enumerate()
+        .map(|(k, f)| (1 + k % last, f))
+        .chain(Fusion::ALL.into_iter().map(|f| (last + 1, f)));
+    for (split, fusion) in cases {
         let mut arch = Arch::random(&space, &mut rng);
         arch.fusion = fusion;
         arch.bits = 8;
-        arch.split = 1 + k % space.stages.len();
+        arch.split = split;
+        arch.c_red = if split > last {
+            NO_REDUCE
+        } else {
+            space.reduce_channels[0]
+        };
+        assert!(arch.is_in(&space), "{}", arch.short());
         let stats = calibrate(&net, &space, &arch, &calib, &d);
         let b = random_batch(&space, 2, &mut rng);
         let got = logits(&net, &space, &arch, &b, BnMode::Use(stats.clone()));

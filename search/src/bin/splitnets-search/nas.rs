@@ -310,14 +310,17 @@ fn write_front_bundle(
     final_loss: f64,
 ) -> anyhow::Result<RuntimeCheck> {
     let side = o.space.input_size;
-    let fside = o.space.sides()[m.arch.split];
+    // The feature's side (after the classifier the feature is logits; the side is unused).
+    let fside = o.space.sides()[m.arch.split.min(o.space.stages.len())];
     let head = prost::Message::encode_to_vec(&onnx_export::head_model(&m.weights, side, fside));
     let tail = prost::Message::encode_to_vec(&onnx_export::tail_model(&m.weights, fside));
     let codec = CodecSpec::Affine {
         bits: m.arch.bits as u8,
         per_channel: false,
     };
-    let feature_shape = vec![1, m.arch.c_red, fside, fside];
+    let feature_shape: Vec<usize> = std::iter::once(1)
+        .chain(m.arch.feature_shape(&o.space))
+        .collect();
     let rig = rig_for(o.data, o.space.views);
     let input = InputSpec {
         height: side,
