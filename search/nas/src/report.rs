@@ -52,7 +52,7 @@ pub fn markdown(o: &NasOutcome) -> String {
     let _ = writeln!(s, "# Split-aware NAS: {}\n", o.data.name());
     let _ = writeln!(
         s,
-        "Supernet: {} steps{} (batch {}, {} random subnets + largest + smallest per step, distillation {}, split-aware sampling {}, init {:?}, view keep probability {}), {:.1} s ({:.3} s per step). Search: {} subnets evaluated on the validation split in {:.1} s. Total {:.1} s; CPU time / wall time = {:.2} of {} cores.\n",
+        "Supernet: {} steps{} (batch {}, {} random subnets + largest + smallest per step, distillation {} (label share {}), split-aware sampling {}, init {:?}, view keep probability {}), {:.1} s ({:.3} s per step). Search: {} subnets evaluated on the validation split in {:.1} s. Total {:.1} s; CPU time / wall time = {:.2} of {} cores.\n",
         o.steps_run,
         if o.steps_this_process < o.steps_run {
             format!(
@@ -66,6 +66,7 @@ pub fn markdown(o: &NasOutcome) -> String {
         o.train.batch,
         o.train.random_subnets,
         o.train.distill,
+        o.train.distill_label_weight,
         o.train.split_aware_sampling,
         o.train.init,
         o.train.view_keep_prob,

@@ -28,6 +28,12 @@ pub struct TrainSettings {
     pub view_keep_prob: f64,
     /// Smaller subnets learn from the largest's soft outputs (else from the labels).
     pub distill: bool,
+    /// With distillation, the share of the smaller subnets' loss taken from the labels (label
+    /// smoothing applied) rather than from the largest's soft outputs. Pure in-place
+    /// distillation (0) starves the small subnets while the teacher is still near uniform,
+    /// which at short budgets is most of the run.
+    #[serde(default)]
+    pub distill_label_weight: f32,
     /// Split position, C_red and bits sampled with the architecture, and the split positions of
     /// the largest and smallest cycled so every split module is trained (else the largest and
     /// smallest always split after the last stage).
@@ -315,8 +321,14 @@ fn sandwich_grads(
             loss_largest = f64::from(l.clone().into_scalar::<f32>());
             l
         } else if let (true, Some(t)) = (s.distill, teacher.as_ref()) {
-            let lp = log_softmax(logits, 1);
-            (t.clone() * lp).sum_dim(1).mean().neg()
+            let a = s.distill_label_weight.clamp(0.0, 1.0);
+            let lp = log_softmax(logits.clone(), 1);
+            let kd = (t.clone() * lp).sum_dim(1).mean().neg();
+            if a > 0.0 {
+                kd * (1.0 - a) + ce_smooth.forward(logits, y.clone()) * a
+            } else {
+                kd
+            }
         } else {
             ce.forward(logits, y.clone())
         };
