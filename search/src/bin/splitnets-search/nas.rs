@@ -60,27 +60,38 @@ impl NasPreset {
     }
 }
 
+/// What `nas` and `nas-baselines` share: the data, the profile, the budget and where it goes.
 #[derive(clap::Args, Debug)]
-pub(crate) struct NasArgs {
+pub(crate) struct NasRunArgs {
     #[arg(long, value_enum, default_value = "fashion-mnist-4view")]
     pub(crate) data: NasData,
     /// Hardware profile: `headset` (the shipped preset) or a TOML file.
     #[arg(long, default_value = "headset")]
     pub(crate) profile: String,
+    /// The budget (`nas-baselines`: the same steps, batch and schedule as `nas` with it).
     #[arg(long, value_enum, default_value = "quick")]
     pub(crate) preset: NasPreset,
-    /// Output directory: report, checkpoint, one bundle per front subnet (`front-NN/`).
+    /// Output directory: report, checkpoints, bundles (`front-NN/`). `nas-baselines` in the
+    /// directory of a finished `nas` run (`outcome.json`) also writes the comparison.
     #[arg(long)]
     pub(crate) out: PathBuf,
-    /// Override the preset's supernet training steps.
+    /// Override the preset's training steps (pass the same to `nas` and `nas-baselines` for a
+    /// like comparison).
     #[arg(long)]
     pub(crate) steps: Option<u64>,
-    /// Test frames each written bundle is evaluated on through the runtime (link codec included).
-    #[arg(long, default_value_t = 1000)]
-    pub(crate) check_samples: usize,
     /// Where Debian's dataset-fashion-mnist put the files.
     #[arg(long, default_value = dataset::DEFAULT_DIR)]
     pub(crate) data_dir: PathBuf,
+}
+
+/// `splitnets-search nas`.
+#[derive(clap::Args, Debug)]
+pub(crate) struct NasArgs {
+    #[command(flatten)]
+    pub(crate) run: NasRunArgs,
+    /// Test frames each written bundle is evaluated on through the runtime (link codec included).
+    #[arg(long, default_value_t = 1000)]
+    pub(crate) check_samples: usize,
     /// Ablations (comma-separated): switch a part of the method off or narrow the space.
     #[arg(long, value_enum, value_delimiter = ',')]
     pub(crate) ablate: Vec<Ablation>,
@@ -150,11 +161,18 @@ fn run_config(
 }
 
 pub(crate) fn run_nas(a: NasArgs) -> anyhow::Result<()> {
-    let (kind, preset) = (a.data.kind(), a.preset.preset());
+    let (kind, preset) = (a.run.data.kind(), a.run.preset.preset());
     // The front's bundles are checked with ONNX Runtime at the end: find the library now, not
     // after hours of training (a full run once lost its bundles this way).
     splitnets_runtime::onnx_runtime::environment()?;
-    let mut cfg = run_config(kind, preset, &a.profile, &a.out, a.steps, &a.data_dir)?;
+    let mut cfg = run_config(
+        kind,
+        preset,
+        &a.run.profile,
+        &a.run.out,
+        a.run.steps,
+        &a.run.data_dir,
+    )?;
     apply_ablations(&mut cfg, &a.ablate);
     eprintln!(
         "[nas] {} preset {:?}{}: {} supernet steps, then evolutionary search; output in {}",
@@ -166,7 +184,7 @@ pub(crate) fn run_nas(a: NasArgs) -> anyhow::Result<()> {
             format!(", ablations {:?}", a.ablate)
         },
         cfg.train.steps,
-        a.out.display()
+        a.run.out.display()
     );
     let bar = ProgressBar::new(cfg.train.steps);
     bar.set_style(
@@ -214,24 +232,24 @@ pub(crate) fn run_nas(a: NasArgs) -> anyhow::Result<()> {
         other => say(format!("[nas] {other:?}")),
     })?;
     std::fs::write(
-        a.out.join("report.md"),
+        a.run.out.join("report.md"),
         splitnets_nas::report::markdown(&outcome),
     )?;
     std::fs::write(
-        a.out.join("report.csv"),
+        a.run.out.join("report.csv"),
         splitnets_nas::report::csv(&outcome),
     )?;
     std::fs::write(
-        a.out.join("report.svg"),
+        a.run.out.join("report.svg"),
         splitnets_nas::report::svg(&outcome),
     )?;
     std::fs::write(
-        a.out.join("outcome.json"),
+        a.run.out.join("outcome.json"),
         serde_json::to_string_pretty(&outcome)?,
     )?;
     let mut written = Vec::new();
     for (i, m) in outcome.front.iter().enumerate() {
-        let dir = a.out.join(format!("front-{i:02}"));
+        let dir = a.run.out.join(format!("front-{i:02}"));
         let check = write_front_bundle(&a, &cfg, &outcome, m, &dir, last_loss)?;
         println!(
             "front-{i:02}  {:<48} e2e {:.3} ms  link {} B/view  test {:.1} % (through the codec, runtime: {:.1} % on {} frames; |ORT - reference| {:.1e})",
@@ -249,7 +267,7 @@ pub(crate) fn run_nas(a: NasArgs) -> anyhow::Result<()> {
         }));
     }
     std::fs::write(
-        a.out.join("bundles.json"),
+        a.run.out.join("bundles.json"),
         serde_json::to_string_pretty(&written)?,
     )?;
     if outcome.front.len() > 1 {
@@ -259,16 +277,16 @@ pub(crate) fn run_nas(a: NasArgs) -> anyhow::Result<()> {
             .rev()
             .map(|i| format!("front-{i:02}"))
             .collect();
-        splitnets_proto::bundle_set::BundleSet::write_set_file(&a.out, &names)?;
+        splitnets_proto::bundle_set::BundleSet::write_set_file(&a.run.out, &names)?;
         println!(
             "bundle set (live split switching): --bundle {}  ({} variants)",
-            a.out.display(),
+            a.run.out.display(),
             names.len()
         );
     }
     println!(
         "report: {}  ({:.0} s, {:.2} of {} cores busy)",
-        a.out.join("report.md").display(),
+        a.run.out.join("report.md").display(),
         outcome.total_seconds,
         outcome.cores_used,
         outcome.cores_available
@@ -343,7 +361,7 @@ fn write_front_bundle(
         description: format!(
             "Split-aware NAS on {} under profile {}: {}",
             o.data.name(),
-            a.profile,
+            a.run.profile,
             m.arch.short()
         ),
         classes,
@@ -370,7 +388,7 @@ fn write_front_bundle(
             input.raw_frame_bytes(),
         ),
         predicted: Some(PredictedCost {
-            profile: a.profile.clone(),
+            profile: a.run.profile.clone(),
             sensor_seconds: m.cost.sensor_seconds,
             link_seconds: m.cost.link_seconds,
             aggregator_seconds: m.cost.aggregator_seconds,
@@ -442,7 +460,7 @@ fn check_bundle(
             )
         }
         _ => {
-            let set = dataset::load(&a.data_dir, Split::Test)?;
+            let set = dataset::load(&a.run.data_dir, Split::Test)?;
             let n = set.len().min(a.check_samples);
             (
                 (0..n)
@@ -568,21 +586,8 @@ pub(crate) fn run_nas_compare(a: NasCompareArgs) -> anyhow::Result<()> {
 
 #[derive(clap::Args, Debug)]
 pub(crate) struct NasBaselinesArgs {
-    #[arg(long, value_enum, default_value = "fashion-mnist-4view")]
-    pub(crate) data: NasData,
-    /// Hardware profile: `headset` (the shipped preset) or a TOML file.
-    #[arg(long, default_value = "headset")]
-    pub(crate) profile: String,
-    /// The budget: the same steps, batch and schedule as `nas` with this preset.
-    #[arg(long, value_enum, default_value = "quick")]
-    pub(crate) preset: NasPreset,
-    /// Output directory; when it holds a finished `nas` run (`outcome.json`) of the same data,
-    /// the comparison is written too (`comparison.md`, `comparison.svg`).
-    #[arg(long)]
-    pub(crate) out: PathBuf,
-    /// Override the preset's training steps (then also pass it to `nas` for a like comparison).
-    #[arg(long)]
-    pub(crate) steps: Option<u64>,
+    #[command(flatten)]
+    pub(crate) run: NasRunArgs,
     /// JPEG quality of the all-on-aggregator JPEG baseline.
     #[arg(long, default_value_t = 75, value_parser = clap::value_parser!(u8).range(1..=100))]
     pub(crate) jpeg_quality: u8,
@@ -594,18 +599,22 @@ pub(crate) struct NasBaselinesArgs {
     /// search's latency targets.
     #[arg(long)]
     pub(crate) largest_only: bool,
-    /// Where Debian's dataset-fashion-mnist put the files.
-    #[arg(long, default_value = dataset::DEFAULT_DIR)]
-    pub(crate) data_dir: PathBuf,
 }
 
 pub(crate) fn run_nas_baselines(a: NasBaselinesArgs) -> anyhow::Result<()> {
     use splitnets_nas::baseline::{BaselineProgress, run_baselines};
-    let (kind, preset) = (a.data.kind(), a.preset.preset());
-    let cfg = run_config(kind, preset, &a.profile, &a.out, a.steps, &a.data_dir)?;
+    let (kind, preset) = (a.run.data.kind(), a.run.preset.preset());
+    let cfg = run_config(
+        kind,
+        preset,
+        &a.run.profile,
+        &a.run.out,
+        a.run.steps,
+        &a.run.data_dir,
+    )?;
     // Read the search's outcome first: a malformed one should stop the run now, not after
     // the training.
-    let outcome_path = a.out.join("outcome.json");
+    let outcome_path = a.run.out.join("outcome.json");
     let outcome: Option<NasOutcome> = match std::fs::read_to_string(&outcome_path) {
         Ok(text) => Some(
             serde_json::from_str(&text)
@@ -619,7 +628,7 @@ pub(crate) fn run_nas_baselines(a: NasBaselinesArgs) -> anyhow::Result<()> {
         preset,
         cfg.train.steps,
         cfg.train.batch,
-        a.out.display(),
+        a.run.out.display(),
         if outcome.is_some() {
             " (with the search's front for comparison)"
         } else {
@@ -655,11 +664,11 @@ pub(crate) fn run_nas_baselines(a: NasBaselinesArgs) -> anyhow::Result<()> {
         other => eprintln!("[baselines] {other:?}"),
     })?;
     std::fs::write(
-        a.out.join("baselines.json"),
+        a.run.out.join("baselines.json"),
         serde_json::to_string_pretty(&result)?,
     )?;
     std::fs::write(
-        a.out.join("baselines.csv"),
+        a.run.out.join("baselines.csv"),
         splitnets_nas::report::baselines_csv(&result),
     )?;
     let md = splitnets_nas::report::baselines_markdown(&result, outcome.as_ref());
@@ -668,17 +677,17 @@ pub(crate) fn run_nas_baselines(a: NasBaselinesArgs) -> anyhow::Result<()> {
     } else {
         "baselines.md"
     };
-    std::fs::write(a.out.join(md_name), &md)?;
+    std::fs::write(a.run.out.join(md_name), &md)?;
     if let Some(o) = outcome.as_ref().filter(|o| o.data == result.data) {
         std::fs::write(
-            a.out.join("comparison.svg"),
+            a.run.out.join("comparison.svg"),
             splitnets_nas::report::comparison_svg(o, &result),
         )?;
     }
     println!("{md}");
     println!(
         "written: {} ({:.0} s)",
-        a.out.join(md_name).display(),
+        a.run.out.join(md_name).display(),
         started.elapsed().as_secs_f64()
     );
     Ok(())
