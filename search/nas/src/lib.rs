@@ -175,7 +175,8 @@ impl NasConfig {
             val_items: if quick { 400 } else { 2_000 },
             eval_batch: 100,
             out_dir,
-            checkpoint_every: if quick { 100 } else { 500 },
+            // A checkpoint is ~1 MB and a full step several seconds: lose at most minutes.
+            checkpoint_every: 100,
             space: None,
             restrict: SpaceRestriction::default(),
             // Each target's best and a spread: testing and checking a member costs ~15 s here.
