@@ -520,9 +520,10 @@ pub fn run_nas(
     {
         return Err(NasError::Checkpoint {
             path: p.display().to_string(),
-            reason: "written by a run of another configuration (search space, training \
-                     settings or data set); use another --out directory, or delete it to \
-                     start over"
+            reason: "written by a run of another configuration (search space, data set, or \
+                     training settings: steps, batch, seed, recipe, and the thread count, which \
+                     is the machine's core count); use another --out directory, or delete it \
+                     to start over"
                 .into(),
         });
     }

@@ -215,7 +215,8 @@ pub struct StageArch {
 pub struct Arch {
     pub stem_width: usize,
     pub stages: Vec<StageArch>,
-    /// The split is after stage `split` (1-based, `1..=stages`).
+    /// The split is after stage `split` (1-based, `1..=stages`), or after the classifier
+    /// (`stages + 1`, when the space allows it).
     pub split: usize,
     /// Channels of the split feature.
     pub c_red: usize,

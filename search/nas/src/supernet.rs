@@ -22,9 +22,10 @@
 //!
 //! **Split after the classifier** ([`Arch::after_classifier`]): the head runs every stage,
 //! pooling and the classifier, and quantizes the logits; learned fusion appends the view's score
-//! (`score_w · pooled + score_b`, the last split module's score layer: the same pooled
-//! last-stage feature it scores when the split is after the last stage). The tail fuses the
-//! views' logits: max, mean, or the softmax of the scores over the views present.
+//! (`score_w · pooled + score_b` with the last split module's score layer, which after the last
+//! stage scores the pooled *recovered* feature; here it scores the pooled stage feature itself).
+//! The tail fuses the views' logits: max, mean, or the softmax of the scores over the views
+//! present.
 
 use burn::module::Param;
 use burn::prelude::*;
