@@ -225,6 +225,48 @@ fn score_nodes(b: &mut Builder, w: &SubnetWeights, pooled: &str, output: &str) {
     ));
 }
 
+/// Learned fusion over axis 0 (the views present): softmax of `scores` `[views, 1]`, reshaped
+/// by the `reshape` shape initializer when `values` has more axes, times `values`, summed into
+/// `out` (axis kept).
+fn attention_sum(b: &mut Builder, values: &str, scores: &str, reshape: Option<&str>, out: &str) {
+    b.inits
+        .push(onnx::int64_initializer("fuse.axes", &[1], &[0]));
+    b.nodes.push(onnx::node(
+        "Softmax",
+        "fuse_attn",
+        &[scores],
+        &["fuse_attn"],
+        vec![onnx::attr_int("axis", 0)],
+    ));
+    let attn = match reshape {
+        Some(shape) => {
+            b.nodes.push(onnx::node(
+                "Reshape",
+                "fuse_attn_shaped",
+                &["fuse_attn", shape],
+                &["fuse_attn_shaped"],
+                vec![],
+            ));
+            "fuse_attn_shaped"
+        }
+        None => "fuse_attn",
+    };
+    b.nodes.push(onnx::node(
+        "Mul",
+        "fuse_weighted",
+        &[values, attn],
+        &["fuse_weighted"],
+        vec![],
+    ));
+    b.nodes.push(onnx::node(
+        "ReduceSum",
+        "fuse_sum",
+        &["fuse_weighted", "fuse.axes"],
+        &[out],
+        vec![onnx::attr_int("keepdims", 1)],
+    ));
+}
+
 /// The tail of a split after the classifier: `[views present, k]` logits fused to
 /// `[1, classes]`.
 fn logits_tail_model(w: &SubnetWeights) -> ModelProto {
@@ -254,41 +296,19 @@ fn logits_tail_model(w: &SubnetWeights) -> ModelProto {
             ints(&mut b, "fuse.one", 1);
             ints(&mut b, "fuse.classes", classes);
             ints(&mut b, "fuse.k", classes + 1);
-            let steps: [(&str, Vec<&str>, &str, Vec<_>); 5] = [
-                (
+            for (out, start, end) in [
+                ("fuse_logits", "fuse.zero", "fuse.classes"),
+                ("fuse_score", "fuse.classes", "fuse.k"),
+            ] {
+                b.nodes.push(onnx::node(
                     "Slice",
-                    vec![TAIL_INPUT, "fuse.zero", "fuse.classes", "fuse.one"],
-                    "fuse_logits",
+                    out,
+                    &[TAIL_INPUT, start, end, "fuse.one"],
+                    &[out],
                     vec![],
-                ),
-                (
-                    "Slice",
-                    vec![TAIL_INPUT, "fuse.classes", "fuse.k", "fuse.one"],
-                    "fuse_score",
-                    vec![],
-                ),
-                (
-                    "Softmax",
-                    vec!["fuse_score"],
-                    "fuse_attn",
-                    vec![onnx::attr_int("axis", 0)],
-                ),
-                (
-                    "Mul",
-                    vec!["fuse_logits", "fuse_attn"],
-                    "fuse_weighted",
-                    vec![],
-                ),
-                (
-                    "ReduceSum",
-                    vec!["fuse_weighted", "fuse.zero"],
-                    TAIL_OUTPUT,
-                    vec![onnx::attr_int("keepdims", 1)],
-                ),
-            ];
-            for (op, inputs, out, attrs) in steps {
-                b.nodes.push(onnx::node(op, out, &inputs, &[out], attrs));
+                ));
             }
+            attention_sum(&mut b, "fuse_logits", "fuse_score", None, TAIL_OUTPUT);
         }
     }
     let k = classes + i64::from(learned);
@@ -337,69 +357,24 @@ pub fn tail_model(w: &SubnetWeights, feature_side: usize) -> ModelProto {
             vec![onnx::attr_ints("axes", &[0]), onnx::attr_int("keepdims", 1)],
         )),
         Some(Fusion::Learned) => {
-            let c = w.recover.out_channels as i64;
-            b.inits.push(onnx::float_initializer(
-                "fuse.score_weight",
-                &[c, 1],
-                &w.score_weight,
-            ));
-            b.inits.push(onnx::float_initializer(
-                "fuse.score_bias",
-                &[1],
-                &[w.score_bias],
-            ));
             b.inits
                 .push(onnx::int64_initializer("fuse.shape", &[4], &[-1, 1, 1, 1]));
-            b.inits
-                .push(onnx::int64_initializer("fuse.axes", &[1], &[0]));
-            let steps: [(&str, Vec<&str>, &str, Vec<_>); 8] = [
-                ("GlobalAveragePool", vec![rec.as_str()], "fuse_gap", vec![]),
-                (
-                    "Flatten",
-                    vec!["fuse_gap"],
-                    "fuse_flat",
-                    vec![onnx::attr_int("axis", 1)],
-                ),
-                (
-                    "MatMul",
-                    vec!["fuse_flat", "fuse.score_weight"],
-                    "fuse_mm",
-                    vec![],
-                ),
-                (
-                    "Add",
-                    vec!["fuse_mm", "fuse.score_bias"],
-                    "fuse_score",
-                    vec![],
-                ),
-                (
-                    "Softmax",
-                    vec!["fuse_score"],
-                    "fuse_attn",
-                    vec![onnx::attr_int("axis", 0)],
-                ),
-                (
-                    "Reshape",
-                    vec!["fuse_attn", "fuse.shape"],
-                    "fuse_attn4",
-                    vec![],
-                ),
-                (
-                    "Mul",
-                    vec![rec.as_str(), "fuse_attn4"],
-                    "fuse_weighted",
-                    vec![],
-                ),
-                (
-                    "ReduceSum",
-                    vec!["fuse_weighted", "fuse.axes"],
-                    fused.as_str(),
-                    vec![onnx::attr_int("keepdims", 1)],
-                ),
-            ];
-            for (op, inputs, out, attrs) in steps {
-                b.nodes.push(onnx::node(op, out, &inputs, &[out], attrs));
-            }
+            b.nodes.push(onnx::node(
+                "GlobalAveragePool",
+                "fuse_gap",
+                &[&rec],
+                &["fuse_gap"],
+                vec![],
+            ));
+            b.nodes.push(onnx::node(
+                "Flatten",
+                "fuse_flat",
+                &["fuse_gap"],
+                &["fuse_flat"],
+                vec![onnx::attr_int("axis", 1)],
+            ));
+            score_nodes(&mut b, w, "fuse_flat", "fuse_score");
+            attention_sum(&mut b, &rec, "fuse_score", Some("fuse.shape"), &fused);
         }
     }
     let mut x = fused;

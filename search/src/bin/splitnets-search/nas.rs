@@ -136,28 +136,24 @@ fn apply_ablations(cfg: &mut NasConfig, ablations: &[Ablation]) {
     }
 }
 
-/// The preset's configuration for `nas` and `nas-baselines` alike (so the baselines get the
-/// search's budget), with the command line's overrides, and the output directory made.
-fn run_config(
-    kind: DataKind,
-    preset: Preset,
-    profile: &str,
-    out: &Path,
-    steps: Option<u64>,
-    data_dir: &Path,
-) -> anyhow::Result<NasConfig> {
-    let mut cfg = NasConfig::preset(
-        preset,
-        kind,
-        load_profile(profile)?,
-        Some(out.to_path_buf()),
-    );
-    cfg.data.fashion_mnist_dir = data_dir.to_path_buf();
-    if let Some(s) = steps {
-        cfg.train.steps = s;
+impl NasRunArgs {
+    /// The preset's configuration for `nas` and `nas-baselines` alike (so the baselines get the
+    /// search's budget), with the command line's overrides, and the output directory made.
+    fn config(&self) -> anyhow::Result<NasConfig> {
+        let mut cfg = NasConfig::preset(
+            self.preset.preset(),
+            self.data.kind(),
+            load_profile(&self.profile)?,
+            Some(self.out.clone()),
+        );
+        cfg.data.fashion_mnist_dir.clone_from(&self.data_dir);
+        if let Some(s) = self.steps {
+            cfg.train.steps = s;
+        }
+        std::fs::create_dir_all(&self.out)
+            .with_context(|| format!("creating {}", self.out.display()))?;
+        Ok(cfg)
     }
-    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    Ok(cfg)
 }
 
 pub(crate) fn run_nas(a: NasArgs) -> anyhow::Result<()> {
@@ -165,14 +161,7 @@ pub(crate) fn run_nas(a: NasArgs) -> anyhow::Result<()> {
     // The front's bundles are checked with ONNX Runtime at the end: find the library now, not
     // after hours of training (a full run once lost its bundles this way).
     splitnets_runtime::onnx_runtime::environment()?;
-    let mut cfg = run_config(
-        kind,
-        preset,
-        &a.run.profile,
-        &a.run.out,
-        a.run.steps,
-        &a.run.data_dir,
-    )?;
+    let mut cfg = a.run.config()?;
     apply_ablations(&mut cfg, &a.ablate);
     eprintln!(
         "[nas] {} preset {:?}{}: {} supernet steps, then evolutionary search; output in {}",
@@ -604,14 +593,7 @@ pub(crate) struct NasBaselinesArgs {
 pub(crate) fn run_nas_baselines(a: NasBaselinesArgs) -> anyhow::Result<()> {
     use splitnets_nas::baseline::{BaselineProgress, run_baselines};
     let (kind, preset) = (a.run.data.kind(), a.run.preset.preset());
-    let cfg = run_config(
-        kind,
-        preset,
-        &a.run.profile,
-        &a.run.out,
-        a.run.steps,
-        &a.run.data_dir,
-    )?;
+    let cfg = a.run.config()?;
     // Read the search's outcome first: a malformed one should stop the run now, not after
     // the training.
     let outcome_path = a.run.out.join("outcome.json");
