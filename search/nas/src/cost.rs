@@ -75,6 +75,18 @@ struct Node {
     epilogue: bool,
 }
 
+/// A node that is not a convolution's epilogue.
+fn node(class: OpClass, macs: u64, params: u64, in_elems: u64, out_elems: u64) -> Node {
+    Node {
+        class,
+        macs,
+        params,
+        in_elems,
+        out_elems,
+        epilogue: false,
+    }
+}
+
 #[derive(Debug, Default)]
 struct Side {
     nodes: Vec<Node>,
@@ -207,14 +219,6 @@ fn fusion_nodes(out: &mut Side, views: usize, fusion: Fusion, c: usize, hw: usiz
     }
     let fmap = (c * hw * hw) as u64;
     let v = views as u64;
-    let node = |class, macs, params, in_elems, out_elems| Node {
-        class,
-        macs,
-        params,
-        in_elems,
-        out_elems,
-        epilogue: false,
-    };
     match fusion {
         Fusion::Max | Fusion::Mean => {
             out.push(node(OpClass::Elementwise, v * fmap, 0, v * fmap, fmap), 0);
@@ -295,14 +299,6 @@ fn logits_layout(space: &SearchSpace, arch: &Arch, mut head: Side, c: usize) -> 
     classifier_nodes(&mut head, c, last_side, space.classes);
     let k = arch.feature_shape(space)[0] as u64;
     let views = space.views as u64;
-    let node = |class, macs, params, in_elems, out_elems| Node {
-        class,
-        macs,
-        params,
-        in_elems,
-        out_elems,
-        epilogue: false,
-    };
     if k > space.classes as u64 {
         // The view's fusion score (MatMul on the pooled feature, Add of the bias, as exported)
         // and the concatenation.
