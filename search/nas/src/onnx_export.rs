@@ -130,6 +130,25 @@ impl Builder {
         flat
     }
 
+    /// The finished model: one input, one output.
+    fn model(
+        self,
+        name: &str,
+        input: onnx::ValueInfoProto,
+        output: onnx::ValueInfoProto,
+        doc: &str,
+    ) -> ModelProto {
+        let graph = GraphProto {
+            name: Some(name.into()),
+            node: self.nodes,
+            initializer: self.inits,
+            input: vec![input],
+            output: vec![output],
+            ..Default::default()
+        };
+        onnx::model(graph, doc)
+    }
+
     fn rename_last_output(&mut self, to: &str) {
         if let Some(n) = self.nodes.last_mut() {
             n.output = vec![to.to_string()];
@@ -181,18 +200,15 @@ pub fn head_model(w: &SubnetWeights, side: usize, feature_side: usize) -> ModelP
         ]
     };
     let s = side as i64;
-    let graph = GraphProto {
-        name: Some("splitnets_nas_head".into()),
-        node: b.nodes,
-        initializer: b.inits,
-        input: vec![onnx::float_value_info(
+    b.model(
+        "splitnets_nas_head",
+        onnx::float_value_info(
             HEAD_INPUT,
             &[Dim::Fixed(1), Dim::Fixed(1), Dim::Fixed(s), Dim::Fixed(s)],
-        )],
-        output: vec![onnx::float_value_info(HEAD_OUTPUT, &feature_dims)],
-        ..Default::default()
-    };
-    onnx::model(graph, "SplitNets SA-NAS head: runs on each camera sensor")
+        ),
+        onnx::float_value_info(HEAD_OUTPUT, &feature_dims),
+        "SplitNets SA-NAS head: runs on each camera sensor",
+    )
 }
 
 /// The learned fusion's score of a pooled `[N, c]` feature: `[N, 1]` into `output`.
@@ -312,22 +328,10 @@ fn logits_tail_model(w: &SubnetWeights) -> ModelProto {
         }
     }
     let k = classes + i64::from(learned);
-    let graph = GraphProto {
-        name: Some("splitnets_nas_tail".into()),
-        node: b.nodes,
-        initializer: b.inits,
-        input: vec![onnx::float_value_info(
-            TAIL_INPUT,
-            &[Dim::Symbolic("views".into()), Dim::Fixed(k)],
-        )],
-        output: vec![onnx::float_value_info(
-            TAIL_OUTPUT,
-            &[Dim::Fixed(1), Dim::Fixed(classes)],
-        )],
-        ..Default::default()
-    };
-    onnx::model(
-        graph,
+    b.model(
+        "splitnets_nas_tail",
+        onnx::float_value_info(TAIL_INPUT, &[Dim::Symbolic("views".into()), Dim::Fixed(k)]),
+        onnx::float_value_info(TAIL_OUTPUT, &[Dim::Fixed(1), Dim::Fixed(classes)]),
         "SplitNets SA-NAS tail: fuses the views' logits, on the aggregator",
     )
 }
@@ -383,11 +387,9 @@ pub fn tail_model(w: &SubnetWeights, feature_side: usize) -> ModelProto {
     }
     b.classifier(&x, w, TAIL_OUTPUT);
     let f = feature_side as i64;
-    let graph = GraphProto {
-        name: Some("splitnets_nas_tail".into()),
-        node: b.nodes,
-        initializer: b.inits,
-        input: vec![onnx::float_value_info(
+    b.model(
+        "splitnets_nas_tail",
+        onnx::float_value_info(
             TAIL_INPUT,
             &[
                 Dim::Symbolic("views".into()),
@@ -395,15 +397,11 @@ pub fn tail_model(w: &SubnetWeights, feature_side: usize) -> ModelProto {
                 Dim::Fixed(f),
                 Dim::Fixed(f),
             ],
-        )],
-        output: vec![onnx::float_value_info(
+        ),
+        onnx::float_value_info(
             TAIL_OUTPUT,
             &[Dim::Fixed(1), Dim::Fixed(w.classifier_outputs as i64)],
-        )],
-        ..Default::default()
-    };
-    onnx::model(
-        graph,
+        ),
         "SplitNets SA-NAS tail: recovers, fuses the views' features and classifies, on the aggregator",
     )
 }
