@@ -43,7 +43,7 @@ use crate::data::{BatchStream, DataConfig, DataKind};
 use crate::search::{Candidate, EvoSettings, evolve, pareto_front};
 use crate::space::{Arch, SearchSpace};
 use crate::supernet::{InitScheme, SubnetWeights, Supernet};
-use crate::train::{StepReport, TrainSettings, accuracy, calibrate, train_supernet};
+use crate::train::{StepReport, TrainSettings, accuracy, calibrate, train_fixed, train_supernet};
 
 #[derive(Debug, thiserror::Error)]
 pub enum NasError {
@@ -95,7 +95,14 @@ pub struct NasConfig {
     /// At most this many front members are measured on the test split and returned (each
     /// target's best first, the rest spread evenly over the front's latency range); `None`: all.
     pub front_max: Option<usize>,
+    /// Steps each front member is trained alone, from the supernet's weights, before it is
+    /// tested and exported (0: the supernet's shared weights as they are).
+    pub finetune_steps: u64,
 }
+
+/// Fine-tuning's learning rate as a fraction of the supernet's: the weights start trained, and
+/// the full rate's first steps would undo part of what the supernet learned.
+pub const FINETUNE_LR_FRACTION: f64 = 0.3;
 
 /// Narrows a search space for an ablation: only these bit widths, only these fusions.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -181,6 +188,8 @@ impl NasConfig {
             restrict: SpaceRestriction::default(),
             // Each target's best and a spread: testing and checking a member costs ~15 s here.
             front_max: Some(if quick { 5 } else { 12 }),
+            // Off in the quick preset (its 5-minute budget); see `--finetune-steps`.
+            finetune_steps: 0,
         }
     }
 }
@@ -222,6 +231,12 @@ pub enum Progress {
         front: usize,
         kept: usize,
     },
+    /// A step of fine-tuning front member `member` (of `of`).
+    FineTuneStep {
+        member: usize,
+        of: usize,
+        report: StepReport,
+    },
 }
 
 /// One subnet of the final front, measured on the test split.
@@ -236,6 +251,13 @@ pub struct FrontMember {
     pub test_accuracy_one_view: f64,
     /// With one camera missing, the worst camera to lose (equals `test_accuracy` with one view).
     pub test_accuracy_one_missing: f64,
+    /// Steps this member was trained alone after the search (`NasConfig::finetune_steps`); the
+    /// accuracies above and the weights are after them.
+    #[serde(default)]
+    pub finetune_steps: u64,
+    /// With fine-tuning: the all-views test accuracy of the supernet's shared weights, before.
+    #[serde(default)]
+    pub test_accuracy_shared_weights: Option<f64>,
     #[serde(skip)]
     pub weights: SubnetWeights,
 }
@@ -264,6 +286,9 @@ pub struct NasOutcome {
     #[serde(deserialize_with = "null_as_nan")]
     pub step_seconds: f64,
     pub search_seconds: f64,
+    /// Wall time of fine-tuning the front's members (0 without).
+    #[serde(default)]
+    pub finetune_seconds: f64,
     pub total_seconds: f64,
     /// Process CPU time over wall time for the whole run (≈ cores kept busy).
     #[serde(deserialize_with = "null_as_nan")]
@@ -597,6 +622,8 @@ pub fn run_nas(
     if let Some(p) = time_ledger.as_deref() {
         write_time_ledger(p, cfg.train.steps, train_seconds);
     }
+    // Fine-tuning starts every front member from these.
+    let trained = (cfg.finetune_steps > 0).then(|| net.parameters());
     let net = net.valid();
 
     // --- Search on the validation split.
@@ -604,7 +631,8 @@ pub fn run_nas(
     let calib: Vec<_> = (0..cfg.calibration_batches)
         .map(|_| stream.next().ok_or(NasError::Producer))
         .collect::<Result<_, _>>()?;
-    drop(stream);
+    // Fine-tuning goes on drawing from it: batches it has not trained on.
+    let stream = trained.is_some().then_some(stream);
     let mut val = data.val.clone();
     let nv = cfg.val_items.min(val.len());
     val.frames.truncate(nv * val.views * val.side * val.side);
@@ -751,16 +779,65 @@ pub fn run_nas(
         });
     }
 
-    // --- Test split, for the final front only.
+    // --- Fine-tuning (optional) and the test split, for the final front only.
+    let finetune = TrainSettings {
+        steps: cfg.finetune_steps,
+        learning_rate: cfg.train.learning_rate * FINETUNE_LR_FRACTION,
+        ..cfg.train.clone()
+    };
+    let mut finetune_seconds = 0.0;
     let mut members = Vec::with_capacity(front.len());
     for (i, c) in front.iter().enumerate() {
         progress(Progress::Testing {
             index: i,
             of: front.len(),
         });
-        let stats = calibrate(&net, &space, &c.arch, &calib, &base);
+        let mut shared_weights_accuracy = None;
+        let tuned = match (&trained, &stream) {
+            (Some(params), Some(stream)) => {
+                let stats = calibrate(&net, &space, &c.arch, &calib, &base);
+                shared_weights_accuracy = Some(accuracy(
+                    &net,
+                    &space,
+                    &c.arch,
+                    &stats,
+                    &data.test,
+                    &all_views,
+                    cfg.eval_batch,
+                    &base,
+                ));
+                let t = Instant::now();
+                let start = Supernet::from_parameters(&space, params.clone(), &device)
+                    .map_err(NasError::Config)?;
+                let of = front.len();
+                let tuned = train_fixed(
+                    start,
+                    &space,
+                    &finetune,
+                    &c.arch,
+                    space::Form::Split,
+                    stream,
+                    &device,
+                    0,
+                    0,
+                    &mut |_, _| {},
+                    &mut |report| {
+                        progress(Progress::FineTuneStep {
+                            member: i,
+                            of,
+                            report,
+                        });
+                    },
+                );
+                finetune_seconds += t.elapsed().as_secs_f64();
+                Some(tuned.valid())
+            }
+            _ => None,
+        };
+        let net = tuned.as_ref().unwrap_or(&net);
+        let stats = calibrate(net, &space, &c.arch, &calib, &base);
         let (test_accuracy, one, missing) = baseline::test_accuracies(
-            &net,
+            net,
             &space,
             &c.arch,
             space::Form::Split,
@@ -776,9 +853,16 @@ pub fn run_nas(
             test_accuracy,
             test_accuracy_one_view: one,
             test_accuracy_one_missing: missing,
+            finetune_steps: if tuned.is_some() {
+                cfg.finetune_steps
+            } else {
+                0
+            },
+            test_accuracy_shared_weights: shared_weights_accuracy,
             weights: net.export(&space, &c.arch, &stats),
         });
     }
+    drop(stream);
     let total_seconds = t0.elapsed().as_secs_f64();
     let cores_used = match (cpu0, cpu_seconds()) {
         (Some(a), Some(b)) if total_seconds > 0.0 => (b - a) / total_seconds,
@@ -797,6 +881,7 @@ pub fn run_nas(
             train_seconds / cfg.train.steps.max(1) as f64
         },
         search_seconds,
+        finetune_seconds,
         total_seconds,
         cores_used,
         cores_available: std::thread::available_parallelism().map_or(1, |n| n.get()),

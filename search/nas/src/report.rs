@@ -9,13 +9,13 @@ use crate::{FrontMember, NasOutcome};
 /// CSV: one row per evaluated subnet, the front's test accuracies where measured.
 pub fn csv(o: &NasOutcome) -> String {
     let mut s = String::from(
-        "arch,split,c_red,bits,fusion,sensor_macs,aggregator_macs,sensor_ms,sensor_memory_bytes,link_bytes_per_view,link_ms,aggregator_ms,end_to_end_ms,parameters,val_accuracy,on_front,test_accuracy,test_accuracy_one_view,test_accuracy_one_missing\n",
+        "arch,split,c_red,bits,fusion,sensor_macs,aggregator_macs,sensor_ms,sensor_memory_bytes,link_bytes_per_view,link_ms,aggregator_ms,end_to_end_ms,parameters,val_accuracy,on_front,test_accuracy,test_accuracy_one_view,test_accuracy_one_missing,finetune_steps,test_accuracy_shared_weights\n",
     );
     for c in &o.evaluated {
         let f = o.front.iter().find(|m| m.arch == c.arch);
         let _ = writeln!(
             s,
-            "\"{}\",{},{},{},{},{},{},{:.4},{},{},{:.4},{:.4},{:.4},{},{:.4},{},{},{},{}",
+            "\"{}\",{},{},{},{},{},{},{:.4},{},{},{:.4},{:.4},{:.4},{},{:.4},{},{},{},{},{},{}",
             c.arch.short(),
             c.arch.split,
             c.arch.c_red,
@@ -41,6 +41,9 @@ pub fn csv(o: &NasOutcome) -> String {
                 "{:.4}",
                 m.test_accuracy_one_missing
             )),
+            f.map_or(String::new(), |m| m.finetune_steps.to_string()),
+            f.and_then(|m| m.test_accuracy_shared_weights)
+                .map_or(String::new(), |a| format!("{a:.4}")),
         );
     }
     s
@@ -110,14 +113,26 @@ pub fn markdown(o: &NasOutcome) -> String {
             }
         }
     }
+    let tuned = o.front.iter().map(|m| m.finetune_steps).max().unwrap_or(0);
     let _ = writeln!(
         s,
-        "\n## Pareto front (test split)\n\n| subnet | e2e (ms) | sensor (ms) | sensor mem (KB) | link B/view | val | test all views | test one view | test one missing |\n|---|---|---|---|---|---|---|---|---|"
+        "\n## Pareto front (test split)\n\n{}| subnet | e2e (ms) | sensor (ms) | sensor mem (KB) | link B/view | val | test all views | test one view | test one missing |{}\n|---|---|---|---|---|---|---|---|---|{}",
+        if tuned > 0 {
+            format!(
+                "Each member was fine-tuned alone for {tuned} steps from the supernet's weights ({:.1} s in all, learning rate {} × the supernet's); the test accuracies are after it, except the last column: the supernet's shared weights, all views.\n\n",
+                o.finetune_seconds,
+                crate::FINETUNE_LR_FRACTION
+            )
+        } else {
+            String::new()
+        },
+        if tuned > 0 { " shared weights |" } else { "" },
+        if tuned > 0 { "---|" } else { "" },
     );
     for m in &o.front {
         let _ = writeln!(
             s,
-            "| `{}` | {:.3} | {:.3} | {:.0} | {} | {:.3} | {:.3} | {:.3} | {:.3} |",
+            "| `{}` | {:.3} | {:.3} | {:.0} | {} | {:.3} | {:.3} | {:.3} | {:.3} |{}",
             m.arch.short(),
             m.cost.end_to_end_seconds * 1e3,
             m.cost.sensor_seconds * 1e3,
@@ -126,7 +141,12 @@ pub fn markdown(o: &NasOutcome) -> String {
             m.val_accuracy,
             m.test_accuracy,
             m.test_accuracy_one_view,
-            m.test_accuracy_one_missing
+            m.test_accuracy_one_missing,
+            match (tuned, m.test_accuracy_shared_weights) {
+                (0, _) => String::new(),
+                (_, Some(a)) => format!(" {a:.3} |"),
+                (_, None) => " — |".to_string(),
+            }
         );
     }
     s

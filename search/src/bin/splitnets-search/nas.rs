@@ -95,6 +95,11 @@ pub(crate) struct NasArgs {
     /// Ablations (comma-separated): switch a part of the method off or narrow the space.
     #[arg(long, value_enum, value_delimiter = ',')]
     pub(crate) ablate: Vec<Ablation>,
+    /// Train each front member alone for this many steps, from the supernet's weights, before
+    /// it is tested and exported (default: the preset's, 0 for quick). On a finished run's
+    /// directory the supernet and the search are read back, so only this part runs again.
+    #[arg(long)]
+    pub(crate) finetune_steps: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -163,8 +168,11 @@ pub(crate) fn run_nas(a: NasArgs) -> anyhow::Result<()> {
     splitnets_runtime::onnx_runtime::environment()?;
     let mut cfg = a.run.config()?;
     apply_ablations(&mut cfg, &a.ablate);
+    if let Some(n) = a.finetune_steps {
+        cfg.finetune_steps = n;
+    }
     eprintln!(
-        "[nas] {} preset {:?}{}: {} supernet steps, then evolutionary search; output in {}",
+        "[nas] {} preset {:?}{}: {} supernet steps, then evolutionary search{}; output in {}",
         kind.name(),
         preset,
         if a.ablate.is_empty() {
@@ -173,6 +181,14 @@ pub(crate) fn run_nas(a: NasArgs) -> anyhow::Result<()> {
             format!(", ablations {:?}", a.ablate)
         },
         cfg.train.steps,
+        if cfg.finetune_steps > 0 {
+            format!(
+                ", then {} steps of fine-tuning per front member",
+                cfg.finetune_steps
+            )
+        } else {
+            String::new()
+        },
         a.run.out.display()
     );
     let bar = ProgressBar::new(cfg.train.steps);
@@ -212,6 +228,23 @@ pub(crate) fn run_nas(a: NasArgs) -> anyhow::Result<()> {
             }
             if r.step == r.steps {
                 bar.finish();
+            }
+        }
+        Progress::FineTuneStep {
+            member,
+            of,
+            report: r,
+        } => {
+            // A line per 10 % of each member's steps (a bar per member would flood a terminal).
+            if r.step % (r.steps / 10).max(1) == 0 || r.step == r.steps {
+                say(format!(
+                    "[nas] fine-tuning member {}/{of}: step {}/{}  loss {:.3}  {:.0} s",
+                    member + 1,
+                    r.step,
+                    r.steps,
+                    r.loss_largest,
+                    r.seconds
+                ));
             }
         }
         Progress::Resumed { step } => {
@@ -386,7 +419,8 @@ fn write_front_bundle(
         }),
         training: Some(TrainingSummary {
             dataset: o.data.name().into(),
-            steps: o.steps_run,
+            // The supernet's steps, and this member's own fine-tuning after them.
+            steps: o.steps_run + m.finetune_steps,
             batch_size: o.train.batch,
             seconds: o.train_seconds,
             // The largest subnet's loss at the last step (NaN when resumed past the end).
