@@ -131,6 +131,14 @@ impl NasConfig {
             ..Default::default()
         };
         let multi = kind != DataKind::FashionMnist;
+        let steps = match (quick, multi) {
+            (true, true) => 130,
+            (true, false) => 500,
+            // 64×64 frames cost ~4.9 s a step on 2 cores: 1,500 steps keep the
+            // supernet near the 2-hour aim.
+            (false, _) if kind == DataKind::Shapes => 1_500,
+            (false, _) => 2_500,
+        };
         Self {
             data: DataConfig {
                 kind,
@@ -142,14 +150,7 @@ impl NasConfig {
             },
             profile,
             train: TrainSettings {
-                steps: match (quick, multi) {
-                    (true, true) => 130,
-                    (true, false) => 500,
-                    // 64×64 frames cost ~4.9 s a step on 2 cores: 1,500 steps keep the
-                    // supernet near the 2-hour aim.
-                    (false, _) if kind == DataKind::Shapes => 1_500,
-                    (false, _) => 2_500,
-                },
+                steps,
                 batch: if quick { 32 } else { 64 },
                 learning_rate: 3e-3,
                 random_subnets: if quick { 1 } else { 2 },
@@ -188,8 +189,9 @@ impl NasConfig {
             restrict: SpaceRestriction::default(),
             // Each target's best and a spread: testing and checking a member costs ~15 s here.
             front_max: Some(if quick { 5 } else { 12 }),
-            // Off in the quick preset (its 5-minute budget); see `--finetune-steps`.
-            finetune_steps: 0,
+            // A tenth of the supernet's steps per member (a member's step costs a fraction of
+            // a sandwich step); off in the quick preset, whose 5 minutes it would overrun.
+            finetune_steps: if quick { 0 } else { steps / 10 },
         }
     }
 }

@@ -96,8 +96,9 @@ pub(crate) struct NasArgs {
     #[arg(long, value_enum, value_delimiter = ',')]
     pub(crate) ablate: Vec<Ablation>,
     /// Train each front member alone for this many steps, from the supernet's weights, before
-    /// it is tested and exported (default: the preset's, 0 for quick). On a finished run's
-    /// directory the supernet and the search are read back, so only this part runs again.
+    /// it is tested and exported (default: the preset's, 0 for quick and a tenth of the
+    /// supernet's steps for full). On a finished run's directory the supernet and the search
+    /// are read back, so only this part runs again.
     #[arg(long)]
     pub(crate) finetune_steps: Option<u64>,
 }
