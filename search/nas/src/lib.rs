@@ -630,10 +630,21 @@ pub fn run_nas(
 
     // --- Search on the validation split.
     let t_search = Instant::now();
-    let calib: Vec<_> = (0..cfg.calibration_batches)
-        .map(|_| stream.next().ok_or(NasError::Producer))
-        .collect::<Result<_, _>>()?;
-    // Fine-tuning goes on drawing from it: batches it has not trained on.
+    // BatchNorm calibration batches of their own, the same however often the run was resumed
+    // (the training stream's seed depends on the step it resumed at), so a rerun of a finished
+    // run measures every subnet as the first did.
+    let calib: Vec<_> = {
+        let calib_stream = BatchStream::spawn(
+            data.train.clone(),
+            cfg.train.batch,
+            cfg.train.view_keep_prob,
+            cfg.train.seed ^ 0xCA1B_0001,
+        );
+        (0..cfg.calibration_batches)
+            .map(|_| calib_stream.next().ok_or(NasError::Producer))
+            .collect::<Result<_, _>>()?
+    };
+    // Fine-tuning draws from the training stream: batches the supernet has not trained on.
     let stream = trained.is_some().then_some(stream);
     let mut val = data.val.clone();
     let nv = cfg.val_items.min(val.len());

@@ -61,7 +61,7 @@ fn front_members_are_fine_tuned_and_a_finished_run_only_redoes_that() {
         assert_eq!(m.test_accuracy_shared_weights, None);
     }
 
-    let (tuned, seen) = run(&config(&dir, 10));
+    let (tuned, seen) = run(&config(&dir, 30));
     assert_eq!(
         seen.supernet_steps, 0,
         "the supernet is read back, not trained"
@@ -79,20 +79,23 @@ fn front_members_are_fine_tuned_and_a_finished_run_only_redoes_that() {
         fronts(&plain),
         "the search retraces its steps"
     );
-    assert_eq!(seen.finetune_steps, 10 * tuned.front.len());
+    assert_eq!(seen.finetune_steps, 30 * tuned.front.len());
     assert!(tuned.finetune_seconds > 0.0);
     for (t, p) in tuned.front.iter().zip(&plain.front) {
-        assert_eq!(t.finetune_steps, 10);
-        // The shared weights are measured exactly as the run without fine-tuning measured them.
+        assert_eq!(t.finetune_steps, 30);
+        // The shared weights are measured exactly as the run without fine-tuning measured them
+        // (the same BatchNorm calibration batches, although this run resumed).
         assert_eq!(t.test_accuracy_shared_weights, Some(p.test_accuracy));
+        // 20 supernet steps leave the subnets near chance; 30 steps alone lift each well above.
+        assert!(
+            t.test_accuracy > p.test_accuracy + 0.1,
+            "{}: fine-tuned {} vs shared {}",
+            t.arch.short(),
+            t.test_accuracy,
+            p.test_accuracy
+        );
         // The exported weights are the fine-tuned ones.
         assert_ne!(t.weights, p.weights);
-        assert!(
-            t.test_accuracy > 0.3,
-            "{}: {}",
-            t.arch.short(),
-            t.test_accuracy
-        );
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
