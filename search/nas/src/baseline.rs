@@ -305,17 +305,7 @@ fn train_job(
         save_checkpoint(p, key, cfg.train.steps, &net.parameters())?;
     }
     drop(stream);
-    // Calibration batches from a stream of their own, seeded apart from the training's, so
-    // that a rerun from the final checkpoint measures exactly what the first run measured.
-    let calib_stream = BatchStream::spawn(
-        job.data.train.clone(),
-        cfg.train.batch,
-        1.0,
-        cfg.train.seed ^ 0xCA11_B007,
-    );
-    let calib: Vec<_> = (0..cfg.calibration_batches)
-        .map(|_| calib_stream.next().ok_or(NasError::Producer))
-        .collect::<Result<_, _>>()?;
+    let calib = crate::calibration_batches(&job.data.train, cfg, 0xCA11_B007)?;
     Ok((net.valid(), calib, t.elapsed().as_secs_f64()))
 }
 

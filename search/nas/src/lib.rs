@@ -449,6 +449,20 @@ fn read_evaluation_log(path: &Path, key: &str) -> (HashMap<Arch, f64>, Vec<Strin
         .unzip()
 }
 
+/// `cfg.calibration_batches` BatchNorm calibration batches from a stream of their own, seeded
+/// apart from training's (whose seed depends on the step a run resumed at), so that a run
+/// resumed or rerun from its final checkpoint measures exactly what the first run measured.
+pub(crate) fn calibration_batches(
+    train: &std::sync::Arc<data::TrainSource>,
+    cfg: &NasConfig,
+    salt: u64,
+) -> Result<Vec<data::Batch>, NasError> {
+    let stream = BatchStream::spawn(train.clone(), cfg.train.batch, 1.0, cfg.train.seed ^ salt);
+    (0..cfg.calibration_batches)
+        .map(|_| stream.next().ok_or(NasError::Producer))
+        .collect()
+}
+
 /// Keeps at most `max` members: each target's best first, then members evenly spaced (by
 /// position along the latency-sorted front), the result sorted by latency again.
 fn thin_front(front: Vec<Candidate>, targets: &[TargetResult], max: usize) -> Vec<Candidate> {
@@ -630,20 +644,7 @@ pub fn run_nas(
 
     // --- Search on the validation split.
     let t_search = Instant::now();
-    // BatchNorm calibration batches of their own, the same however often the run was resumed
-    // (the training stream's seed depends on the step it resumed at), so a rerun of a finished
-    // run measures every subnet as the first did.
-    let calib: Vec<_> = {
-        let calib_stream = BatchStream::spawn(
-            data.train.clone(),
-            cfg.train.batch,
-            cfg.train.view_keep_prob,
-            cfg.train.seed ^ 0xCA1B_0001,
-        );
-        (0..cfg.calibration_batches)
-            .map(|_| calib_stream.next().ok_or(NasError::Producer))
-            .collect::<Result<_, _>>()?
-    };
+    let calib = calibration_batches(&data.train, cfg, 0xCA1B_0001)?;
     // Fine-tuning draws from the training stream: batches the supernet has not trained on.
     let stream = trained.is_some().then_some(stream);
     let mut val = data.val.clone();
