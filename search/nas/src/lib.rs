@@ -638,15 +638,14 @@ pub fn run_nas(
     if let Some(p) = time_ledger.as_deref() {
         write_time_ledger(p, cfg.train.steps, train_seconds);
     }
-    // Fine-tuning starts every front member from these.
-    let trained = (cfg.finetune_steps > 0).then(|| net.parameters());
+    // Fine-tuning starts every front member from these weights, drawing batches the supernet
+    // has not trained on from the rest of its stream.
+    let finetune_from = (cfg.finetune_steps > 0).then(|| (net.parameters(), stream));
     let net = net.valid();
 
     // --- Search on the validation split.
     let t_search = Instant::now();
     let calib = calibration_batches(&data.train, cfg, 0xCA1B_0001)?;
-    // Fine-tuning draws from the training stream: batches the supernet has not trained on.
-    let stream = trained.is_some().then_some(stream);
     let mut val = data.val.clone();
     let nv = cfg.val_items.min(val.len());
     val.frames.truncate(nv * val.views * val.side * val.side);
@@ -807,8 +806,8 @@ pub fn run_nas(
             of: front.len(),
         });
         let mut shared_weights_accuracy = None;
-        let tuned = match (&trained, &stream) {
-            (Some(params), Some(stream)) => {
+        let tuned = match &finetune_from {
+            Some((params, stream)) => {
                 let stats = calibrate(&net, &space, &c.arch, &calib, &base);
                 shared_weights_accuracy = Some(accuracy(
                     &net,
@@ -846,7 +845,7 @@ pub fn run_nas(
                 finetune_seconds += t.elapsed().as_secs_f64();
                 Some(tuned.valid())
             }
-            _ => None,
+            None => None,
         };
         let net = tuned.as_ref().unwrap_or(&net);
         let stats = calibrate(net, &space, &c.arch, &calib, &base);
@@ -867,16 +866,12 @@ pub fn run_nas(
             test_accuracy,
             test_accuracy_one_view: one,
             test_accuracy_one_missing: missing,
-            finetune_steps: if tuned.is_some() {
-                cfg.finetune_steps
-            } else {
-                0
-            },
+            finetune_steps: cfg.finetune_steps,
             test_accuracy_shared_weights: shared_weights_accuracy,
             weights: net.export(&space, &c.arch, &stats),
         });
     }
-    drop(stream);
+    drop(finetune_from);
     let total_seconds = t0.elapsed().as_secs_f64();
     let cores_used = match (cpu0, cpu_seconds()) {
         (Some(a), Some(b)) if total_seconds > 0.0 => (b - a) / total_seconds,
