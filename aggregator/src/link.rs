@@ -290,6 +290,7 @@ impl FeatureLink for FeatureLinkService {
             st.view_idle_timeout
         };
         let starts_in = Duration::from_millis(epoch.saturating_sub(unix_ns() / 1_000_000));
+        let mut acks = AckBatch::new(hello.ack_every);
         tokio::spawn(async move {
             let _slot = slot;
             let mut phase = st.phase.clone();
@@ -301,13 +302,30 @@ impl FeatureLink for FeatureLinkService {
                 tokio::select! {
                     m = inbound.message() => match m {
                         Ok(Some(m)) => {
-                            idle.as_mut().reset(tokio::time::Instant::now() + idle_timeout);
+                            let now = tokio::time::Instant::now();
+                            idle.as_mut().reset(now + idle_timeout);
                             let ack = handle_message(&st, view, epoch, m).await;
-                            if tx.send(msg(aggregator_message::Kind::Ack(ack))).await.is_err() {
+                            // A rejection goes out at once, after the accepted frames before it.
+                            let (first, second) = if ack.code == CODE_OK {
+                                (acks.accepted(ack.sequence, now.into_std()), None)
+                            } else {
+                                (acks.take(now.into_std()), Some(ack))
+                            };
+                            let mut gone = false;
+                            for a in [first, second].into_iter().flatten() {
+                                gone |= tx.send(msg(aggregator_message::Kind::Ack(a))).await.is_err();
+                            }
+                            if gone {
                                 break;
                             }
                         }
-                        Ok(None) => break,
+                        Ok(None) => {
+                            // Half-closed: the sensor waits for its last frames' acknowledgement.
+                            if let Some(a) = acks.take(Instant::now()) {
+                                let _ = tx.send(msg(aggregator_message::Kind::Ack(a))).await;
+                            }
+                            break;
+                        }
                         Err(status) => {
                             tracing::debug!(view, %status, "sensor stream ended with an error");
                             let _ = tx.send(Err(inbound_error(&st, Some(view), status))).await;
@@ -315,6 +333,9 @@ impl FeatureLink for FeatureLinkService {
                         }
                     },
                     () = &mut idle => {
+                        if let Some(a) = acks.take(Instant::now()) {
+                            let _ = tx.send(msg(aggregator_message::Kind::Ack(a))).await;
+                        }
                         st.metrics.idle_streams_closed.increment(1);
                         if let Some(suppressed) = st.log.admit() {
                             tracing::warn!(view, idle_ms = idle_timeout.as_millis() as u64, suppressed, "sensor idle: view freed");
@@ -351,6 +372,10 @@ impl FeatureLink for FeatureLinkService {
                     }
                     () = phase.wait_for(Phase::Draining), if !drain_sent => {
                         drain_sent = true;
+                        // The sensor disconnects on Drain: what it sent is accounted for first.
+                        if let Some(a) = acks.take(Instant::now()) {
+                            let _ = tx.send(msg(aggregator_message::Kind::Ack(a))).await;
+                        }
                         let _ = tx.send(msg(aggregator_message::Kind::Control(Control {
                             kind: Some(control::Kind::Drain(Drain { reason: "aggregator shutting down".into() })),
                         }))).await;
@@ -359,6 +384,60 @@ impl FeatureLink for FeatureLinkService {
             }
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+/// The longest an accepted frame waits for its cumulative acknowledgement while frames keep
+/// coming (checked as each arrives; the stream's end flushes the rest).
+const ACK_MAX_DELAY: Duration = Duration::from_millis(200);
+
+/// Accepted frames of one stream not yet acknowledged (`Hello.ack_every`): each acknowledgement
+/// written costs a wake-up of the connection's task and a socket write here, and a wake-up on
+/// the sensor, so at camera rate one per frame was a large part of the link's CPU.
+#[derive(Debug)]
+struct AckBatch {
+    every: u32,
+    pending: u32,
+    last_sequence: u64,
+    last_sent: Instant,
+}
+
+impl AckBatch {
+    fn new(ack_every: u32) -> Self {
+        Self {
+            every: ack_every.clamp(1, wire::MAX_ACK_EVERY),
+            pending: 0,
+            last_sequence: 0,
+            last_sent: Instant::now(),
+        }
+    }
+
+    /// Records an accepted frame; the cumulative acknowledgement to send now, if one is due.
+    fn accepted(&mut self, sequence: u64, now: Instant) -> Option<FrameAck> {
+        self.pending += 1;
+        self.last_sequence = sequence;
+        if self.pending >= self.every
+            || now.saturating_duration_since(self.last_sent) >= ACK_MAX_DELAY
+        {
+            self.take(now)
+        } else {
+            None
+        }
+    }
+
+    /// The acknowledgement of every accepted frame not yet acknowledged, if any.
+    fn take(&mut self, now: Instant) -> Option<FrameAck> {
+        if self.pending == 0 {
+            return None;
+        }
+        let frames = std::mem::take(&mut self.pending);
+        self.last_sent = now;
+        Some(FrameAck {
+            sequence: self.last_sequence,
+            code: CODE_OK,
+            message: String::new(),
+            frames,
+        })
     }
 }
 
@@ -529,12 +608,14 @@ async fn handle_message(st: &LinkState, view: u32, epoch: u64, m: SensorMessage)
             sequence: seq,
             code: tonic::Code::Unavailable as i32,
             message: "aggregator is shutting down".into(),
+            frames: 1,
         };
     }
     FrameAck {
         sequence: seq,
         code: CODE_OK,
         message: String::new(),
+        frames: 1,
     }
 }
 
@@ -557,5 +638,29 @@ fn reject_frame(
         sequence,
         code: CODE_INVALID_ARGUMENT,
         message,
+        frames: 1,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn acks_are_cumulative_every_n_frames_or_after_the_delay_limit() {
+        let t0 = Instant::now();
+        let mut b = AckBatch::new(3);
+        assert!(b.accepted(10, t0).is_none());
+        assert!(b.accepted(11, t0).is_none());
+        let a = b.accepted(12, t0).expect("third frame");
+        assert_eq!((a.sequence, a.frames, a.code), (12, 3, CODE_OK));
+        assert!(b.take(t0).is_none(), "nothing pending");
+        // A slow stream is acknowledged once its last acknowledgement is the delay limit old.
+        assert!(b.accepted(13, t0 + ACK_MAX_DELAY / 2).is_none());
+        let a = b.accepted(14, t0 + ACK_MAX_DELAY).expect("delay limit");
+        assert_eq!((a.sequence, a.frames), (14, 2));
+        // 0 from an older sensor means every frame; more than the maximum is clamped.
+        assert_eq!(AckBatch::new(0).every, 1);
+        assert_eq!(AckBatch::new(1000).every, wire::MAX_ACK_EVERY);
     }
 }

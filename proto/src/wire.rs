@@ -15,6 +15,15 @@ pub const FILE_DESCRIPTOR_SET: &[u8] =
 /// ~600 KiB; 16 MiB leaves room for large uncompressed splits while bounding memory per stream.
 pub const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
 
+/// Most accepted frames one cumulative `FrameAck` covers (`Hello.ack_every` above it is taken
+/// as this): bounds how long a sensor's count of delivered frames lags.
+pub const MAX_ACK_EVERY: u32 = 64;
+
+/// Default `Hello.ack_every` of the sensor daemon: at 30 fps, one acknowledgement per 267 ms
+/// instead of one per frame (each wakes both ends' network tasks; measured by the latency
+/// harness as part of the per-frame CPU overhead).
+pub const DEFAULT_ACK_EVERY: u32 = 8;
+
 /// What a stream's feature frames hold, fixed by the bundle: the tensors that cross the link, in
 /// the bundle's order, each with its shape and codec. Most cuts send one tensor; a cut across a
 /// residual or squeeze-excite block sends two or more.

@@ -83,6 +83,10 @@ pub struct Args {
     /// Frames buffered between the camera and the link; beyond this, frames are dropped.
     #[arg(long, env = "SPLITNETS_SENSOR_QUEUE")]
     pub queue: Option<usize>,
+    /// Ask the aggregator for one cumulative acknowledgement per this many accepted frames
+    /// (default 8; 1: every frame; at most 64). Rejections are always acknowledged at once.
+    #[arg(long, env = "SPLITNETS_SENSOR_ACK_EVERY")]
+    pub ack_every: Option<u32>,
     /// Reconnect backoff bounds, milliseconds (default 100 to 1000: the backoff doubles from
     /// the minimum; the maximum bounds how long after the aggregator's return the sensor is
     /// back, and one attempt a second costs a dedicated link nothing).
@@ -149,6 +153,7 @@ struct FileConfig {
     admin_listen: Option<SocketAddr>,
     flush_timeout_ms: Option<u64>,
     queue: Option<usize>,
+    ack_every: Option<u32>,
     reconnect_min_ms: Option<u64>,
     reconnect_max_ms: Option<u64>,
     head_threads: Option<usize>,
@@ -188,6 +193,8 @@ pub struct Settings {
     pub admin_listen: SocketAddr,
     pub flush_timeout: Duration,
     pub queue: usize,
+    /// Accepted frames per cumulative acknowledgement (`Hello.ack_every`).
+    pub ack_every: u32,
     pub reconnect_min: Duration,
     pub reconnect_max: Duration,
     pub head_threads: usize,
@@ -228,6 +235,7 @@ impl Settings {
             admin_listen: "127.0.0.1:0".parse().expect("valid address"),
             flush_timeout: Duration::from_secs(5),
             queue: 8,
+            ack_every: splitnets_proto::wire::DEFAULT_ACK_EVERY,
             reconnect_min: Duration::from_millis(100),
             reconnect_max: Duration::from_millis(1000),
             head_threads: 1,
@@ -368,6 +376,10 @@ impl Settings {
                     .unwrap_or(5000),
             ),
             queue: args.queue.or(file.queue).unwrap_or(8),
+            ack_every: args
+                .ack_every
+                .or(file.ack_every)
+                .unwrap_or(splitnets_proto::wire::DEFAULT_ACK_EVERY),
             reconnect_min: Duration::from_millis(
                 args.reconnect_min_ms
                     .or(file.reconnect_min_ms)
@@ -385,6 +397,13 @@ impl Settings {
         };
         if s.queue == 0 || s.head_threads == 0 {
             anyhow::bail!("queue and head_threads must be at least 1");
+        }
+        if !(1..=splitnets_proto::wire::MAX_ACK_EVERY).contains(&s.ack_every) {
+            anyhow::bail!(
+                "ack_every {} must be in 1..={}",
+                s.ack_every,
+                splitnets_proto::wire::MAX_ACK_EVERY
+            );
         }
         Ok(s)
     }

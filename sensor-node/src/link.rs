@@ -237,6 +237,7 @@ async fn handshake(
                 protocol_version: wire::PROTOCOL_VERSION,
                 trigger_epoch_unix_ms: s.start_at_unix_ms.unwrap_or(0),
                 frames_per_second: f64::from_bits(l.fps_bits.load(Ordering::Relaxed)),
+                ack_every: s.ack_every,
             })),
         })
         .await
@@ -410,9 +411,11 @@ async fn one_connection(
                 };
                 match m.kind {
                     Some(aggregator_message::Kind::Ack(a)) => {
-                        in_flight = in_flight.saturating_sub(1);
+                        // Accepted frames come acknowledged together (Hello.ack_every).
+                        let covered = u64::from(a.frames.max(1));
+                        in_flight = in_flight.saturating_sub(covered);
                         if a.code == 0 {
-                            l.counters.acked.fetch_add(1, Ordering::Relaxed);
+                            l.counters.acked.fetch_add(covered, Ordering::Relaxed);
                         } else {
                             l.counters.rejected.fetch_add(1, Ordering::Relaxed);
                             l.metrics.frames_rejected.increment(1);

@@ -25,6 +25,7 @@ pub fn oversized_hello(id_bytes: usize, view: u32) -> SensorMessage {
             protocol_version: wire::PROTOCOL_VERSION,
             trigger_epoch_unix_ms: 0,
             frames_per_second: 30.0,
+            ack_every: 1,
         })),
     }
 }

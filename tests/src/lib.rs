@@ -212,13 +212,25 @@ impl RawSensor {
         Self::connect_on(endpoint, view, digest, 0, 30.0).await
     }
 
-    /// Connects as a sensor of a fleet on `trigger` (Unix ms) at `fps`.
+    /// Connects as a sensor of a fleet on `trigger` (Unix ms) at `fps`, each frame acknowledged.
     pub async fn connect_on(
         endpoint: &str,
         view: u32,
         digest: &str,
         trigger: u64,
         fps: f64,
+    ) -> anyhow::Result<Self> {
+        Self::connect_acking(endpoint, view, digest, trigger, fps, 1).await
+    }
+
+    /// Connects asking for one cumulative acknowledgement per `ack_every` accepted frames.
+    pub async fn connect_acking(
+        endpoint: &str,
+        view: u32,
+        digest: &str,
+        trigger: u64,
+        fps: f64,
+        ack_every: u32,
     ) -> anyhow::Result<Self> {
         let mut client = FeatureLinkClient::connect(endpoint.to_string()).await?;
         let (tx, rx) = mpsc::channel(1024);
@@ -230,6 +242,7 @@ impl RawSensor {
                 protocol_version: wire::PROTOCOL_VERSION,
                 trigger_epoch_unix_ms: trigger,
                 frames_per_second: fps,
+                ack_every,
             })),
         })
         .await?;
@@ -247,13 +260,42 @@ impl RawSensor {
         Ok(Self { tx, inbound, reply })
     }
 
-    /// Sends a frame and waits for its acknowledgement (skipping control messages).
+    /// Sends a frame and waits for its acknowledgement (skipping control messages; a stream
+    /// opened with `ack_every` 1).
     pub async fn send(&mut self, frame: FeatureFrame) -> anyhow::Result<wire::FrameAck> {
+        self.push(frame).await?;
+        self.next_ack().await
+    }
+
+    /// Sends a frame without waiting for anything.
+    pub async fn push(&mut self, frame: FeatureFrame) -> anyhow::Result<()> {
         self.tx
             .send(SensorMessage {
                 kind: Some(sensor_message::Kind::Frame(frame)),
             })
             .await?;
+        Ok(())
+    }
+
+    /// Half-closes the stream and returns every acknowledgement that comes before its end.
+    pub async fn finish(self) -> anyhow::Result<Vec<wire::FrameAck>> {
+        let Self {
+            tx, mut inbound, ..
+        } = self;
+        drop(tx);
+        let mut acks = Vec::new();
+        while let Some(m) =
+            tokio::time::timeout(Duration::from_secs(10), inbound.message()).await??
+        {
+            if let Some(aggregator_message::Kind::Ack(a)) = m.kind {
+                acks.push(a);
+            }
+        }
+        Ok(acks)
+    }
+
+    /// Waits for the next acknowledgement (skipping control messages).
+    pub async fn next_ack(&mut self) -> anyhow::Result<wire::FrameAck> {
         loop {
             let m = tokio::time::timeout(Duration::from_secs(10), self.inbound.message())
                 .await??

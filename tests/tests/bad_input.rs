@@ -192,6 +192,44 @@ async fn a_hostile_burst_ahead_of_the_fleet_cannot_make_other_views_late() {
     c.stop().await.unwrap();
 }
 
+/// A stream that asks for one acknowledgement per 4 frames gets them cumulatively; a rejection
+/// still comes at once, after the acknowledgement of the accepted frames before it; the stream's
+/// end acknowledges what is left. No frame goes unaccounted for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accepted_frames_are_acknowledged_in_batches_and_rejections_at_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bundle = Bundle::load(&demo_bundle()).unwrap();
+    let c = cluster(&demo_bundle(), tmp.path(), 50).await;
+    let mut raw = RawSensor::connect_acking(&c.endpoint(), 0, &bundle.digest, 0, 30.0, 4)
+        .await
+        .unwrap();
+    assert!(raw.reply.accepted, "{:?}", raw.reply);
+    for seq in 0..5 {
+        raw.push(valid_frame(seq, &bundle)).await.unwrap();
+    }
+    let mut truncated = valid_frame(5, &bundle);
+    truncated.payload = truncated.payload.slice(..truncated.payload.len() - 3);
+    raw.push(truncated).await.unwrap();
+    for seq in 6..8 {
+        raw.push(valid_frame(seq, &bundle)).await.unwrap();
+    }
+    let acks = raw.finish().await.unwrap();
+    let rejected = acks.iter().position(|a| a.code != 0).expect("a rejection");
+    assert_eq!(acks[rejected].sequence, 5, "{acks:?}");
+    assert_eq!(acks[rejected].frames, 1, "{acks:?}");
+    let covered = |acks: &[wire::FrameAck]| acks.iter().map(|a| a.frames.max(1)).sum::<u32>();
+    // Everything accepted before the rejection is acknowledged before it, and the rest after.
+    assert_eq!(covered(&acks[..rejected]), 5, "{acks:?}");
+    assert_eq!(acks[rejected - 1].sequence, 4, "{acks:?}");
+    assert_eq!(covered(&acks[rejected + 1..]), 2, "{acks:?}");
+    assert_eq!(acks.last().unwrap().sequence, 7, "{acks:?}");
+    // Batched: 7 accepted frames need 3 acknowledgements (4, then 1 before the rejection, then
+    // 2 at the end); more only if the 200 ms limit struck on a stalled machine.
+    let ok_acks = acks.iter().filter(|a| a.code == 0).count();
+    assert!(ok_acks < 7, "one acknowledgement per frame: {acks:?}");
+    c.stop().await.unwrap();
+}
+
 /// A float32 bundle: a frame full of NaN is refused, never reaches the tail.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn float_frames_must_be_finite() {

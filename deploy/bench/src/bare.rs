@@ -1,6 +1,6 @@
-//! A bare tonic stream: the project's `FeatureLink` service implemented as "acknowledge every
-//! frame, do nothing else", and a client that streams frames of the bundle's exact message size
-//! through it. What gRPC over loopback costs with no decode, no fusion and no tail: the floor
+//! A bare tonic stream: the project's `FeatureLink` service implemented as "acknowledge frames
+//! (cumulatively, as `Hello.ack_every` asks, like the aggregator), do nothing else", and a client
+//! that streams frames of the bundle's exact message size through it. What gRPC over loopback costs with no decode, no fusion and no tail: the floor
 //! the daemons' frame path is compared to.
 
 use std::pin::Pin;
@@ -35,19 +35,26 @@ impl FeatureLink for AckEverything {
         let mut inbound = req.into_inner();
         let (tx, rx) = mpsc::channel(256);
         tokio::spawn(async move {
+            let (mut every, mut pending) = (1u32, 0u32);
             while let Some(Ok(m)) = inbound.next().await {
                 let reply = match m.kind {
-                    Some(sensor_message::Kind::Hello(_)) => {
+                    Some(sensor_message::Kind::Hello(h)) => {
+                        every = h.ack_every.clamp(1, wire::MAX_ACK_EVERY);
                         aggregator_message::Kind::HelloReply(HelloReply {
                             accepted: true,
                             ..Default::default()
                         })
                     }
                     Some(sensor_message::Kind::Frame(f)) => {
+                        pending += 1;
+                        if pending < every {
+                            continue;
+                        }
                         aggregator_message::Kind::Ack(FrameAck {
                             sequence: f.sequence.unwrap_or(0),
                             code: 0,
                             message: String::new(),
+                            frames: std::mem::take(&mut pending),
                         })
                     }
                     None => continue,
@@ -75,6 +82,8 @@ pub struct BareResult {
     /// Messages per second with up to `window` unacknowledged.
     pub messages_per_second: f64,
     pub window: usize,
+    /// Accepted frames per acknowledgement in the throughput burst (as the sensors ask).
+    pub ack_every: u32,
 }
 
 /// Serves [`AckEverything`] on its own runtime (a process of its own would be fairer still;
@@ -111,14 +120,45 @@ fn serve() -> anyhow::Result<(std::net::SocketAddr, tokio::sync::oneshot::Sender
     Ok((addr, stop_tx))
 }
 
+type Client = FeatureLinkClient<tonic::transport::Channel>;
+
+/// Opens a stream: the Hello (asking for one acknowledgement per `ack_every` frames) and its reply.
+async fn open(
+    client: &mut Client,
+    window: usize,
+    ack_every: u32,
+) -> anyhow::Result<(mpsc::Sender<SensorMessage>, Streaming<AggregatorMessage>)> {
+    let (tx, rx) = mpsc::channel::<SensorMessage>(window.max(4));
+    tx.send(SensorMessage {
+        kind: Some(sensor_message::Kind::Hello(Hello {
+            ack_every,
+            ..Hello::default()
+        })),
+    })
+    .await?;
+    let mut inbound = client
+        .stream_features(ReceiverStream::new(rx))
+        .await?
+        .into_inner();
+    inbound.message().await?.context("no hello reply")?;
+    Ok((tx, inbound))
+}
+
 /// Streams `frame` (resequenced) through a bare tonic server: `round_trips` messages one at a
-/// time, then `burst` messages with up to `window` in flight.
+/// time (each acknowledged), then, on a second stream, `burst` messages with up to `window` in
+/// flight, acknowledged once per `ack_every` as the sensor daemons ask (so the comparison with
+/// the daemons' frame path is like for like).
 pub async fn measure(
     frame: FeatureFrame,
     round_trips: usize,
     burst: usize,
     window: usize,
+    ack_every: u32,
 ) -> anyhow::Result<BareResult> {
+    anyhow::ensure!(
+        ack_every >= 1 && window >= ack_every as usize && burst % ack_every as usize == 0,
+        "bare stream: window {window} and burst {burst} must be multiples of ack_every {ack_every}"
+    );
     let (addr, stop) = serve()?;
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
         .tcp_nodelay(true)
@@ -129,16 +169,7 @@ pub async fn measure(
     let mut client = FeatureLinkClient::new(channel)
         .max_decoding_message_size(wire::MAX_MESSAGE_BYTES)
         .max_encoding_message_size(wire::MAX_MESSAGE_BYTES);
-    let (tx, rx) = mpsc::channel::<SensorMessage>(window.max(4));
-    tx.send(SensorMessage {
-        kind: Some(sensor_message::Kind::Hello(Hello::default())),
-    })
-    .await?;
-    let mut inbound = client
-        .stream_features(ReceiverStream::new(rx))
-        .await?
-        .into_inner();
-    inbound.message().await?.context("no hello reply")?;
+    let (tx, mut inbound) = open(&mut client, window, 1).await?;
     let msg = |seq: u64| {
         let mut f = frame.clone();
         f.sequence = Some(seq);
@@ -156,6 +187,8 @@ pub async fn measure(
         round_trip_ms.push(t.elapsed().as_secs_f64() * 1e3);
         seq += 1;
     }
+    drop((tx, inbound));
+    let (tx, mut inbound) = open(&mut client, window, ack_every).await?;
     let t = Instant::now();
     let (mut sent, mut acked) = (0usize, 0usize);
     while acked < burst {
@@ -164,8 +197,10 @@ pub async fn measure(
             seq += 1;
             sent += 1;
         }
-        inbound.message().await?.context("stream ended")?;
-        acked += 1;
+        let m = inbound.message().await?.context("stream ended")?;
+        if let Some(aggregator_message::Kind::Ack(a)) = m.kind {
+            acked += a.frames.max(1) as usize;
+        }
     }
     let messages_per_second = burst as f64 / t.elapsed().as_secs_f64();
     drop(tx);
@@ -175,5 +210,6 @@ pub async fn measure(
         round_trip_ms,
         messages_per_second,
         window,
+        ack_every,
     })
 }

@@ -672,7 +672,10 @@ pub async fn latency(a: LatencyArgs) -> anyhow::Result<()> {
         })
         .await??
     };
-    let bare_tonic = bare::measure(frame, a.tonic_messages / 2, a.tonic_messages / 2, 32).await?;
+    // Acknowledged as the sensor daemons ask theirs to be (their default `--ack-every`).
+    let every = splitnets_proto::wire::DEFAULT_ACK_EVERY;
+    let burst = (a.tonic_messages / 2).div_ceil(every as usize) * every as usize;
+    let bare_tonic = bare::measure(frame, a.tonic_messages / 2, burst, 32, every).await?;
     eprintln!(
         "[latency]   {} B per message: round trip p50 {:.3} ms; {:.0} messages/s with 32 in flight",
         bare_tonic.message_bytes,
