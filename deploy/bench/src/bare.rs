@@ -156,7 +156,7 @@ pub async fn measure(
     ack_every: u32,
 ) -> anyhow::Result<BareResult> {
     anyhow::ensure!(
-        ack_every >= 1 && window >= ack_every as usize && burst % ack_every as usize == 0,
+        ack_every >= 1 && window >= ack_every as usize && burst.is_multiple_of(ack_every as usize),
         "bare stream: window {window} and burst {burst} must be multiples of ack_every {ack_every}"
     );
     let (addr, stop) = serve()?;
