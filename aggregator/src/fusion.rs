@@ -11,8 +11,8 @@
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
-use splitnets_ops::{Phase, PhaseWatch};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
 
 use splitnets_proto::codec::EncodedTensor;
 use tokio::sync::mpsc;
@@ -280,111 +280,217 @@ impl Fusion {
     }
 }
 
-/// Wakes the fusion loop at a deadline within a few microseconds. tokio's timer wheel rounds a
-/// deadline up to its next millisecond tick, which made a frame missing a view wait up to 1 ms
-/// past its fusion deadline (the latency harness measured 3.02 ms of wait for a 2 ms deadline).
-/// A thread of its own sleeps until shortly before the deadline and spins the rest; it costs
-/// up to [`SPIN`] of CPU per expiry, and expiries happen only for frames missing a view.
+/// Fusion where the views arrive: each stream's task adds its view and hands a ready frame to
+/// the tail itself, and the deadline thread expires frames the same way. A fusion task between
+/// them cost a hand-off, i.e. a wake-up, per view (counted by the latency harness).
+///
+/// The state sits behind an async mutex that is held while a ready frame goes into the tail's
+/// bounded queue: frames reach the tail in the order they were fused, and a full queue holds
+/// back the streams (and through TCP the sensors) as the fusion task's await did.
 #[derive(Debug)]
-pub struct DeadlineTimer {
-    set: std::sync::mpsc::Sender<Option<Instant>>,
-    fired: Arc<tokio::sync::Notify>,
-    armed: Option<Instant>,
+pub struct FusionStage {
+    state: tokio::sync::Mutex<StageState>,
+    clock: Arc<DeadlineClock>,
+    pending_gauge: ::metrics::Gauge,
+}
+
+#[derive(Debug)]
+struct StageState {
+    fusion: Fusion,
+    /// The tail's queue; `None` once flushed at shutdown (the tail thread then ends).
+    jobs: Option<mpsc::Sender<FusionJob>>,
+}
+
+impl FusionStage {
+    /// Starts the deadline thread; ready frames go to `jobs`.
+    pub fn start(
+        fusion: Fusion,
+        jobs: mpsc::Sender<FusionJob>,
+        pending_gauge: ::metrics::Gauge,
+    ) -> std::io::Result<Arc<Self>> {
+        let (clock, wake) = DeadlineClock::new();
+        let stage = Arc::new(Self {
+            state: tokio::sync::Mutex::new(StageState {
+                fusion,
+                jobs: Some(jobs),
+            }),
+            clock: clock.clone(),
+            pending_gauge,
+        });
+        // The thread holds the stage weakly: dropping the stage disconnects `wake` and ends it.
+        let weak = Arc::downgrade(&stage);
+        spawn_deadline_thread(clock, wake, move || {
+            if let Some(stage) = weak.upgrade() {
+                stage.expire_blocking();
+            }
+        })?;
+        Ok(stage)
+    }
+
+    fn after_change(&self, st: &StageState) {
+        self.clock.set(st.fusion.next_deadline());
+        self.pending_gauge.set(st.fusion.pending.len() as f64);
+    }
+
+    /// Adds a view and hands what became ready to the tail. False once the stage is flushed
+    /// (shutting down) or the tail is gone: the view was not taken.
+    pub async fn add(&self, a: ViewArrival) -> bool {
+        let mut st = self.state.lock().await;
+        let Some(jobs) = st.jobs.clone() else {
+            return false;
+        };
+        let ready = st.fusion.add(a);
+        let mut delivered = true;
+        for job in ready {
+            delivered &= jobs.send(job).await.is_ok();
+        }
+        self.after_change(&st);
+        delivered
+    }
+
+    /// The deadline thread's work: fuse the frames whose deadline passed.
+    fn expire_blocking(&self) {
+        let mut st = self.state.blocking_lock();
+        let ready = st.fusion.expire(Instant::now());
+        if let Some(jobs) = st.jobs.clone() {
+            for job in ready {
+                let _ = jobs.blocking_send(job);
+            }
+        }
+        self.after_change(&st);
+    }
+
+    /// Shutdown: fuses what is pending with the views it has, hands it to the tail and closes
+    /// the tail's queue. Views arriving later are refused.
+    pub async fn flush(&self) {
+        let mut st = self.state.lock().await;
+        let ready = st.fusion.flush();
+        if let Some(jobs) = st.jobs.take() {
+            for job in ready {
+                let _ = jobs.send(job).await;
+            }
+        }
+        self.after_change(&st);
+    }
+}
+
+/// The earliest pending deadline, shared with the deadline thread through atomics, so that
+/// moving it later (the common case: a frame fused with all its views before its deadline) never
+/// wakes the thread, and a deadline that no longer exists is never spun for.
+///
+/// Why a thread at all: tokio's timer wheel rounds a deadline up to its next millisecond tick,
+/// which made a frame missing a view wait up to 1 ms past its fusion deadline (the latency
+/// harness measured 3.02 ms of wait for a 2 ms deadline). The thread sleeps until shortly before
+/// the deadline and spins the rest ([`SPIN`]); spinning for deadlines of frames already fused
+/// cost ~0.04 ms of CPU per frame before the thread re-checked the deadline first.
+#[derive(Debug)]
+struct DeadlineClock {
+    base: Instant,
+    /// Earliest deadline, nanoseconds after `base` plus one; 0: none.
+    earliest: AtomicU64,
+    /// What the thread sleeps toward, encoded the same way; 0: parked until woken.
+    sleeping_until: AtomicU64,
+    wake: std::sync::mpsc::Sender<()>,
 }
 
 const SPIN: Duration = Duration::from_micros(80);
 
-impl DeadlineTimer {
-    pub fn start() -> std::io::Result<Self> {
-        let (set, rx) = std::sync::mpsc::channel::<Option<Instant>>();
-        let fired = Arc::new(tokio::sync::Notify::new());
-        let notify = fired.clone();
-        std::thread::Builder::new()
-            .name("fusion-deadline".into())
-            .spawn(move || {
-                use std::sync::mpsc::RecvTimeoutError;
-                let mut target: Option<Instant> = None;
-                loop {
-                    let Some(t) = target else {
-                        match rx.recv() {
-                            Ok(t) => target = t,
-                            Err(_) => return,
-                        }
-                        continue;
-                    };
-                    let sleep = t.saturating_duration_since(Instant::now());
-                    if sleep > SPIN {
-                        match rx.recv_timeout(sleep - SPIN) {
-                            Ok(new) => {
-                                target = new;
-                                continue;
-                            }
-                            Err(RecvTimeoutError::Disconnected) => return,
-                            Err(RecvTimeoutError::Timeout) => {}
-                        }
-                    }
-                    while Instant::now() < t {
-                        std::hint::spin_loop();
-                    }
-                    target = None;
-                    notify.notify_one();
-                }
-            })?;
-        Ok(Self {
-            set,
-            fired,
-            armed: None,
+impl DeadlineClock {
+    fn new() -> (Arc<Self>, std::sync::mpsc::Receiver<()>) {
+        let (wake, rx) = std::sync::mpsc::channel();
+        let clock = Self {
+            base: Instant::now(),
+            earliest: AtomicU64::new(0),
+            sleeping_until: AtomicU64::new(0),
+            wake,
+        };
+        (Arc::new(clock), rx)
+    }
+
+    fn encode(&self, t: Option<Instant>) -> u64 {
+        t.map_or(0, |t| {
+            u64::try_from(t.saturating_duration_since(self.base).as_nanos()).unwrap_or(u64::MAX - 1)
+                + 1
         })
     }
 
-    /// Arms the timer for `at`. Only an earlier deadline than the one armed wakes the thread
-    /// (two wake-ups per frame cost the aggregator ~3 % of its CPU): a deadline armed for a
-    /// frame fused meanwhile fires at worst once, finds nothing due, and the loop re-arms.
-    fn arm(&mut self, at: Option<Instant>) {
-        if let Some(t) = at
-            && self.armed.is_none_or(|a| t < a)
-        {
-            self.armed = Some(t);
-            let _ = self.set.send(Some(t));
+    fn decode(&self, v: u64) -> Option<Instant> {
+        (v != 0).then(|| self.base + Duration::from_nanos(v - 1))
+    }
+
+    /// Publishes the earliest deadline; wakes the thread only if it would sleep past it.
+    fn set(&self, at: Option<Instant>) {
+        let e = self.encode(at);
+        self.earliest.store(e, SeqCst);
+        if e == 0 {
+            return;
+        }
+        // SeqCst on both sides: either this load sees the thread's new target, or the
+        // thread's re-check after publishing it sees `e`.
+        let s = self.sleeping_until.load(SeqCst);
+        if s == 0 || e < s {
+            let _ = self.wake.send(());
         }
     }
 }
 
-/// Runs the fusion loop until `arrivals` closes or the aggregator reaches [`Phase::Flushing`],
-/// then fuses what is pending.
-pub async fn run_fusion(
-    mut fusion: Fusion,
-    mut arrivals: mpsc::Receiver<ViewArrival>,
-    mut phase: PhaseWatch,
-    pending_gauge: ::metrics::Gauge,
-    jobs: mpsc::Sender<FusionJob>,
-    mut timer: DeadlineTimer,
-) {
-    loop {
-        timer.arm(fusion.next_deadline());
-        let fired = timer.fired.clone();
-        let ready = tokio::select! {
-            a = arrivals.recv() => match a {
-                Some(a) => fusion.add(a),
-                None => break,
-            },
-            () = fired.notified() => {
-                // The timer disarmed itself when it fired.
-                timer.armed = None;
-                fusion.expire(Instant::now())
+/// The deadline thread: calls `fire` once the earliest deadline published on `clock` has passed
+/// (never early). Ends when the clock's wake-up sender is gone.
+fn spawn_deadline_thread(
+    clock: Arc<DeadlineClock>,
+    woken: std::sync::mpsc::Receiver<()>,
+    mut fire: impl FnMut() + Send + 'static,
+) -> std::io::Result<()> {
+    // Weak: the thread must not keep the wake-up sender alive, it ends on its disconnection.
+    let clock = Arc::downgrade(&clock);
+    std::thread::Builder::new()
+        .name("fusion-deadline".into())
+        .spawn(move || {
+            use std::sync::mpsc::RecvTimeoutError;
+            let drain = || while woken.try_recv().is_ok() {};
+            // The deadline fired last: if `fire` left it published, it is not fired again (a
+            // busy loop) but waited on as "none" until another is published.
+            let mut fired_for = 0;
+            loop {
+                let Some(c) = clock.upgrade() else {
+                    return;
+                };
+                let mut e = c.earliest.load(SeqCst);
+                if e == fired_for {
+                    e = 0;
+                }
+                c.sleeping_until.store(e, SeqCst);
+                let now_published = c.earliest.load(SeqCst);
+                if now_published != e && now_published != fired_for {
+                    continue;
+                }
+                let target = c.decode(e);
+                drop(c);
+                let Some(t) = target else {
+                    match woken.recv() {
+                        Ok(()) => drain(),
+                        Err(_) => return,
+                    }
+                    continue;
+                };
+                let now = Instant::now();
+                if t > now + SPIN {
+                    match woken.recv_timeout(t - now - SPIN) {
+                        Ok(()) => drain(),
+                        Err(RecvTimeoutError::Disconnected) => return,
+                        // Re-read: the frame may have been fused meanwhile.
+                        Err(RecvTimeoutError::Timeout) => {}
+                    }
+                    continue;
+                }
+                while Instant::now() < t {
+                    std::hint::spin_loop();
+                }
+                fired_for = e;
+                fire();
             }
-            () = phase.wait_for(Phase::Flushing) => break,
-        };
-        for job in ready {
-            if jobs.send(job).await.is_err() {
-                return;
-            }
-        }
-        pending_gauge.set(fusion.pending.len() as f64);
-    }
-    for job in fusion.flush() {
-        let _ = jobs.send(job).await;
-    }
+        })?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -409,26 +515,79 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn the_deadline_timer_fires_never_early_and_can_be_rearmed() {
-        let mut t = DeadlineTimer::start().unwrap();
+    #[test]
+    fn the_deadline_thread_fires_never_early_and_only_for_a_deadline_still_published() {
+        let (fired_tx, fired) = std::sync::mpsc::channel::<Instant>();
+        let (clock, wake) = DeadlineClock::new();
+        spawn_deadline_thread(clock.clone(), wake, move || {
+            let _ = fired_tx.send(Instant::now());
+        })
+        .unwrap();
         let at = Instant::now() + Duration::from_millis(3);
-        t.arm(Some(at));
-        // A later deadline does not move it (the loop re-arms after a stale expiry).
-        t.arm(Some(at + Duration::from_secs(3600)));
-        tokio::time::timeout(Duration::from_secs(5), t.fired.notified())
-            .await
+        clock.set(Some(at));
+        let when = fired
+            .recv_timeout(Duration::from_secs(5))
             .expect("the timer fired");
-        assert!(Instant::now() >= at, "fired before its deadline");
-        // An earlier deadline replaces a later one.
-        t.armed = None;
-        t.arm(Some(Instant::now() + Duration::from_secs(3600)));
+        assert!(when >= at, "fired before its deadline");
+        // Moved later before it is due (its frame fused): nothing fires at the old deadline.
+        let stale = Instant::now() + Duration::from_millis(5);
+        clock.set(Some(stale));
+        clock.set(Some(stale + Duration::from_secs(3600)));
+        assert!(
+            fired.recv_timeout(Duration::from_millis(50)).is_err(),
+            "fired for a stale deadline"
+        );
+        // An earlier deadline wakes the sleeping thread.
         let at = Instant::now() + Duration::from_millis(2);
-        t.arm(Some(at));
-        tokio::time::timeout(Duration::from_secs(5), t.fired.notified())
-            .await
+        clock.set(Some(at));
+        let when = fired
+            .recv_timeout(Duration::from_secs(5))
             .expect("the earlier deadline fired");
-        assert!(Instant::now() >= at, "fired before its deadline");
+        assert!(when >= at, "fired before its deadline");
+        // None published: parked; a new deadline wakes it.
+        clock.set(None);
+        let at = Instant::now() + Duration::from_millis(2);
+        clock.set(Some(at));
+        assert!(fired.recv_timeout(Duration::from_secs(5)).unwrap() >= at);
+    }
+
+    /// The stage end to end: a complete frame goes to the tail's queue at once, a frame missing
+    /// a view when its deadline passes (from the deadline thread), and after the flush views
+    /// are refused and the queue is closed.
+    #[tokio::test]
+    async fn the_stage_fuses_on_arrival_and_on_the_deadline_thread() {
+        let (jobs, mut ready) = mpsc::channel(8);
+        let stage = FusionStage::start(
+            Fusion::new(2, Duration::from_millis(5), 8),
+            jobs,
+            ::metrics::Gauge::noop(),
+        )
+        .unwrap();
+        assert!(stage.add(arrival(1, 0)).await);
+        assert!(stage.add(arrival(1, 1)).await);
+        let job = ready.try_recv().expect("complete frame handed over");
+        assert_eq!(
+            (job.sequence, job.views.len(), job.deadline_expired),
+            (1, 2, false)
+        );
+        assert!(stage.add(arrival(2, 1)).await);
+        let job = tokio::time::timeout(Duration::from_secs(5), ready.recv())
+            .await
+            .expect("the deadline fused it")
+            .unwrap();
+        assert_eq!(
+            (
+                job.sequence,
+                job.views_missing.clone(),
+                job.deadline_expired
+            ),
+            (2, vec![0], true)
+        );
+        assert!(stage.add(arrival(3, 0)).await);
+        stage.flush().await;
+        assert_eq!(ready.recv().await.map(|j| j.sequence), Some(3), "flushed");
+        assert!(ready.recv().await.is_none(), "queue closed");
+        assert!(!stage.add(arrival(4, 0)).await, "refused after the flush");
     }
 
     #[test]

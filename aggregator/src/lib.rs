@@ -86,7 +86,6 @@ pub async fn run(
     };
     let (pred_tx, _) = broadcast::channel::<Prediction>(1024);
     let (job_tx, job_rx) = mpsc::channel::<FusionJob>(64);
-    let (arrival_tx, arrival_rx) = mpsc::channel(1024);
     let dashboard = dashboard::Dashboard::new(m.cameras.views);
     let switching = set.switchable.then(|| {
         Arc::new(switching::Switching::new(
@@ -120,7 +119,7 @@ pub async fn run(
             lifecycle.watch(),
         ));
     }
-    let fusion_task = tokio::spawn(fusion::run_fusion(
+    let fusion = fusion::FusionStage::start(
         Fusion::for_aggregator(
             m.cameras.views,
             settings.fusion_deadline,
@@ -128,12 +127,10 @@ pub async fn run(
             &handles,
             fleet.clone(),
         ),
-        arrival_rx,
-        lifecycle.watch(),
-        handles.pending_frames.clone(),
         job_tx,
-        fusion::DeadlineTimer::start().context("starting the fusion deadline timer thread")?,
-    ));
+        handles.pending_frames.clone(),
+    )
+    .context("starting the fusion deadline timer thread")?;
 
     let log = Arc::new(LogRateLimit::new(
         REJECTION_LOG_LINES_PER_SECOND,
@@ -150,7 +147,7 @@ pub async fn run(
             .collect(),
         switching: switching.clone(),
         connected: Mutex::new(Default::default()),
-        arrivals: arrival_tx,
+        fusion: fusion.clone(),
         phase: lifecycle.watch(),
         metrics: handles.clone(),
         fleet,
@@ -268,7 +265,7 @@ pub async fn run(
         &readiness,
         Running {
             link_state,
-            fusion_task,
+            fusion,
             tail_thread,
             pred_tx,
             server_task,
@@ -373,7 +370,7 @@ pub async fn healthcheck(
 /// What runs while the aggregator serves, handed to [`drain`] at shutdown.
 struct Running {
     link_state: Arc<LinkState>,
-    fusion_task: tokio::task::JoinHandle<()>,
+    fusion: Arc<fusion::FusionStage>,
     tail_thread: std::thread::JoinHandle<()>,
     pred_tx: broadcast::Sender<Prediction>,
     server_task: tokio::task::JoinHandle<anyhow::Result<()>>,
@@ -399,7 +396,7 @@ async fn drain(settings: &Settings, lifecycle: &Lifecycle, readiness: &Readiness
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     lifecycle.advance(Phase::Flushing);
-    let _ = tokio::time::timeout(settings.drain_timeout, r.fusion_task).await;
+    let _ = tokio::time::timeout(settings.drain_timeout, r.fusion.flush()).await;
     let tail_thread = r.tail_thread;
     let _ = tokio::task::spawn_blocking(move || tail_thread.join()).await;
     drop(r.pred_tx);

@@ -38,7 +38,8 @@ pub struct LinkState {
     /// A bundle set: frames must name their variant; switching state.
     pub switching: Option<Arc<crate::switching::Switching>>,
     pub connected: Mutex<HashSet<u32>>,
-    pub arrivals: mpsc::Sender<ViewArrival>,
+    /// Views are fused on the task that received them.
+    pub fusion: Arc<crate::fusion::FusionStage>,
     /// The aggregator's lifecycle: streams send `Drain` once it reaches [`Phase::Draining`].
     pub phase: PhaseWatch,
     pub metrics: AggregatorMetrics,
@@ -603,7 +604,7 @@ async fn handle_message(st: &LinkState, view: u32, epoch: u64, m: SensorMessage)
         link_ns,
         message_bytes,
     };
-    if st.arrivals.send(arrival).await.is_err() {
+    if !st.fusion.add(arrival).await {
         return FrameAck {
             sequence: seq,
             code: tonic::Code::Unavailable as i32,

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use splitnets_cost_model::profile::HardwareProfile;
-use splitnets_deploy::stats::{cpu_seconds_fine, machine, percentile};
+use splitnets_deploy::stats::{ThreadRuns, machine, percentile, thread_runs};
 use splitnets_deploy::{ClusterOptions, LocalCluster};
 use splitnets_proto::bundle::{Bundle, PredictedCost};
 use splitnets_runtime::{LocalPipeline, SessionOptions};
@@ -178,6 +178,9 @@ struct WindowSummary {
     frames_per_second: f64,
     aggregator_cpu_seconds: f64,
     sensors_cpu_seconds: f64,
+    /// Times the aggregator's / all sensors' threads were put on a CPU (wake-ups).
+    aggregator_thread_runs: u64,
+    sensors_thread_runs: u64,
 }
 
 /// The cost model's view of one scenario.
@@ -200,6 +203,9 @@ struct ScenarioResult {
     frames_per_second: f64,
     aggregator_cpu_ms_per_frame: f64,
     sensor_cpu_ms_per_frame: f64,
+    /// Thread wake-ups per fused frame on the aggregator and per frame on a sensor.
+    aggregator_thread_runs_per_frame: f64,
+    sensor_thread_runs_per_frame: f64,
     predicted: Predicted,
     /// How the link was emulated, when it was.
     emulation_detail: Option<String>,
@@ -376,10 +382,13 @@ async fn run_scenario(c: &Ctx<'_>, s: &Scenario, idx: usize) -> anyhow::Result<S
     let agg = cluster.aggregator_pid().context("aggregator pid")?;
     let cpu = || {
         (
-            cpu_seconds_fine(agg).unwrap_or(f64::NAN),
+            thread_runs(agg).unwrap_or(ThreadRuns {
+                cpu_seconds: f64::NAN,
+                runs: 0,
+            }),
             pids.iter()
-                .filter_map(|&p| cpu_seconds_fine(p))
-                .sum::<f64>(),
+                .filter_map(|&p| thread_runs(p))
+                .fold(ThreadRuns::default(), |a, b| a + b),
         )
     };
     let window = Duration::from_secs_f64(a.window_s);
@@ -387,7 +396,7 @@ async fn run_scenario(c: &Ctx<'_>, s: &Scenario, idx: usize) -> anyhow::Result<S
     let mut per_window: Vec<Vec<FrameSample>> = Vec::new();
     let mut current: Vec<FrameSample> = Vec::new();
     let mut first: Option<Instant> = None;
-    let mut window_start: Option<(Instant, (f64, f64))> = None;
+    let mut window_start: Option<(Instant, (ThreadRuns, ThreadRuns))> = None;
     let give_up = Instant::now()
         + Duration::from_secs_f64(10.0 + a.warmup_s + a.window_s * a.max_windows as f64 * 2.0);
     let ms = |ns: u64| ns as f64 / 1e6;
@@ -459,8 +468,10 @@ async fn run_scenario(c: &Ctx<'_>, s: &Scenario, idx: usize) -> anyhow::Result<S
                 seconds: secs,
                 p50_ms: med(&e2e),
                 frames_per_second: current.len() as f64 / secs,
-                aggregator_cpu_seconds: cpu1.0 - cpu0.0,
-                sensors_cpu_seconds: cpu1.1 - cpu0.1,
+                aggregator_cpu_seconds: cpu1.0.cpu_seconds - cpu0.0.cpu_seconds,
+                sensors_cpu_seconds: cpu1.1.cpu_seconds - cpu0.1.cpu_seconds,
+                aggregator_thread_runs: cpu1.0.runs.saturating_sub(cpu0.0.runs),
+                sensors_thread_runs: cpu1.1.runs.saturating_sub(cpu0.1.runs),
             });
             per_window.push(std::mem::take(&mut current));
             window_start = Some((now, cpu1));
@@ -482,6 +493,8 @@ async fn run_scenario(c: &Ctx<'_>, s: &Scenario, idx: usize) -> anyhow::Result<S
     let secs: f64 = last.iter().map(|w| w.seconds).sum();
     let agg_cpu: f64 = last.iter().map(|w| w.aggregator_cpu_seconds).sum();
     let sensor_cpu: f64 = last.iter().map(|w| w.sensors_cpu_seconds).sum();
+    let agg_runs: u64 = last.iter().map(|w| w.aggregator_thread_runs).sum();
+    let sensor_runs: u64 = last.iter().map(|w| w.sensors_thread_runs).sum();
     let samples: Vec<FrameSample> = per_window[k..].iter().flatten().copied().collect();
     Ok(ScenarioResult {
         scenario: s.clone(),
@@ -489,6 +502,9 @@ async fn run_scenario(c: &Ctx<'_>, s: &Scenario, idx: usize) -> anyhow::Result<S
         frames_per_second: frames as f64 / secs,
         aggregator_cpu_ms_per_frame: 1e3 * agg_cpu / frames.max(1) as f64,
         sensor_cpu_ms_per_frame: 1e3 * sensor_cpu / (frames.max(1) as f64 * f64::from(s.sensors)),
+        aggregator_thread_runs_per_frame: agg_runs as f64 / frames.max(1) as f64,
+        sensor_thread_runs_per_frame: sensor_runs as f64
+            / (frames.max(1) as f64 * f64::from(s.sensors)),
         windows,
         samples,
         predicted,
@@ -704,7 +720,7 @@ pub async fn latency(a: LatencyArgs) -> anyhow::Result<()> {
         let r = run_scenario(&ctx, s, i).await?;
         let e2e: Vec<f64> = r.samples.iter().map(|f| f.end_to_end).collect();
         eprintln!(
-            "[latency]   {} after {} windows: {:.1} frames/s, end-to-end p50 {:.3} ms p99 {:.3} ms (predicted {:.3} ms); CPU per frame aggregator {:.3} ms, sensor {:.3} ms",
+            "[latency]   {} after {} windows: {:.1} frames/s, end-to-end p50 {:.3} ms p99 {:.3} ms (predicted {:.3} ms); CPU per frame aggregator {:.3} ms ({:.1} wake-ups), sensor {:.3} ms ({:.1} wake-ups)",
             if r.stable { "stable" } else { "NOT stable" },
             r.windows.len(),
             r.frames_per_second,
@@ -712,7 +728,9 @@ pub async fn latency(a: LatencyArgs) -> anyhow::Result<()> {
             percentile(&e2e, 99.0),
             r.predicted.end_to_end_ms,
             r.aggregator_cpu_ms_per_frame,
-            r.sensor_cpu_ms_per_frame
+            r.aggregator_thread_runs_per_frame,
+            r.sensor_cpu_ms_per_frame,
+            r.sensor_thread_runs_per_frame
         );
         results.push(r);
     }
@@ -749,7 +767,7 @@ fn csv(r: &Report) -> String {
     // Output = hand-off and publish. Then ours.
     let mut s = String::from(
         "Concurrency,Request Rate,Inferences/Second,Client Send,Network+Server Send/Recv,Server Queue,Server Compute Input,Server Compute Infer,Server Compute Output,Client Recv,p50 latency,p90 latency,p95 latency,p99 latency,Avg latency,request/response Size,\
-scenario,views,emulation,stable,windows,frames,degraded_frames,p99.9 latency,bytes_per_frame,predicted latency,predicted bytes_per_view,aggregator_cpu_us_per_frame,sensor_cpu_us_per_frame\n",
+scenario,views,emulation,stable,windows,frames,degraded_frames,p99.9 latency,bytes_per_frame,predicted latency,predicted bytes_per_view,aggregator_cpu_us_per_frame,sensor_cpu_us_per_frame,aggregator_thread_runs_per_frame,sensor_thread_runs_per_frame\n",
     );
     for x in &r.scenarios {
         let us = |v: Vec<f64>| med(&v) * 1e3;
@@ -758,7 +776,7 @@ scenario,views,emulation,stable,windows,frames,degraded_frames,p99.9 latency,byt
         let bytes = med(&stage(x, |f| f.bytes_per_view));
         let _ = writeln!(
             s,
-            "{},{},{:.2},{:.1},{:.1},{:.1},{:.1},{:.1},{:.1},0,{:.1},{:.1},{:.1},{:.1},{:.1},{:.0},\"{}\",{},{},{},{},{},{},{:.1},{:.0},{:.1},{:.0},{:.1},{:.1}",
+            "{},{},{:.2},{:.1},{:.1},{:.1},{:.1},{:.1},{:.1},0,{:.1},{:.1},{:.1},{:.1},{:.1},{:.0},\"{}\",{},{},{},{},{},{},{:.1},{:.0},{:.1},{:.0},{:.1},{:.1},{:.2},{:.2}",
             x.scenario.sensors,
             match x.scenario.rate {
                 Rate::Fps(f) => f.to_string(),
@@ -790,6 +808,8 @@ scenario,views,emulation,stable,windows,frames,degraded_frames,p99.9 latency,byt
             x.predicted.bytes_per_view,
             x.aggregator_cpu_ms_per_frame * 1e3,
             x.sensor_cpu_ms_per_frame * 1e3,
+            x.aggregator_thread_runs_per_frame,
+            x.sensor_thread_runs_per_frame,
         );
     }
     s
@@ -830,13 +850,13 @@ fn markdown(r: &Report, a: &LatencyArgs) -> String {
     );
     let _ = writeln!(
         s,
-        "## Daemons\n\n| scenario | stable (windows) | frames/s | p50 | p90 | p95 | p99 | p99.9 | predicted e2e | bytes/view (predicted) | CPU/frame aggregator | CPU/frame per sensor |\n|---|---|---|---|---|---|---|---|---|---|---|---|"
+        "## Daemons\n\n| scenario | stable (windows) | frames/s | p50 | p90 | p95 | p99 | p99.9 | predicted e2e | bytes/view (predicted) | CPU/frame aggregator | CPU/frame per sensor | wake-ups/frame aggregator | wake-ups/frame per sensor |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
     );
     for x in &r.scenarios {
         let e = e2e(x);
         let _ = writeln!(
             s,
-            "| {} | {} ({}) | {:.1} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.0} ({:.0}) | {:.3} | {:.3} |",
+            "| {} | {} ({}) | {:.1} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.0} ({:.0}) | {:.3} | {:.3} | {:.1} | {:.1} |",
             x.scenario.name(),
             if x.stable { "yes" } else { "no" },
             x.windows.len(),
@@ -850,12 +870,14 @@ fn markdown(r: &Report, a: &LatencyArgs) -> String {
             med(&stage(x, |f| f.bytes_per_view)),
             x.predicted.bytes_per_view,
             x.aggregator_cpu_ms_per_frame,
-            x.sensor_cpu_ms_per_frame
+            x.sensor_cpu_ms_per_frame,
+            x.aggregator_thread_runs_per_frame,
+            x.sensor_thread_runs_per_frame
         );
     }
     let _ = writeln!(
         s,
-        "\nLatencies in ms, end to end (capture → prediction published). Predicted: the cost model for the same bundle, the sensors and link under `{}` with emulation, this host's profile otherwise and for the aggregator (never emulated); loopback has no transport term in the cost model. Bytes: measured message bytes per view (gRPC prefix included) beside the bundle's link budget.\n",
+        "\nLatencies in ms, end to end (capture → prediction published). Predicted: the cost model for the same bundle, the sensors and link under `{}` with emulation, this host's profile otherwise and for the aggregator (never emulated); loopback has no transport term in the cost model. Bytes: measured message bytes per view (gRPC prefix included) beside the bundle's link budget. CPU and wake-ups (times a thread of the process was put on a CPU) from each process's `/proc/PID/task/*/schedstat`, per fused frame on the aggregator, per frame on a sensor.\n",
         a.profile
     );
     for x in r.scenarios.iter().filter(|x| x.emulation_detail.is_some()) {
@@ -1172,6 +1194,8 @@ mod tests {
             frames_per_second: fps,
             aggregator_cpu_seconds: 0.0,
             sensors_cpu_seconds: 0.0,
+            aggregator_thread_runs: 0,
+            sensors_thread_runs: 0,
         }
     }
 

@@ -63,26 +63,76 @@ pub fn cpu_seconds(pid: u32) -> Option<f64> {
     Some((utime + stime) / 100.0)
 }
 
-/// CPU seconds of a process with nanosecond resolution: the sum of its threads' run time from
-/// `/proc/PID/task/*/schedstat` (the clock-tick counters of `/proc/PID/stat` are 10 ms coarse,
-/// too coarse for a few seconds' window at a few hundred µs per frame).
+/// CPU seconds of a process with nanosecond resolution (see [`thread_runs`]).
 pub fn cpu_seconds_fine(pid: u32) -> Option<f64> {
-    let mut ns = 0u64;
-    for t in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
-        let p = t.ok()?.path().join("schedstat");
-        if let Some(v) = std::fs::read_to_string(p)
-            .ok()
-            .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok())
-        {
-            ns += v;
+    thread_runs(pid).map(|r| r.cpu_seconds)
+}
+
+/// What a process's live threads have run, summed from `/proc/PID/task/*/schedstat`.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ThreadRuns {
+    /// Run time with nanosecond resolution (the clock-tick counters of `/proc/PID/stat` are
+    /// 10 ms coarse, too coarse for a few seconds' window at a few hundred µs per frame).
+    pub cpu_seconds: f64,
+    /// Times a thread was put on a CPU: every wake-up of a sleeping thread is one (so is every
+    /// return after preemption). Per frame, it counts the hand-offs between threads, which
+    /// time on a shared machine measures only through noise.
+    pub runs: u64,
+}
+
+impl std::ops::Add for ThreadRuns {
+    type Output = Self;
+    fn add(self, o: Self) -> Self {
+        Self {
+            cpu_seconds: self.cpu_seconds + o.cpu_seconds,
+            runs: self.runs + o.runs,
         }
     }
-    Some(ns as f64 / 1e9)
+}
+
+pub fn thread_runs(pid: u32) -> Option<ThreadRuns> {
+    let mut total = ThreadRuns::default();
+    for t in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
+        let p = t.ok()?.path().join("schedstat");
+        // "run ns, wait ns, timeslices"
+        let Ok(line) = std::fs::read_to_string(p) else {
+            continue;
+        };
+        let mut f = line.split_whitespace().map(|x| x.parse::<u64>().ok());
+        if let (Some(Some(ns)), _, Some(Some(runs))) = (f.next(), f.next(), f.next()) {
+            total.cpu_seconds += ns as f64 / 1e9;
+            total.runs += runs;
+        }
+    }
+    Some(total)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn thread_runs_count_wake_ups() {
+        let me = std::process::id();
+        let before = thread_runs(me).expect("own schedstat");
+        // A thread that sleeps and wakes 50 times is put on a CPU at least 50 times; it is
+        // counted while alive, so it is sampled before it exits.
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        let (woke_tx, woke_rx) = std::sync::mpsc::channel::<()>();
+        let t = std::thread::spawn(move || {
+            for _ in 0..50 {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            woke_tx.send(()).unwrap();
+            done_rx.recv().unwrap();
+        });
+        woke_rx.recv().unwrap();
+        let after = thread_runs(me).unwrap();
+        done_tx.send(()).unwrap();
+        t.join().unwrap();
+        assert!(after.runs >= before.runs + 50, "{before:?} → {after:?}");
+        assert!(after.cpu_seconds > 0.0);
+    }
 
     #[test]
     fn nearest_rank() {
