@@ -98,6 +98,10 @@ pub struct NasConfig {
     /// Steps each front member is trained alone, from the supernet's weights, before it is
     /// tested and exported (0: the supernet's shared weights as they are).
     pub finetune_steps: u64,
+    /// With fine-tuning: besides the front, this many more of each latency target's best
+    /// candidates (by shared-weight validation accuracy, which ranks small subnets poorly) are
+    /// fine-tuned, and the front is drawn again on validation accuracy after fine-tuning.
+    pub finetune_extra_per_target: usize,
 }
 
 /// Fine-tuning's learning rate as a fraction of the supernet's: the weights start trained, and
@@ -192,6 +196,7 @@ impl NasConfig {
             // A tenth of the supernet's steps per member (a member's step costs a fraction of
             // a sandwich step); off in the quick preset, whose 5 minutes it would overrun.
             finetune_steps: if quick { 0 } else { steps / 10 },
+            finetune_extra_per_target: 2,
         }
     }
 }
@@ -260,6 +265,10 @@ pub struct FrontMember {
     /// With fine-tuning: the all-views test accuracy of the supernet's shared weights, before.
     #[serde(default)]
     pub test_accuracy_shared_weights: Option<f64>,
+    /// With fine-tuning: the validation accuracy after it (`val_accuracy` is the shared
+    /// weights'), which chose the front among the candidates fine-tuned.
+    #[serde(default)]
+    pub val_accuracy_finetuned: Option<f64>,
     #[serde(skip)]
     pub weights: SubnetWeights,
 }
@@ -507,6 +516,35 @@ fn thin_front(front: Vec<Candidate>, targets: &[TargetResult], max: usize) -> Ve
         .zip(keep)
         .filter_map(|(c, k)| k.then_some(c))
         .collect()
+}
+
+/// What fine-tuning trains: the (thinned) front, and each target's best `extra` feasible
+/// candidates by shared-weight validation accuracy (0: the front alone); sorted by latency.
+fn finetune_pool(
+    front: &[Candidate],
+    feasible: &[Candidate],
+    targets: &[TargetResult],
+    extra: usize,
+) -> Vec<Candidate> {
+    let mut pool: Vec<Candidate> = front.to_vec();
+    for t in targets {
+        let mut under: Vec<&Candidate> = feasible
+            .iter()
+            .filter(|c| c.cost.end_to_end_seconds <= t.latency_seconds)
+            .collect();
+        under.sort_by(|a, b| b.val_accuracy.total_cmp(&a.val_accuracy));
+        for c in under.into_iter().take(extra) {
+            if !pool.iter().any(|p| p.arch == c.arch) {
+                pool.push(c.clone());
+            }
+        }
+    }
+    pool.sort_by(|a, b| {
+        a.cost
+            .end_to_end_seconds
+            .total_cmp(&b.cost.end_to_end_seconds)
+    });
+    pool
 }
 
 /// Trains the supernet, searches, and measures the front. See the crate documentation.
@@ -792,24 +830,97 @@ pub fn run_nas(
         });
     }
 
-    // --- Fine-tuning (optional) and the test split, for the final front only.
+    // --- Fine-tuning (optional), then the test split for the final front only.
     let finetune = TrainSettings {
         steps: cfg.finetune_steps,
         learning_rate: cfg.train.learning_rate * FINETUNE_LR_FRACTION,
         ..cfg.train.clone()
     };
     let mut finetune_seconds = 0.0;
+    // Fine-tuned weights by architecture, with their validation accuracy.
+    let mut tuned: HashMap<Arch, (_, f64)> = HashMap::new();
+    if let Some((params, stream)) = &finetune_from {
+        let pool = finetune_pool(&front, &feasible, &targets, cfg.finetune_extra_per_target);
+        let of = pool.len();
+        for (i, c) in pool.iter().enumerate() {
+            let t = Instant::now();
+            let start = Supernet::from_parameters(&space, params.clone(), &device)
+                .map_err(NasError::Config)?;
+            let trained = train_fixed(
+                start,
+                &space,
+                &finetune,
+                &c.arch,
+                space::Form::Split,
+                stream,
+                &device,
+                0,
+                0,
+                &mut |_, _| {},
+                &mut |report| {
+                    progress(Progress::FineTuneStep {
+                        member: i,
+                        of,
+                        report,
+                    });
+                },
+            )
+            .valid();
+            finetune_seconds += t.elapsed().as_secs_f64();
+            let stats = calibrate(&trained, &space, &c.arch, &calib, &base);
+            let val_acc = accuracy(
+                &trained,
+                &space,
+                &c.arch,
+                &stats,
+                &val,
+                &all_views,
+                cfg.eval_batch,
+                &base,
+            );
+            tuned.insert(c.arch.clone(), (trained, val_acc));
+        }
+        // The front again, on validation accuracy after fine-tuning; each target's best
+        // re-chosen the same way before thinning.
+        let redrawn: Vec<Candidate> = pool
+            .iter()
+            .map(|c| Candidate {
+                val_accuracy: tuned[&c.arch].1,
+                ..c.clone()
+            })
+            .collect();
+        let tuned_targets: Vec<TargetResult> = targets
+            .iter()
+            .map(|t| TargetResult {
+                latency_seconds: t.latency_seconds,
+                best: redrawn
+                    .iter()
+                    .filter(|c| c.cost.end_to_end_seconds <= t.latency_seconds)
+                    .max_by(|a, b| a.val_accuracy.total_cmp(&b.val_accuracy))
+                    .cloned(),
+            })
+            .collect();
+        let shared: HashMap<&Arch, f64> = pool.iter().map(|c| (&c.arch, c.val_accuracy)).collect();
+        front = pareto_front(&redrawn);
+        if let Some(max) = cfg.front_max {
+            front = thin_front(front, &tuned_targets, max);
+        }
+        // Candidates keep their shared-weight validation accuracy; the tuned one is reported.
+        for c in &mut front {
+            c.val_accuracy = shared[&c.arch];
+        }
+    }
     let mut members = Vec::with_capacity(front.len());
     for (i, c) in front.iter().enumerate() {
         progress(Progress::Testing {
             index: i,
             of: front.len(),
         });
-        let mut shared_weights_accuracy = None;
-        let tuned = match &finetune_from {
-            Some((params, stream)) => {
+        let (member_net, shared_weights_accuracy, val_accuracy_finetuned) = match tuned.get(&c.arch)
+        {
+            Some((trained, val_acc)) => {
                 let stats = calibrate(&net, &space, &c.arch, &calib, &base);
-                shared_weights_accuracy = Some(accuracy(
+                let shared = accuracy(
                     &net,
                     &space,
                     &c.arch,
@@ -818,39 +929,14 @@ pub fn run_nas(
                     &all_views,
                     cfg.eval_batch,
                     &base,
-                ));
-                let t = Instant::now();
-                let start = Supernet::from_parameters(&space, params.clone(), &device)
-                    .map_err(NasError::Config)?;
-                let of = front.len();
-                let tuned = train_fixed(
-                    start,
-                    &space,
-                    &finetune,
-                    &c.arch,
-                    space::Form::Split,
-                    stream,
-                    &device,
-                    0,
-                    0,
-                    &mut |_, _| {},
-                    &mut |report| {
-                        progress(Progress::FineTuneStep {
-                            member: i,
-                            of,
-                            report,
-                        });
-                    },
                 );
-                finetune_seconds += t.elapsed().as_secs_f64();
-                Some(tuned.valid())
+                (trained, Some(shared), Some(*val_acc))
             }
-            None => None,
+            None => (&net, None, None),
         };
-        let net = tuned.as_ref().unwrap_or(&net);
-        let stats = calibrate(net, &space, &c.arch, &calib, &base);
+        let stats = calibrate(member_net, &space, &c.arch, &calib, &base);
         let (test_accuracy, one, missing) = baseline::test_accuracies(
-            net,
+            member_net,
             &space,
             &c.arch,
             space::Form::Split,
@@ -868,7 +954,8 @@ pub fn run_nas(
             test_accuracy_one_missing: missing,
             finetune_steps: cfg.finetune_steps,
             test_accuracy_shared_weights: shared_weights_accuracy,
-            weights: net.export(&space, &c.arch, &stats),
+            val_accuracy_finetuned,
+            weights: member_net.export(&space, &c.arch, &stats),
         });
     }
     drop(finetune_from);
@@ -952,6 +1039,49 @@ mod tests {
             front,
             "a short front is kept whole"
         );
+    }
+
+    #[test]
+    fn the_finetuning_pool_adds_each_targets_next_best_candidates_once() {
+        let space = SearchSpace::standard(28, 4, 10);
+        // Distinct architectures at 1..=9 ms; accuracy not monotone in latency.
+        let all: Vec<Candidate> = [0.30, 0.50, 0.40, 0.45, 0.70, 0.60, 0.65, 0.80, 0.75]
+            .iter()
+            .enumerate()
+            .map(|(i, &acc)| cand(&space, 1 + i % 3, (i + 1) as f64, acc))
+            .collect();
+        let front = pareto_front(&all);
+        let targets = vec![
+            TargetResult {
+                latency_seconds: 4.5e-3,
+                best: Some(all[1].clone()),
+            },
+            TargetResult {
+                latency_seconds: 9.5e-3,
+                best: Some(all[7].clone()),
+            },
+        ];
+        let pool = finetune_pool(&front, &all, &targets, 2);
+        // Under 4.5 ms: the best two by accuracy are 2 ms (0.50) and 4 ms (0.45); the latter
+        // is dominated (by 2 ms), so only the pool gives it its chance after fine-tuning.
+        assert!(pool.iter().any(|c| c.arch == all[3].arch), "{pool:?}");
+        // Under 9.5 ms: 8 ms (0.80, on the front) and 9 ms (0.75).
+        assert!(pool.iter().any(|c| c.arch == all[8].arch));
+        assert!(
+            !pool.iter().any(|c| c.arch == all[2].arch),
+            "not among any target's best two"
+        );
+        for f in &front {
+            assert!(pool.contains(f), "the whole front is fine-tuned");
+        }
+        let mut archs: Vec<_> = pool.iter().map(|c| c.arch.short()).collect();
+        archs.dedup();
+        assert_eq!(archs.len(), pool.len(), "each candidate once");
+        assert!(
+            pool.windows(2)
+                .all(|w| w[0].cost.end_to_end_seconds <= w[1].cost.end_to_end_seconds)
+        );
+        assert_eq!(finetune_pool(&front, &all, &targets, 0).len(), front.len());
     }
 
     #[test]

@@ -23,6 +23,8 @@ fn config(dir: &std::path::Path, finetune_steps: u64) -> NasConfig {
     cfg.data.test_limit = Some(300);
     cfg.front_max = Some(2);
     cfg.finetune_steps = finetune_steps;
+    // The same front as the plain run, so the two can be compared member by member.
+    cfg.finetune_extra_per_target = 0;
     cfg
 }
 
@@ -96,6 +98,34 @@ fn front_members_are_fine_tuned_and_a_finished_run_only_redoes_that() {
         );
         // The exported weights are the fine-tuned ones.
         assert_ne!(t.weights, p.weights);
+    }
+
+    // More candidates than the front: each target's best two are fine-tuned too, and the front
+    // is drawn again on validation accuracy after fine-tuning.
+    let mut wider = config(&dir, 30);
+    wider.finetune_extra_per_target = 2;
+    let (redrawn, seen) = run(&wider);
+    assert_eq!(seen.supernet_steps, 0);
+    assert!(
+        seen.finetune_steps >= 30 * redrawn.front.len(),
+        "{} steps for {} members",
+        seen.finetune_steps,
+        redrawn.front.len()
+    );
+    for m in &redrawn.front {
+        assert!(m.val_accuracy_finetuned.is_some(), "{}", m.arch.short());
+    }
+    for a in &redrawn.front {
+        for b in &redrawn.front {
+            let dominates = b.cost.end_to_end_seconds <= a.cost.end_to_end_seconds
+                && b.val_accuracy_finetuned > a.val_accuracy_finetuned;
+            assert!(
+                !dominates,
+                "{} dominated after fine-tuning by {}",
+                a.arch.short(),
+                b.arch.short()
+            );
+        }
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }

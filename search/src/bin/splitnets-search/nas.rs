@@ -101,6 +101,11 @@ pub(crate) struct NasArgs {
     /// are read back, so only this part runs again.
     #[arg(long)]
     pub(crate) finetune_steps: Option<u64>,
+    /// With fine-tuning: also fine-tune this many more of each latency target's best
+    /// candidates (by shared-weight validation accuracy) and draw the front again on validation
+    /// accuracy after fine-tuning (default 2; 0: fine-tune the front as the search found it).
+    #[arg(long)]
+    pub(crate) finetune_extra_per_target: Option<usize>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -172,6 +177,9 @@ pub(crate) fn run_nas(a: NasArgs) -> anyhow::Result<()> {
     if let Some(n) = a.finetune_steps {
         cfg.finetune_steps = n;
     }
+    if let Some(n) = a.finetune_extra_per_target {
+        cfg.finetune_extra_per_target = n;
+    }
     eprintln!(
         "[nas] {} preset {:?}{}: {} supernet steps, then evolutionary search{}; output in {}",
         kind.name(),
@@ -184,8 +192,8 @@ pub(crate) fn run_nas(a: NasArgs) -> anyhow::Result<()> {
         cfg.train.steps,
         if cfg.finetune_steps > 0 {
             format!(
-                ", then {} steps of fine-tuning per front member",
-                cfg.finetune_steps
+                ", then {} steps of fine-tuning per front member and per {} more of each target's best",
+                cfg.finetune_steps, cfg.finetune_extra_per_target
             )
         } else {
             String::new()
@@ -239,7 +247,7 @@ pub(crate) fn run_nas(a: NasArgs) -> anyhow::Result<()> {
             // A line per 10 % of each member's steps (a bar per member would flood a terminal).
             if r.step % (r.steps / 10).max(1) == 0 || r.step == r.steps {
                 say(format!(
-                    "[nas] fine-tuning member {}/{of}: step {}/{}  loss {:.3}  {:.0} s",
+                    "[nas] fine-tuning candidate {}/{of}: step {}/{}  loss {:.3}  {:.0} s",
                     member + 1,
                     r.step,
                     r.steps,
