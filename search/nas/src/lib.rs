@@ -837,6 +837,20 @@ pub fn run_nas(
         ..cfg.train.clone()
     };
     let mut finetune_seconds = 0.0;
+    // All views, BatchNorm recalibrated for the subnet first.
+    let calibrated_accuracy = |net: &_, arch: &Arch, split: &data::ViewSet| {
+        let stats = calibrate(net, &space, arch, &calib, &base);
+        accuracy(
+            net,
+            &space,
+            arch,
+            &stats,
+            split,
+            &all_views,
+            cfg.eval_batch,
+            &base,
+        )
+    };
     // Fine-tuned weights by architecture, with their validation accuracy.
     let mut tuned: HashMap<Arch, (_, f64)> = HashMap::new();
     if let Some((params, stream)) = &finetune_from {
@@ -867,17 +881,7 @@ pub fn run_nas(
             )
             .valid();
             finetune_seconds += t.elapsed().as_secs_f64();
-            let stats = calibrate(&trained, &space, &c.arch, &calib, &base);
-            let val_acc = accuracy(
-                &trained,
-                &space,
-                &c.arch,
-                &stats,
-                &val,
-                &all_views,
-                cfg.eval_batch,
-                &base,
-            );
+            let val_acc = calibrated_accuracy(&trained, &c.arch, &val);
             tuned.insert(c.arch.clone(), (trained, val_acc));
         }
         // The front again, on validation accuracy after fine-tuning; each target's best
@@ -919,17 +923,7 @@ pub fn run_nas(
         let (member_net, shared_weights_accuracy, val_accuracy_finetuned) = match tuned.get(&c.arch)
         {
             Some((trained, val_acc)) => {
-                let stats = calibrate(&net, &space, &c.arch, &calib, &base);
-                let shared = accuracy(
-                    &net,
-                    &space,
-                    &c.arch,
-                    &stats,
-                    &data.test,
-                    &all_views,
-                    cfg.eval_batch,
-                    &base,
-                );
+                let shared = calibrated_accuracy(&net, &c.arch, &data.test);
                 (trained, Some(shared), Some(*val_acc))
             }
             None => (&net, None, None),
