@@ -322,9 +322,7 @@ impl FeatureLink for FeatureLinkService {
                         }
                         Ok(None) => {
                             // Half-closed: the sensor waits for its last frames' acknowledgement.
-                            if let Some(a) = acks.take(Instant::now()) {
-                                let _ = tx.send(msg(aggregator_message::Kind::Ack(a))).await;
-                            }
+                            flush_acks(&mut acks, &tx).await;
                             break;
                         }
                         Err(status) => {
@@ -334,9 +332,7 @@ impl FeatureLink for FeatureLinkService {
                         }
                     },
                     () = &mut idle => {
-                        if let Some(a) = acks.take(Instant::now()) {
-                            let _ = tx.send(msg(aggregator_message::Kind::Ack(a))).await;
-                        }
+                        flush_acks(&mut acks, &tx).await;
                         st.metrics.idle_streams_closed.increment(1);
                         if let Some(suppressed) = st.log.admit() {
                             tracing::warn!(view, idle_ms = idle_timeout.as_millis() as u64, suppressed, "sensor idle: view freed");
@@ -374,9 +370,7 @@ impl FeatureLink for FeatureLinkService {
                     () = phase.wait_for(Phase::Draining), if !drain_sent => {
                         drain_sent = true;
                         // The sensor disconnects on Drain: what it sent is accounted for first.
-                        if let Some(a) = acks.take(Instant::now()) {
-                            let _ = tx.send(msg(aggregator_message::Kind::Ack(a))).await;
-                        }
+                        flush_acks(&mut acks, &tx).await;
                         let _ = tx.send(msg(aggregator_message::Kind::Control(Control {
                             kind: Some(control::Kind::Drain(Drain { reason: "aggregator shutting down".into() })),
                         }))).await;
@@ -385,6 +379,14 @@ impl FeatureLink for FeatureLinkService {
             }
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+/// Sends the acknowledgement of whatever is pending (before the stream ends or drains: the
+/// sensor counts its frames delivered by it). A peer already gone loses nothing it could use.
+async fn flush_acks(acks: &mut AckBatch, tx: &mpsc::Sender<Result<AggregatorMessage, Status>>) {
+    if let Some(a) = acks.take(Instant::now()) {
+        let _ = tx.send(msg(aggregator_message::Kind::Ack(a))).await;
     }
 }
 
