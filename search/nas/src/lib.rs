@@ -176,6 +176,7 @@ impl NasConfig {
                 mutation_prob: 0.15,
                 crossover_fraction: 0.5,
                 max_resample: 40,
+                fill_draws: 400,
             },
             latency_fractions: if quick {
                 vec![0.3, 0.6, 1.0]

@@ -19,6 +19,10 @@ pub struct EvoSettings {
     pub crossover_fraction: f64,
     /// Draws allowed to find a subnet satisfying the constraints.
     pub max_resample: usize,
+    /// Random draws per split position from which the largest feasible subnet seeds the
+    /// population (0: no such seeds). Costs are predicted, not measured, so draws are cheap.
+    #[serde(default)]
+    pub fill_draws: usize,
 }
 
 /// One evaluated subnet.
@@ -51,6 +55,27 @@ pub fn evolve(
         .flat_map(|split| [Arch::smallest(space, split), Arch::largest(space, split)]);
     for a in corners {
         if let Some(c) = feasible(&a, &mut *cost) {
+            let acc = evaluate(&a);
+            population.push(Candidate {
+                arch: a,
+                cost: c,
+                val_accuracy: acc,
+            });
+        }
+    }
+    // Budget-filling seeds: at every split position, the subnet with the most
+    // multiply-accumulates among random draws that still meets the limits. Random draws mostly
+    // land far below a tight latency target, where the most accurate network is usually one
+    // that uses the budget; without these the search never met the largest network a baseline
+    // fits under the same target.
+    for split in 1..=space.split_positions() {
+        let best = (0..evo.fill_draws)
+            .map(|_| Arch::random_at_split(space, split, rng))
+            .filter_map(|a| feasible(&a, &mut *cost).map(|c| (a, c)))
+            .max_by_key(|(_, c)| c.sensor_macs + c.aggregator_macs);
+        if let Some((a, c)) = best
+            && !population.iter().any(|p| p.arch == a)
+        {
             let acc = evaluate(&a);
             population.push(Candidate {
                 arch: a,
@@ -168,6 +193,7 @@ mod tests {
             mutation_prob: 0.2,
             crossover_fraction: 0.5,
             max_resample: 50,
+            fill_draws: 0,
         };
         let mut rng = Rng::new(9);
         let best = evolve(&space, &evo, &limits, &mut rng, &mut cost, &mut eval).unwrap();
@@ -179,6 +205,55 @@ mod tests {
             best.val_accuracy
         );
         assert!(evals >= 12);
+    }
+
+    #[test]
+    fn budget_filling_seeds_start_the_search_near_the_latency_limit() {
+        let space = SearchSpace::standard(28, 4, 10);
+        let p: HardwareProfile =
+            toml::from_str(splitnets_cost_model::profile::presets::HEADSET).unwrap();
+        let big = predict(&space, &Arch::largest(&space, 3), &p, 30.0);
+        let limits = Constraints {
+            latency_seconds: big.end_to_end_seconds * 0.4,
+            target_fps: 30.0,
+        };
+        let run = |fill_draws: usize| {
+            let mut cost = |a: &Arch| predict(&space, a, &p, 30.0);
+            let mut eval = |a: &Arch| (predict(&space, a, &p, 30.0).parameters as f64).ln();
+            // No generations and a population the corners already fill: the start alone.
+            let evo = EvoSettings {
+                population: 1,
+                generations: 0,
+                parents: 1,
+                mutation_prob: 0.2,
+                crossover_fraction: 0.5,
+                max_resample: 50,
+                fill_draws,
+            };
+            evolve(
+                &space,
+                &evo,
+                &limits,
+                &mut Rng::new(3),
+                &mut cost,
+                &mut eval,
+            )
+            .unwrap()
+        };
+        let (plain, seeded) = (run(0), run(400));
+        assert!(seeded.cost.satisfies(&limits));
+        assert!(
+            seeded.val_accuracy > plain.val_accuracy + 0.5,
+            "seeded {} vs corners only {}",
+            seeded.val_accuracy,
+            plain.val_accuracy
+        );
+        assert!(
+            seeded.cost.end_to_end_seconds > 0.7 * limits.latency_seconds,
+            "{} of {} s",
+            seeded.cost.end_to_end_seconds,
+            limits.latency_seconds
+        );
     }
 
     #[test]

@@ -312,6 +312,13 @@ impl Arch {
         .settled(space, rng)
     }
 
+    /// A random subnet with its split at `split` (`1..=space.split_positions()`).
+    pub fn random_at_split(space: &SearchSpace, split: usize, rng: &mut Rng) -> Self {
+        let mut a = Self::random(space, rng);
+        a.split = split;
+        a.settled(space, rng)
+    }
+
     /// Whether the split sits after the classifier (the sensor sends logits).
     pub fn after_classifier(&self) -> bool {
         self.split > self.stages.len()
