@@ -120,8 +120,7 @@ pub fn markdown(o: &NasOutcome) -> String {
         if tuned > 0 {
             format!(
                 "Each member was fine-tuned alone for {tuned} steps from the supernet's weights ({:.1} s in all, learning rate {} × the supernet's); the test accuracies are after it, except the last column: the supernet's shared weights, all views.\n\n",
-                o.finetune_seconds,
-                crate::FINETUNE_LR_FRACTION
+                o.finetune_seconds, o.finetune_lr_fraction
             )
         } else {
             String::new()

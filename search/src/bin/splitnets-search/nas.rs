@@ -106,6 +106,9 @@ pub(crate) struct NasArgs {
     /// accuracy after fine-tuning (default 2; 0: fine-tune the front as the search found it).
     #[arg(long)]
     pub(crate) finetune_extra_per_target: Option<usize>,
+    /// Fine-tuning's learning rate as a fraction of the supernet's, in (0, 1] (default 1: the full rate, with its warm-up and cosine).
+    #[arg(long)]
+    pub(crate) finetune_lr_fraction: Option<f64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -179,6 +182,9 @@ pub(crate) fn run_nas(a: NasArgs) -> anyhow::Result<()> {
     }
     if let Some(n) = a.finetune_extra_per_target {
         cfg.finetune_extra_per_target = n;
+    }
+    if let Some(f) = a.finetune_lr_fraction {
+        cfg.finetune_lr_fraction = f;
     }
     eprintln!(
         "[nas] {} preset {:?}{}: {} supernet steps, then evolutionary search{}; output in {}",
