@@ -271,6 +271,34 @@ fn pct(x: f64) -> String {
     format!("{:.1}", 100.0 * x)
 }
 
+/// How the baselines' training budget compares with the search's: the same steps as the
+/// supernet, or (for a stricter comparison) the supernet's plus each member's fine-tuning.
+fn budget_phrase(b: &BaselineOutcome, o: Option<&NasOutcome>) -> String {
+    let Some(o) = o else {
+        return "with the preset's budget".into();
+    };
+    let tuned = o.front.iter().map(|m| m.finetune_steps).max().unwrap_or(0);
+    if b.steps == o.steps_run {
+        if tuned > 0 {
+            format!(
+                "with the supernet's budget (each front member had these shared steps plus {tuned} of its own)"
+            )
+        } else {
+            "with the supernet's budget".into()
+        }
+    } else if b.steps == o.steps_run + tuned {
+        format!(
+            "with the budget of a front member, the supernet's {} shared steps plus its own {tuned}",
+            o.steps_run
+        )
+    } else {
+        format!(
+            "with a budget other than the search's (supernet {} steps, fine-tuning {tuned})",
+            o.steps_run
+        )
+    }
+}
+
 /// Markdown: the baselines, and (with the search's outcome) the front against them at every
 /// latency target and the targets, each stated with what was measured.
 pub fn baselines_markdown(b: &BaselineOutcome, o: Option<&NasOutcome>) -> String {
@@ -279,11 +307,19 @@ pub fn baselines_markdown(b: &BaselineOutcome, o: Option<&NasOutcome>) -> String
     let trained: Vec<String> = b
         .train_seconds
         .iter()
-        .map(|(id, t)| format!("{id} {t:.0} s"))
+        // A network whose final checkpoint was already there trains nothing in this process.
+        .map(|(id, t)| {
+            if *t < 1.0 {
+                format!("{id} read from its final checkpoint")
+            } else {
+                format!("{id} {t:.0} s")
+            }
+        })
         .collect();
     let _ = writeln!(
         s,
-        "Each network trained alone with the supernet's budget: {} steps × batch {} (same schedule, label smoothing, seed and view dropout), on this machine: {}. Test split: {} items. {} Each placement runs the largest network of the space it can run at the target frame rate within the sensor's memory (predicted costs). Total {:.0} s.\n",
+        "Each network trained alone {}: {} steps × batch {} (same schedule, label smoothing, seed and view dropout); training wall time in this process, on this machine: {}. Test split: {} items. {} Each placement runs the largest network of the space it can run at the target frame rate within the sensor's memory (predicted costs). Total {:.0} s.\n",
+        budget_phrase(b, o),
         b.steps,
         b.batch,
         trained.join(", "),
