@@ -109,6 +109,10 @@ pub(crate) struct NasArgs {
     /// Fine-tuning's learning rate as a fraction of the supernet's, in (0, 1] (default 1: the full rate, with its warm-up and cosine).
     #[arg(long)]
     pub(crate) finetune_lr_fraction: Option<f64>,
+    /// Random draws per split position for each target's budget-filling seed (default 400; 0:
+    /// no such seeds, the search of runs made before 2026-11-30, which a rerun then retraces).
+    #[arg(long)]
+    pub(crate) fill_draws: Option<usize>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -185,6 +189,9 @@ pub(crate) fn run_nas(a: NasArgs) -> anyhow::Result<()> {
     }
     if let Some(f) = a.finetune_lr_fraction {
         cfg.finetune_lr_fraction = f;
+    }
+    if let Some(n) = a.fill_draws {
+        cfg.evo.fill_draws = n;
     }
     eprintln!(
         "[nas] {} preset {:?}{}: {} supernet steps, then evolutionary search{}; output in {}",
