@@ -74,6 +74,9 @@ pub struct BaselineOutcome {
     pub jpeg_encode_seconds_here: Option<f64>,
     /// Training wall time per network, by its identifier.
     pub train_seconds: Vec<(String, f64)>,
+    /// Networks left out because their training had not finished (`trained_only`).
+    #[serde(default)]
+    pub not_trained: Vec<String>,
     pub total_seconds: f64,
     pub results: Vec<BaselineResult>,
 }
@@ -102,6 +105,11 @@ pub enum BaselineProgress {
         id: String,
         test_accuracy: f64,
         end_to_end_seconds: f64,
+    },
+    /// Left out (`trained_only`): its checkpoint is missing or short of the final step.
+    NotTrained {
+        network: String,
+        step: u64,
     },
 }
 
@@ -219,13 +227,15 @@ struct Job<'a> {
 }
 
 /// Trains `job` (resuming from its checkpoint in `out_dir`), returns the network (inference
-/// device), its BatchNorm statistics for `form` and the training wall time.
+/// device), its BatchNorm statistics for `form` and the training wall time; `None` when
+/// `trained_only` and its training has not finished.
 fn train_job(
     cfg: &NasConfig,
     space: &SearchSpace,
     job: &Job<'_>,
+    trained_only: bool,
     progress: &mut dyn FnMut(BaselineProgress),
-) -> Result<(Supernet, Vec<data::Batch>, f64), NasError> {
+) -> Result<Option<(Supernet, Vec<data::Batch>, f64)>, NasError> {
     let base = Device::flex();
     base.seed(cfg.train.seed);
     let device = base.autodiff();
@@ -260,6 +270,13 @@ fn train_job(
             network: job.id.to_string(),
             step,
         });
+    }
+    if trained_only && start < cfg.train.steps {
+        progress(BaselineProgress::NotTrained {
+            network: job.id.to_string(),
+            step: start,
+        });
+        return Ok(None);
     }
     let stream = BatchStream::spawn(
         job.data.train.clone(),
@@ -306,7 +323,7 @@ fn train_job(
     }
     drop(stream);
     let calib = crate::calibration_batches(&job.data.train, cfg, 0xCA11_B007)?;
-    Ok((net.valid(), calib, t.elapsed().as_secs_f64()))
+    Ok(Some((net.valid(), calib, t.elapsed().as_secs_f64())))
 }
 
 fn ckpt_name(p: Option<&Path>) -> String {
@@ -314,11 +331,15 @@ fn ckpt_name(p: Option<&Path>) -> String {
 }
 
 /// Trains and measures every baseline for `cfg`'s data set (the JPEG one at `jpeg_quality`,
-/// skipped when `None`). See the module documentation.
+/// skipped when `None`). With `trained_only`, nothing is trained: the networks whose training
+/// finished (final checkpoint in `out_dir`) are measured and the others listed in
+/// `not_trained`, for an interim comparison while a long run goes on elsewhere. See the module
+/// documentation.
 pub fn run_baselines(
     cfg: &NasConfig,
     jpeg_quality: Option<u8>,
     latency_budgets: &[f64],
+    trained_only: bool,
     progress: &mut dyn FnMut(BaselineProgress),
 ) -> Result<BaselineOutcome, NasError> {
     let t0 = Instant::now();
@@ -410,7 +431,8 @@ pub fn run_baselines(
     };
 
     // All on the aggregator, raw frames: also the backbone the planner cuts.
-    let (agg_net, agg_calib, secs) = train_job(
+    let mut not_trained = Vec::new();
+    let agg = train_job(
         cfg,
         &space,
         &Job {
@@ -420,26 +442,35 @@ pub fn run_baselines(
             data: &raw,
             jpeg: None,
         },
+        trained_only,
         progress,
     )?;
-    train_seconds.push(("aggregator-raw".to_string(), secs));
-    results.push(measure(
-        &agg_net,
-        &agg_calib,
-        &raw.test,
-        &agg_arch,
-        whole,
-        None,
-        "aggregator-raw".into(),
-        "all on the aggregator (raw 8-bit frames)".into(),
-        progress,
-    ));
+    if agg.is_none() {
+        not_trained.push("aggregator-raw (and the planner's cuts of it)".to_string());
+    }
+    if let Some((agg_net, agg_calib, secs)) = &agg {
+        train_seconds.push(("aggregator-raw".to_string(), *secs));
+        results.push(measure(
+            agg_net,
+            agg_calib,
+            &raw.test,
+            &agg_arch,
+            whole,
+            None,
+            "aggregator-raw".into(),
+            "all on the aggregator (raw 8-bit frames)".into(),
+            progress,
+        ));
+    }
     let mut cuts = Vec::new();
-    for k in 1..=space.stages.len() {
+    for k in (1..=space.stages.len()).filter(|_| agg.is_some()) {
+        let Some((agg_net, agg_calib, _)) = &agg else {
+            break;
+        };
         let form = Form::Whole { cut_after: Some(k) };
         cuts.push(measure(
-            &agg_net,
-            &agg_calib,
+            agg_net,
+            agg_calib,
             &raw.test,
             &agg_arch,
             form,
@@ -460,10 +491,10 @@ pub fn run_baselines(
 
     // All on the sensor, late fusion of logits. One view with the same architecture is the
     // same network as the aggregator's (no fusion either way): not trained twice.
-    if space.views == 1 && sensor_arch == agg_arch {
+    if let (1, true, Some((agg_net, agg_calib, _))) = (space.views, sensor_arch == agg_arch, &agg) {
         results.push(measure(
-            &agg_net,
-            &agg_calib,
+            agg_net,
+            agg_calib,
             &raw.test,
             &sensor_arch,
             Form::LateFusion,
@@ -472,19 +503,19 @@ pub fn run_baselines(
             "all on the sensor (logits on the link)".into(),
             progress,
         ));
-    } else {
-        let (net, calib, secs) = train_job(
-            cfg,
-            &space,
-            &Job {
-                id: "sensor",
-                arch: &sensor_arch,
-                form: Form::LateFusion,
-                data: &raw,
-                jpeg: None,
-            },
-            progress,
-        )?;
+    } else if let Some((net, calib, secs)) = train_job(
+        cfg,
+        &space,
+        &Job {
+            id: "sensor",
+            arch: &sensor_arch,
+            form: Form::LateFusion,
+            data: &raw,
+            jpeg: None,
+        },
+        trained_only,
+        progress,
+    )? {
         train_seconds.push(("sensor".to_string(), secs));
         results.push(measure(
             &net,
@@ -501,8 +532,10 @@ pub fn run_baselines(
             },
             progress,
         ));
+    } else {
+        not_trained.push("sensor".to_string());
     }
-    drop(agg_net);
+    drop(agg);
 
     // Each placement again at every latency budget: the largest network that meets it, so the
     // front meets a baseline sized for each target, not only the largest one.
@@ -539,7 +572,7 @@ pub fn run_baselines(
             // One view: late fusion and the aggregator's network are the same function, so
             // they are trained as one (the checkpoint is named by what is trained).
             let train_form = if space.views == 1 { whole } else { form };
-            let (net, calib, secs) = train_job(
+            let Some((net, calib, secs)) = train_job(
                 cfg,
                 &space,
                 &Job {
@@ -549,8 +582,13 @@ pub fn run_baselines(
                     data: &raw,
                     jpeg: None,
                 },
+                trained_only,
                 progress,
-            )?;
+            )?
+            else {
+                not_trained.push(tag);
+                continue;
+            };
             train_seconds.push((tag.clone(), secs));
             let mut r = measure(
                 &net,
@@ -577,7 +615,7 @@ pub fn run_baselines(
         let jpeg_link = JpegLink {
             mean_bytes: stats.mean_bytes,
         };
-        let (net, calib, secs) = train_job(
+        if let Some((net, calib, secs)) = train_job(
             cfg,
             &space,
             &Job {
@@ -587,21 +625,25 @@ pub fn run_baselines(
                 data: &jpeg,
                 jpeg: Some(quality),
             },
+            trained_only,
             progress,
-        )?;
-        train_seconds.push(("aggregator-jpeg".to_string(), secs));
-        results.push(measure(
-            &net,
-            &calib,
-            &jpeg.test,
-            &agg_arch,
-            whole,
-            Some(jpeg_link),
-            "aggregator-jpeg".into(),
-            format!("all on the aggregator (JPEG frames, quality {quality})"),
-            progress,
-        ));
-        jpeg_stats = Some((quality, stats));
+        )? {
+            train_seconds.push(("aggregator-jpeg".to_string(), secs));
+            results.push(measure(
+                &net,
+                &calib,
+                &jpeg.test,
+                &agg_arch,
+                whole,
+                Some(jpeg_link),
+                "aggregator-jpeg".into(),
+                format!("all on the aggregator (JPEG frames, quality {quality})"),
+                progress,
+            ));
+            jpeg_stats = Some((quality, stats));
+        } else {
+            not_trained.push("aggregator-jpeg".to_string());
+        }
     }
 
     Ok(BaselineOutcome {
@@ -614,6 +656,7 @@ pub fn run_baselines(
         jpeg_mean_bytes: jpeg_stats.map(|(_, s)| s.mean_bytes),
         jpeg_encode_seconds_here: jpeg_stats.map(|(_, s)| s.median_encode_seconds),
         train_seconds,
+        not_trained,
         total_seconds: t0.elapsed().as_secs_f64(),
         results,
     })

@@ -334,10 +334,18 @@ pub fn baselines_markdown(b: &BaselineOutcome, o: Option<&NasOutcome>) -> String
                 enc * 1e6,
                 splitnets_cost_model::split::JPEG_MACS_PER_SAMPLE
             ),
+            _ if b.not_trained.iter().any(|n| n == "aggregator-jpeg") => String::new(),
             _ => "The JPEG baseline was not run (`--no-jpeg`).".to_string(),
         },
         b.total_seconds,
     );
+    if !b.not_trained.is_empty() {
+        let _ = writeln!(
+            s,
+            "**Interim (`--trained-only`): not in this comparison, their training has not finished:** {}. The verdicts below count only the baselines measured here.\n",
+            b.not_trained.join(", ")
+        );
+    }
     let _ = writeln!(
         s,
         "| baseline | network | e2e (ms) | sensor (ms) | sensor mem (KB) | link B/view | aggregator (ms) | feasible | test all views | one view | one missing |\n|---|---|---|---|---|---|---|---|---|---|---|"

@@ -23,7 +23,7 @@ fn every_baseline_is_trained_measured_and_priced() {
     cfg.calibration_batches = 2;
     let mut steps = 0;
     let budget = 0.5e-3;
-    let out = run_baselines(&cfg, Some(75), &[budget], &mut |p| {
+    let out = run_baselines(&cfg, Some(75), &[budget], false, &mut |p| {
         if matches!(p, splitnets_nas::baseline::BaselineProgress::Step { .. }) {
             steps += 1;
         }
@@ -99,7 +99,7 @@ fn every_baseline_is_trained_measured_and_priced() {
     assert_eq!(chosen[0].cost.end_to_end_seconds, fastest);
     // A rerun finds the trained networks' checkpoints and only measures again.
     let mut steps_again = 0;
-    let again = run_baselines(&cfg, Some(75), &[budget], &mut |p| {
+    let again = run_baselines(&cfg, Some(75), &[budget], false, &mut |p| {
         if matches!(p, splitnets_nas::baseline::BaselineProgress::Step { .. }) {
             steps_again += 1;
         }
@@ -117,5 +117,33 @@ fn every_baseline_is_trained_measured_and_priced() {
             .map(|r| r.test_accuracy)
             .collect::<Vec<_>>()
     );
+    assert!(again.not_trained.is_empty());
+
+    // --trained-only: nothing trained. A network whose checkpoint is short of the final step
+    // (here: the same configuration asking for more steps) is listed, not measured.
+    let mut longer = cfg.clone();
+    longer.train.steps = 31;
+    let mut steps_interim = 0;
+    let interim = run_baselines(&longer, Some(75), &[budget], true, &mut |p| {
+        if matches!(p, splitnets_nas::baseline::BaselineProgress::Step { .. }) {
+            steps_interim += 1;
+        }
+    })
+    .unwrap();
+    assert_eq!(steps_interim, 0);
+    assert!(interim.results.is_empty(), "{:?}", interim.results);
+    assert!(
+        interim
+            .not_trained
+            .iter()
+            .any(|n| n.starts_with("aggregator-raw"))
+            && interim.not_trained.iter().any(|n| n == "aggregator-jpeg"),
+        "{:?}",
+        interim.not_trained
+    );
+    // The finished ones are measured as a full run measures them.
+    let finished = run_baselines(&cfg, Some(75), &[budget], true, &mut |_| {}).unwrap();
+    assert!(finished.not_trained.is_empty());
+    assert_eq!(finished.results.len(), out.results.len());
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -644,6 +644,11 @@ pub(crate) struct NasBaselinesArgs {
     /// search's latency targets.
     #[arg(long)]
     pub(crate) largest_only: bool,
+    /// Train nothing: measure the networks whose training has finished (final checkpoint in
+    /// `--out`) and list the others as not trained, for an interim comparison while a long
+    /// run goes on.
+    #[arg(long)]
+    pub(crate) trained_only: bool,
 }
 
 pub(crate) fn run_nas_baselines(a: NasBaselinesArgs) -> anyhow::Result<()> {
@@ -680,7 +685,10 @@ pub(crate) fn run_nas_baselines(a: NasBaselinesArgs) -> anyhow::Result<()> {
         (Some(o), false) if o.data == kind => o.targets.iter().map(|t| t.latency_seconds).collect(),
         _ => Vec::new(),
     };
-    let result = run_baselines(&cfg, jpeg, &budgets, &mut |p| match p {
+    // The network in training, the step its process started at (a resumed one does not start
+    // at 1) and when: the ETA is paced by the steps this process ran.
+    let mut current: (String, u64) = (String::new(), 0);
+    let result = run_baselines(&cfg, jpeg, &budgets, a.trained_only, &mut |p| match p {
         BaselineProgress::Step {
             network,
             step,
@@ -688,12 +696,13 @@ pub(crate) fn run_nas_baselines(a: NasBaselinesArgs) -> anyhow::Result<()> {
             loss,
             ..
         } => {
-            if step == 1 {
+            if current.0 != network {
+                current = (network.clone(), step.saturating_sub(1));
                 network_started = std::time::Instant::now();
             }
             if step % (steps / 20).max(1) == 0 || step == steps {
                 let el = network_started.elapsed().as_secs_f64();
-                let eta = el / step.max(1) as f64 * (steps - step) as f64;
+                let eta = el / (step - current.1).max(1) as f64 * (steps - step) as f64;
                 eprintln!(
                     "[baselines] {network}: step {step}/{steps}  loss {loss:.3}  elapsed {el:.0} s  ETA {eta:.0} s"
                 );
