@@ -463,17 +463,16 @@ pub fn run_baselines(
         ));
     }
     let mut cuts = Vec::new();
-    for k in (1..=space.stages.len()).filter(|_| agg.is_some()) {
+    for k in 1..=space.stages.len() {
         let Some((agg_net, agg_calib, _)) = &agg else {
             break;
         };
-        let form = Form::Whole { cut_after: Some(k) };
         cuts.push(measure(
             agg_net,
             agg_calib,
             &raw.test,
             &agg_arch,
-            form,
+            Form::Whole { cut_after: Some(k) },
             None,
             format!("planner-cut-{k}"),
             format!("planner cut after stage {k} of the raw-frame backbone (8-bit feature, no retraining)"),
