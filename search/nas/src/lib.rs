@@ -108,7 +108,7 @@ pub struct NasConfig {
 
 /// The default fine-tuning learning rate, as a fraction of the supernet's. Measured on the
 /// quick 4-view search (`reports/quick/fashion-mnist-4view/seeded/`): the full rate (with its
-/// warm-up and cosine) lifted the front by 5–16 points over 0.3 × it, most for small members,
+/// warm-up and cosine) lifted the front by 2–16 points over 0.3 × it, most for small members,
 /// whose shared weights are furthest from what they can reach.
 pub const FINETUNE_LR_FRACTION: f64 = 1.0;
 
