@@ -173,17 +173,10 @@ fn largest_feasible(
         latency_seconds,
         target_fps,
     };
-    let best = pool
-        .iter()
-        .filter(|a| cost(a).satisfies(&limits))
-        .max_by_key(|a| {
-            let c = cost(a);
-            c.sensor_macs + c.aggregator_macs
-        })
-        .cloned();
-    match best {
-        Some(a) => (a, true),
-        None => (pool[1].clone(), false),
+    let smallest = pool[1].clone();
+    match crate::search::most_compute_within(pool, &limits, &mut |a| cost(a)) {
+        Some((a, _)) => (a, true),
+        None => (smallest, false),
     }
 }
 

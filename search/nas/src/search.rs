@@ -69,11 +69,10 @@ pub fn evolve(
     // that uses the budget; without these the search never met the largest network a baseline
     // fits under the same target.
     for split in 1..=space.split_positions() {
-        let best = (0..evo.fill_draws)
+        let draws: Vec<Arch> = (0..evo.fill_draws)
             .map(|_| Arch::random_at_split(space, split, rng))
-            .filter_map(|a| feasible(&a, &mut *cost).map(|c| (a, c)))
-            .max_by_key(|(_, c)| c.sensor_macs + c.aggregator_macs);
-        if let Some((a, c)) = best
+            .collect();
+        if let Some((a, c)) = most_compute_within(draws, limits, &mut *cost)
             && !population.iter().any(|p| p.arch == a)
         {
             let acc = evaluate(&a);
@@ -137,6 +136,21 @@ pub fn evolve(
     population
         .into_iter()
         .max_by(|a, b| a.val_accuracy.total_cmp(&b.val_accuracy))
+}
+
+/// The subnet of `pool` with the most multiply-accumulates (sensor and aggregator) that meets
+/// `limits`, with its predicted cost; on a tie, the last one.
+pub fn most_compute_within(
+    pool: impl IntoIterator<Item = Arch>,
+    limits: &Constraints,
+    cost: &mut dyn FnMut(&Arch) -> PredictedCost,
+) -> Option<(Arch, PredictedCost)> {
+    pool.into_iter()
+        .filter_map(|a| {
+            let c = cost(&a);
+            c.satisfies(limits).then_some((a, c))
+        })
+        .max_by_key(|(_, c)| c.sensor_macs + c.aggregator_macs)
 }
 
 /// The candidates no other candidate beats on both end-to-end latency (lower) and validation
