@@ -86,6 +86,11 @@ pub struct BareResult {
     pub ack_every: u32,
 }
 
+/// Name of every thread of the bare server (its CPU is read per thread name) and of the paced
+/// clients'.
+const SERVER_THREADS: &str = "bare-server";
+const CLIENT_THREADS: &str = "bare-client";
+
 /// Serves [`AckEverything`] on its own runtime (a process of its own would be fairer still;
 /// a runtime of its own keeps the client's and server's tasks off each other's workers).
 fn serve() -> anyhow::Result<(std::net::SocketAddr, tokio::sync::oneshot::Sender<()>)> {
@@ -94,10 +99,11 @@ fn serve() -> anyhow::Result<(std::net::SocketAddr, tokio::sync::oneshot::Sender
     let addr = std_listener.local_addr()?;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     std::thread::Builder::new()
-        .name("bare-tonic-server".into())
+        .name(SERVER_THREADS.into())
         .spawn(move || {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(1)
+                .thread_name(SERVER_THREADS)
                 .enable_all()
                 .build()
                 .expect("server runtime");
@@ -211,5 +217,146 @@ pub async fn measure(
         messages_per_second,
         window,
         ack_every,
+    })
+}
+
+/// The bare stream paced like cameras: what one gRPC message per camera per frame costs in CPU
+/// when every message finds the threads asleep and their caches cold, with nothing else done.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PacedBare {
+    /// Connections (one per camera, as each sensor daemon has its own).
+    pub streams: usize,
+    pub fps: f64,
+    /// Accepted frames per acknowledgement (as the sensors ask).
+    pub ack_every: u32,
+    /// Messages sent in the measured window.
+    pub messages: u64,
+    pub seconds: f64,
+    /// CPU time of the server's threads (receive, decode the protobuf, acknowledge) per message.
+    pub server_cpu_ms_per_message: f64,
+    /// Times a server thread was put on a CPU, per message.
+    pub server_runs_per_message: f64,
+    /// The same for the clients (one runtime per connection, like one sensor daemon each).
+    pub client_cpu_ms_per_message: f64,
+    pub client_runs_per_message: f64,
+}
+
+/// Streams `frame` from `streams` clients, each on its own runtime and connection, one message
+/// every 1/`fps` s, all started together (the cameras share a capture clock), acknowledged once
+/// per `ack_every`; after `warmup` s, measures the server's and the clients' CPU over `seconds`
+/// from their threads' `schedstat`. Blocking: run it off the async runtime.
+pub fn measure_paced(
+    frame: &FeatureFrame,
+    streams: usize,
+    fps: f64,
+    ack_every: u32,
+    warmup: Duration,
+    seconds: f64,
+) -> anyhow::Result<PacedBare> {
+    use splitnets_deploy::stats::thread_runs_named;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+    anyhow::ensure!(
+        streams >= 1 && fps > 0.0 && fps.is_finite() && seconds > 0.0,
+        "paced bare stream: {streams} streams at {fps} fps for {seconds} s"
+    );
+    let (addr, stop_server) = serve()?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let sent = Arc::new(AtomicU64::new(0));
+    let period = Duration::from_secs_f64(1.0 / fps);
+    let start = tokio::time::Instant::now() + Duration::from_millis(200);
+    let mut clients = Vec::with_capacity(streams);
+    for _ in 0..streams {
+        let (frame, stop, sent) = (frame.clone(), stop.clone(), sent.clone());
+        clients.push(
+            std::thread::Builder::new()
+                .name(CLIENT_THREADS.into())
+                .spawn(move || -> anyhow::Result<()> {
+                    let rt = tokio::runtime::Builder::new_multi_thread()
+                        .worker_threads(1)
+                        .thread_name(CLIENT_THREADS)
+                        .enable_all()
+                        .build()?;
+                    rt.block_on(async move {
+                        let channel =
+                            tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
+                                .tcp_nodelay(true)
+                                .connect_timeout(Duration::from_secs(5))
+                                .connect()
+                                .await
+                                .context("connecting to the bare tonic server")?;
+                        let mut client = FeatureLinkClient::new(channel)
+                            .max_decoding_message_size(wire::MAX_MESSAGE_BYTES)
+                            .max_encoding_message_size(wire::MAX_MESSAGE_BYTES);
+                        let window = 4 * ack_every as usize;
+                        let (tx, mut inbound) = open(&mut client, window, ack_every).await?;
+                        // Acknowledgements are read as they come, as a sensor's link loop does.
+                        let acks = tokio::spawn(async move {
+                            while let Ok(Some(_)) = inbound.message().await {}
+                        });
+                        let mut tick = tokio::time::interval_at(start, period);
+                        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                        let mut seq = 0u64;
+                        while !stop.load(Relaxed) {
+                            tick.tick().await;
+                            let mut f = frame.clone();
+                            f.sequence = Some(seq);
+                            seq += 1;
+                            tx.send(SensorMessage {
+                                kind: Some(sensor_message::Kind::Frame(f)),
+                            })
+                            .await?;
+                            sent.fetch_add(1, Relaxed);
+                        }
+                        drop(tx);
+                        acks.abort();
+                        Ok(())
+                    })
+                })?,
+        );
+    }
+    std::thread::sleep(Duration::from_millis(200) + warmup);
+    let me = std::process::id();
+    let sample = || {
+        (
+            thread_runs_named(me, SERVER_THREADS).unwrap_or_default(),
+            thread_runs_named(me, CLIENT_THREADS).unwrap_or_default(),
+            sent.load(Relaxed),
+        )
+    };
+    let (s0, c0, n0) = sample();
+    let t0 = Instant::now();
+    std::thread::sleep(Duration::from_secs_f64(seconds));
+    let (s1, c1, n1) = sample();
+    let elapsed = t0.elapsed().as_secs_f64();
+    stop.store(true, Relaxed);
+    let mut failed = None;
+    for c in clients {
+        match c.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => failed = Some(e),
+            Err(_) => failed = Some(anyhow::anyhow!("a paced bare client panicked")),
+        }
+    }
+    let _ = stop_server.send(());
+    if let Some(e) = failed {
+        return Err(e.context("paced bare tonic stream"));
+    }
+    let messages = n1 - n0;
+    anyhow::ensure!(
+        messages > 0,
+        "paced bare tonic stream: no message sent in {elapsed:.1} s"
+    );
+    let per = |a: f64| a / messages as f64;
+    Ok(PacedBare {
+        streams,
+        fps,
+        ack_every,
+        messages,
+        seconds: elapsed,
+        server_cpu_ms_per_message: per((s1.cpu_seconds - s0.cpu_seconds) * 1e3),
+        server_runs_per_message: per(s1.runs.saturating_sub(s0.runs) as f64),
+        client_cpu_ms_per_message: per((c1.cpu_seconds - c0.cpu_seconds) * 1e3),
+        client_runs_per_message: per(c1.runs.saturating_sub(c0.runs) as f64),
     })
 }

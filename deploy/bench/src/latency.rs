@@ -229,6 +229,9 @@ struct Report {
     scenarios: Vec<ScenarioResult>,
     inprocess: Vec<InProcess>,
     bare_tonic: bare::BareResult,
+    /// The bare stream paced like the cameras (the largest sensor count at the first frame
+    /// rate): the floor of CPU per message for one gRPC stream per camera on this host.
+    bare_tonic_paced: Option<bare::PacedBare>,
 }
 
 fn med(v: &[f64]) -> f64 {
@@ -691,13 +694,42 @@ pub async fn latency(a: LatencyArgs) -> anyhow::Result<()> {
     // Acknowledged as the sensor daemons ask theirs to be (their default `--ack-every`).
     let every = splitnets_proto::wire::DEFAULT_ACK_EVERY;
     let burst = (a.tonic_messages / 2).div_ceil(every as usize) * every as usize;
-    let bare_tonic = bare::measure(frame, a.tonic_messages / 2, burst, 32, every).await?;
+    let bare_tonic = bare::measure(frame.clone(), a.tonic_messages / 2, burst, 32, every).await?;
     eprintln!(
         "[latency]   {} B per message: round trip p50 {:.3} ms; {:.0} messages/s with 32 in flight",
         bare_tonic.message_bytes,
         med(&bare_tonic.round_trip_ms),
         bare_tonic.messages_per_second
     );
+    let bare_tonic_paced = match (paced.first(), a.sensors.iter().max()) {
+        (Some(&fps), Some(&streams)) => {
+            eprintln!(
+                "[latency] bare tonic stream paced: {streams} connection(s) × {fps} fps, 1 s warm-up, {} s measured",
+                a.paced_s
+            );
+            let s = a.paced_s;
+            let r = tokio::task::spawn_blocking(move || {
+                bare::measure_paced(
+                    &frame,
+                    streams as usize,
+                    fps,
+                    every,
+                    Duration::from_secs(1),
+                    s,
+                )
+            })
+            .await??;
+            eprintln!(
+                "[latency]   CPU per message: server {:.3} ms ({:.1} wake-ups), client {:.3} ms ({:.1} wake-ups)",
+                r.server_cpu_ms_per_message,
+                r.server_runs_per_message,
+                r.client_cpu_ms_per_message,
+                r.client_runs_per_message
+            );
+            Some(r)
+        }
+        _ => None,
+    };
 
     let ctx = Ctx {
         a: &a,
@@ -740,6 +772,7 @@ pub async fn latency(a: LatencyArgs) -> anyhow::Result<()> {
         scenarios: results,
         inprocess,
         bare_tonic,
+        bare_tonic_paced,
     };
     std::fs::write(a.out.join("latency.json"), serde_json::to_string(&report)?)?;
     std::fs::write(a.out.join("latency.csv"), csv(&report))?;
@@ -944,6 +977,21 @@ fn markdown(r: &Report, a: &LatencyArgs) -> String {
         "\nBare tonic stream with {} messages in flight: **{:.0} messages/s**.\n",
         b.window, b.messages_per_second
     );
+    if let Some(p) = &r.bare_tonic_paced {
+        let _ = writeln!(
+            s,
+            "Bare tonic stream paced like the cameras ({} connection(s), each on its own runtime, × {} fps, one acknowledgement per {} messages; {} messages in {:.1} s): CPU per message **{:.3} ms on the server** ({:.1} wake-ups) and {:.3} ms on the client ({:.1} wake-ups). That is gRPC alone, with nothing decoded or run, every message finding its threads asleep.\n",
+            p.streams,
+            p.fps,
+            p.ack_every,
+            p.messages,
+            p.seconds,
+            p.server_cpu_ms_per_message,
+            p.server_runs_per_message,
+            p.client_cpu_ms_per_message,
+            p.client_runs_per_message
+        );
+    }
     let _ = writeln!(s, "## Targets (issue 11), from this run\n");
     let cpu_frac = |x: &ScenarioResult| {
         let w: f64 = x.windows[x.windows.len() - 3..]
@@ -1061,6 +1109,20 @@ fn markdown(r: &Report, a: &LatencyArgs) -> String {
             d.sensor_cpu_ms_per_frame - head,
             verdict(d.sensor_cpu_ms_per_frame - head <= 0.10),
         );
+        if let Some(p) = r
+            .bare_tonic_paced
+            .as_ref()
+            .filter(|p| p.streams == 4 && p.fps == 30.0)
+        {
+            let _ = writeln!(
+                s,
+                "  The floor for one gRPC stream per camera on this host, from the paced bare stream of the same messages: {:.3} ms of server CPU per 4 messages (the aggregator's overhead above is {:.1} × that) and {:.3} ms of client CPU per message (a sensor's overhead is {:.1} × that).",
+                4.0 * p.server_cpu_ms_per_message,
+                (d.aggregator_cpu_ms_per_frame - tail) / (4.0 * p.server_cpu_ms_per_message),
+                p.client_cpu_ms_per_message,
+                (d.sensor_cpu_ms_per_frame - head) / p.client_cpu_ms_per_message,
+            );
+        }
     }
     let _ = writeln!(
         s,

@@ -91,9 +91,26 @@ impl std::ops::Add for ThreadRuns {
 }
 
 pub fn thread_runs(pid: u32) -> Option<ThreadRuns> {
+    thread_runs_where(pid, |_| true)
+}
+
+/// [`thread_runs`] of the threads whose name (`/proc/PID/task/TID/comm`, at most 15 bytes)
+/// starts with `prefix`: one component's share of a process that hosts several.
+pub fn thread_runs_named(pid: u32, prefix: &str) -> Option<ThreadRuns> {
+    thread_runs_where(pid, |comm| comm.starts_with(prefix))
+}
+
+fn thread_runs_where(pid: u32, keep: impl Fn(&str) -> bool) -> Option<ThreadRuns> {
     let mut total = ThreadRuns::default();
     for t in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
-        let p = t.ok()?.path().join("schedstat");
+        let dir = t.ok()?.path();
+        let Ok(comm) = std::fs::read_to_string(dir.join("comm")) else {
+            continue;
+        };
+        if !keep(comm.trim_end()) {
+            continue;
+        }
+        let p = dir.join("schedstat");
         // "run ns, wait ns, timeslices"
         let Ok(line) = std::fs::read_to_string(p) else {
             continue;
@@ -132,6 +149,32 @@ mod tests {
         t.join().unwrap();
         assert!(after.runs >= before.runs + 50, "{before:?} → {after:?}");
         assert!(after.cpu_seconds > 0.0);
+    }
+
+    #[test]
+    fn thread_runs_named_counts_only_the_named_threads() {
+        let me = std::process::id();
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        let (woke_tx, woke_rx) = std::sync::mpsc::channel::<()>();
+        let t = std::thread::Builder::new()
+            .name("stats-probe-x".into())
+            .spawn(move || {
+                for _ in 0..30 {
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+                woke_tx.send(()).unwrap();
+                done_rx.recv().unwrap();
+            })
+            .unwrap();
+        woke_rx.recv().unwrap();
+        let named = thread_runs_named(me, "stats-probe").unwrap();
+        let none = thread_runs_named(me, "no-such-thread-").unwrap();
+        let all = thread_runs(me).unwrap();
+        done_tx.send(()).unwrap();
+        t.join().unwrap();
+        assert!(named.runs >= 30, "{named:?}");
+        assert_eq!(none, ThreadRuns::default());
+        assert!(all.runs > named.runs, "{all:?} vs {named:?}");
     }
 
     #[test]
