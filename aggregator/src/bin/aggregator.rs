@@ -12,14 +12,22 @@ fn main() -> std::process::ExitCode {
     }) = args.command
     {
         let timeout = std::time::Duration::from_millis(timeout_ms);
-        return splitnets_ops::daemon_main("aggregator healthcheck", async move {
-            let tls = tls_ca
-                .map(|ca| splitnets_ops::tls::client_config(&ca, None, &tls_domain))
-                .transpose()?;
-            aggregator::healthcheck(grpc, timeout, tls).await
-        });
+        return splitnets_ops::daemon_main(
+            "aggregator healthcheck",
+            splitnets_ops::RuntimeThreads::One,
+            async move {
+                let tls = tls_ca
+                    .map(|ca| splitnets_ops::tls::client_config(&ca, None, &tls_domain))
+                    .transpose()?;
+                aggregator::healthcheck(grpc, timeout, tls).await
+            },
+        );
     }
-    splitnets_ops::daemon_main("aggregator", start(args))
+    splitnets_ops::daemon_main(
+        "aggregator",
+        splitnets_ops::RuntimeThreads::PerCore,
+        start(args),
+    )
 }
 
 async fn start(args: aggregator::Args) -> anyhow::Result<()> {

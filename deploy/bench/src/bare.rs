@@ -236,7 +236,8 @@ pub struct PacedBare {
     pub server_cpu_ms_per_message: f64,
     /// Times a server thread was put on a CPU, per message.
     pub server_runs_per_message: f64,
-    /// The same for the clients (one runtime per connection, like one sensor daemon each).
+    /// The same for the clients (one single-threaded runtime per connection, as each sensor
+    /// daemon has its own process).
     pub client_cpu_ms_per_message: f64,
     pub client_runs_per_message: f64,
 }
@@ -272,8 +273,9 @@ pub fn measure_paced(
             std::thread::Builder::new()
                 .name(CLIENT_THREADS.into())
                 .spawn(move || -> anyhow::Result<()> {
-                    let rt = tokio::runtime::Builder::new_multi_thread()
-                        .worker_threads(1)
+                    // One thread does it all (timer, send, connection, acknowledgements): the
+                    // fewest wake-ups a client can have, so the floor is a floor.
+                    let rt = tokio::runtime::Builder::new_current_thread()
                         .thread_name(CLIENT_THREADS)
                         .enable_all()
                         .build()?;

@@ -980,7 +980,7 @@ fn markdown(r: &Report, a: &LatencyArgs) -> String {
     if let Some(p) = &r.bare_tonic_paced {
         let _ = writeln!(
             s,
-            "Bare tonic stream paced like the cameras ({} connection(s), each on its own runtime, × {} fps, one acknowledgement per {} messages; {} messages in {:.1} s): CPU per message **{:.3} ms on the server** ({:.1} wake-ups) and {:.3} ms on the client ({:.1} wake-ups). That is gRPC alone, with nothing decoded or run, every message finding its threads asleep.\n",
+            "Bare tonic stream paced like the cameras ({} connection(s), each on a single-threaded runtime of its own, × {} fps, one acknowledgement per {} messages; {} messages in {:.1} s): CPU per message **{:.3} ms on the server** ({:.1} wake-ups) and {:.3} ms on the client ({:.1} wake-ups). That is gRPC alone, with nothing decoded or run, every message finding its threads asleep.\n",
             p.streams,
             p.fps,
             p.ack_every,

@@ -394,13 +394,27 @@ pub async fn check_ready(admin: SocketAddr, timeout: std::time::Duration) -> any
     Ok(())
 }
 
-/// The shell of a daemon's `main`: runs `start` on a multi-threaded tokio runtime and turns an
+/// The threads of a daemon's tokio runtime.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RuntimeThreads {
+    /// Everything async on the thread that calls `main`: the fewest wake-ups per message, for
+    /// a daemon whose async work is light (its blocking work has threads of its own).
+    One,
+    /// A worker per core (tokio's multi-threaded runtime).
+    PerCore,
+}
+
+/// The shell of a daemon's `main`: runs `start` on a tokio runtime with `threads` and turns an
 /// error into one line on stderr (`NAME: error: ...`) and a non-zero exit.
-pub fn daemon_main<F>(name: &str, start: F) -> std::process::ExitCode
+pub fn daemon_main<F>(name: &str, threads: RuntimeThreads, start: F) -> std::process::ExitCode
 where
     F: Future<Output = anyhow::Result<()>>,
 {
-    let result = tokio::runtime::Builder::new_multi_thread()
+    let mut builder = match threads {
+        RuntimeThreads::One => tokio::runtime::Builder::new_current_thread(),
+        RuntimeThreads::PerCore => tokio::runtime::Builder::new_multi_thread(),
+    };
+    let result = builder
         .enable_all()
         .build()
         .map_err(anyhow::Error::from)

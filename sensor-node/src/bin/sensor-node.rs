@@ -8,10 +8,18 @@ fn main() -> std::process::ExitCode {
         let timeout = std::time::Duration::from_millis(timeout_ms);
         return splitnets_ops::daemon_main(
             "sensor-node healthcheck",
+            splitnets_ops::RuntimeThreads::One,
             splitnets_ops::check_ready(admin, timeout),
         );
     }
-    splitnets_ops::daemon_main("sensor-node", start(args))
+    // One thread for the link, the admin endpoint and the gRPC connection: the head runs on
+    // the camera's own thread, so nothing async here is heavy, and one thread saves the
+    // cross-thread wake-ups of every frame (measured: see deploy/reports/latency/README.md).
+    splitnets_ops::daemon_main(
+        "sensor-node",
+        splitnets_ops::RuntimeThreads::One,
+        start(args),
+    )
 }
 
 async fn start(args: sensor_node::Args) -> anyhow::Result<()> {
