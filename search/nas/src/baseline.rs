@@ -105,6 +105,9 @@ pub enum BaselineProgress {
         id: String,
         test_accuracy: f64,
         end_to_end_seconds: f64,
+        /// Read back from `baseline-measured.json`: the same weights, form, calibration and
+        /// test split were measured by an earlier run.
+        reused: bool,
     },
     /// Left out (`trained_only`): its checkpoint is missing or short of the final step.
     NotTrained {
@@ -319,6 +322,94 @@ fn train_job(
     Ok(Some((net.valid(), calib, t.elapsed().as_secs_f64())))
 }
 
+/// Test accuracies (all views, one view, one camera missing) already measured, kept in
+/// `baseline-measured.json` in the output directory: an interim comparison and the final one
+/// measure the same finished networks, and on 64×64 shapes that is minutes per network. Keyed
+/// by everything the figures depend on (weights, space, subnet, form, calibration batches, test
+/// split, evaluation batch), so a stale entry is never read; a lost or unreadable file only
+/// costs the measurements again.
+struct MeasuredCache {
+    path: Option<PathBuf>,
+    entries: std::cell::RefCell<std::collections::BTreeMap<String, (f64, f64, f64)>>,
+}
+
+impl MeasuredCache {
+    fn open(out_dir: Option<&Path>) -> Self {
+        let path = out_dir.map(|d| d.join("baseline-measured.json"));
+        let entries = path
+            .as_deref()
+            .and_then(|p| std::fs::read(p).ok())
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        Self {
+            path,
+            entries: std::cell::RefCell::new(entries),
+        }
+    }
+
+    fn get(&self, key: &str) -> Option<(f64, f64, f64)> {
+        self.entries.borrow().get(key).copied()
+    }
+
+    /// Records a measurement and rewrites the file (atomically: a killed run leaves the old
+    /// one). A write failure is not an error: the figures are in the outcome anyway.
+    fn put(&self, key: String, acc: (f64, f64, f64)) {
+        self.entries.borrow_mut().insert(key, acc);
+        let Some(p) = &self.path else {
+            return;
+        };
+        let Ok(text) = serde_json::to_vec_pretty(&*self.entries.borrow()) else {
+            return;
+        };
+        let tmp = p.with_extension("json.tmp");
+        if std::fs::write(&tmp, text).is_ok() {
+            let _ = std::fs::rename(&tmp, p);
+        }
+    }
+}
+
+/// FNV-1a over everything a baseline's test accuracies depend on.
+fn measurement_key(
+    net: &Supernet,
+    space: &SearchSpace,
+    arch: &Arch,
+    form: Form,
+    calib: &[data::Batch],
+    test: &ViewSet,
+    eval_batch: usize,
+) -> String {
+    struct Fnv(u64);
+    impl Fnv {
+        fn bytes(&mut self, b: &[u8]) {
+            for &x in b {
+                self.0 ^= u64::from(x);
+                self.0 = self.0.wrapping_mul(0x0100_0000_01B3);
+            }
+        }
+        fn floats(&mut self, v: &[f32]) {
+            for x in v {
+                self.bytes(&x.to_bits().to_le_bytes());
+            }
+        }
+    }
+    let mut h = Fnv(0xCBF2_9CE4_8422_2325);
+    for p in net.parameters() {
+        h.floats(&p);
+    }
+    h.bytes(format!("{space:?}|{arch:?}|{form:?}|{eval_batch}").as_bytes());
+    for b in calib {
+        h.floats(&b.inputs);
+        h.floats(&b.view_mask);
+        for l in &b.labels {
+            h.bytes(&l.to_le_bytes());
+        }
+    }
+    h.bytes(&[test.side as u8, test.views as u8]);
+    h.bytes(&test.frames);
+    h.bytes(&test.labels);
+    format!("{:016x}", h.0)
+}
+
 fn ckpt_name(p: Option<&Path>) -> String {
     p.map(|p| p.display().to_string()).unwrap_or_default()
 }
@@ -388,6 +479,7 @@ pub fn run_baselines(
     let base = Device::flex();
     let mut results = Vec::new();
     let mut train_seconds = Vec::new();
+    let measured = MeasuredCache::open(cfg.out_dir.as_deref());
     let measure = |net: &Supernet,
                    calib: &[data::Batch],
                    test: &ViewSet,
@@ -397,14 +489,23 @@ pub fn run_baselines(
                    id: String,
                    name: String,
                    progress: &mut dyn FnMut(BaselineProgress)| {
-        let stats = calibrate_form(net, &space, arch, form, calib, &base);
-        let (all, one, missing) =
-            test_accuracies(net, &space, arch, form, &stats, test, cfg.eval_batch, &base);
+        let key = measurement_key(net, &space, arch, form, calib, test, cfg.eval_batch);
+        let (reused, (all, one, missing)) = match measured.get(&key) {
+            Some(acc) => (true, acc),
+            None => {
+                let stats = calibrate_form(net, &space, arch, form, calib, &base);
+                let acc =
+                    test_accuracies(net, &space, arch, form, &stats, test, cfg.eval_batch, &base);
+                measured.put(key, acc);
+                (false, acc)
+            }
+        };
         let c = cost(arch, form, j);
         progress(BaselineProgress::Measured {
             id: id.clone(),
             test_accuracy: all,
             end_to_end_seconds: c.end_to_end_seconds,
+            reused,
         });
         let why = why_not(&c, fps);
         BaselineResult {

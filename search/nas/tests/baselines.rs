@@ -98,14 +98,24 @@ fn every_baseline_is_trained_measured_and_priced() {
         .fold(f64::INFINITY, f64::min);
     assert_eq!(chosen[0].cost.end_to_end_seconds, fastest);
     // A rerun finds the trained networks' checkpoints and only measures again.
-    let mut steps_again = 0;
-    let again = run_baselines(&cfg, Some(75), &[budget], false, &mut |p| {
-        if matches!(p, splitnets_nas::baseline::BaselineProgress::Step { .. }) {
-            steps_again += 1;
+    // Nor are they measured again: the figures are read back from `baseline-measured.json`.
+    let (mut steps_again, mut measured_again, mut reused) = (0, 0, 0);
+    let again = run_baselines(&cfg, Some(75), &[budget], false, &mut |p| match p {
+        splitnets_nas::baseline::BaselineProgress::Step { .. } => steps_again += 1,
+        splitnets_nas::baseline::BaselineProgress::Measured { reused: r, .. } => {
+            measured_again += 1;
+            reused += usize::from(r);
         }
+        _ => {}
     })
     .unwrap();
     assert_eq!(steps_again, 0);
+    assert_eq!(measured_again, out.results.len());
+    assert_eq!(
+        reused,
+        out.results.len(),
+        "every network read back, none measured"
+    );
     assert_eq!(
         again
             .results
