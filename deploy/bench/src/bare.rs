@@ -128,6 +128,19 @@ fn serve() -> anyhow::Result<(std::net::SocketAddr, tokio::sync::oneshot::Sender
 
 type Client = FeatureLinkClient<tonic::transport::Channel>;
 
+/// A client of the bare server, with the daemons' message size limits.
+async fn connect(addr: std::net::SocketAddr) -> anyhow::Result<Client> {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
+        .tcp_nodelay(true)
+        .connect_timeout(Duration::from_secs(5))
+        .connect()
+        .await
+        .context("connecting to the bare tonic server")?;
+    Ok(FeatureLinkClient::new(channel)
+        .max_decoding_message_size(wire::MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(wire::MAX_MESSAGE_BYTES))
+}
+
 /// Opens a stream: the Hello (asking for one acknowledgement per `ack_every` frames) and its reply.
 async fn open(
     client: &mut Client,
@@ -166,15 +179,7 @@ pub async fn measure(
         "bare stream: window {window} and burst {burst} must be multiples of ack_every {ack_every}"
     );
     let (addr, stop) = serve()?;
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
-        .tcp_nodelay(true)
-        .connect_timeout(Duration::from_secs(5))
-        .connect()
-        .await
-        .context("connecting to the bare tonic server")?;
-    let mut client = FeatureLinkClient::new(channel)
-        .max_decoding_message_size(wire::MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(wire::MAX_MESSAGE_BYTES);
+    let mut client = connect(addr).await?;
     let (tx, mut inbound) = open(&mut client, window, 1).await?;
     let msg = |seq: u64| {
         let mut f = frame.clone();
@@ -280,16 +285,7 @@ pub fn measure_paced(
                         .enable_all()
                         .build()?;
                     rt.block_on(async move {
-                        let channel =
-                            tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
-                                .tcp_nodelay(true)
-                                .connect_timeout(Duration::from_secs(5))
-                                .connect()
-                                .await
-                                .context("connecting to the bare tonic server")?;
-                        let mut client = FeatureLinkClient::new(channel)
-                            .max_decoding_message_size(wire::MAX_MESSAGE_BYTES)
-                            .max_encoding_message_size(wire::MAX_MESSAGE_BYTES);
+                        let mut client = connect(addr).await?;
                         let window = 4 * ack_every as usize;
                         let (tx, mut inbound) = open(&mut client, window, ack_every).await?;
                         // Acknowledgements are read as they come, as a sensor's link loop does.
