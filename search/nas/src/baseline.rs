@@ -381,10 +381,7 @@ fn measurement_key(
     struct Fnv(u64);
     impl Fnv {
         fn bytes(&mut self, b: &[u8]) {
-            for &x in b {
-                self.0 ^= u64::from(x);
-                self.0 = self.0.wrapping_mul(0x0100_0000_01B3);
-            }
+            self.0 = crate::fnv1a(self.0, b);
         }
         fn floats(&mut self, v: &[f32]) {
             for x in v {
@@ -392,7 +389,7 @@ fn measurement_key(
             }
         }
     }
-    let mut h = Fnv(0xCBF2_9CE4_8422_2325);
+    let mut h = Fnv(crate::FNV_OFFSET);
     for p in net.parameters() {
         h.floats(&p);
     }

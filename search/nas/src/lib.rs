@@ -352,8 +352,15 @@ fn config_key(space: &SearchSpace, t: &TrainSettings, kind: DataKind) -> u64 {
 
 /// FNV-1a of `text`: a stable key for checkpoints (not for security).
 fn hash_text(text: &str) -> u64 {
-    let mut h: u64 = 0xCBF2_9CE4_8422_2325;
-    for b in text.bytes() {
+    fnv1a(FNV_OFFSET, text.as_bytes())
+}
+
+/// FNV-1a's starting state.
+const FNV_OFFSET: u64 = 0xCBF2_9CE4_8422_2325;
+
+/// FNV-1a: `h` continued over `bytes` (start from [`FNV_OFFSET`]).
+fn fnv1a(mut h: u64, bytes: &[u8]) -> u64 {
+    for &b in bytes {
         h ^= u64::from(b);
         h = h.wrapping_mul(0x0100_0000_01B3);
     }
