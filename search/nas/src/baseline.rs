@@ -214,18 +214,20 @@ pub(crate) fn test_accuracies(
 }
 
 /// One network to train: its identifier, form, architecture and data.
-struct Job<'a> {
-    id: &'a str,
-    arch: &'a Arch,
-    form: Form,
-    data: &'a Data,
-    jpeg: Option<u8>,
+pub(crate) struct Job<'a> {
+    pub(crate) id: &'a str,
+    pub(crate) arch: &'a Arch,
+    pub(crate) form: Form,
+    pub(crate) data: &'a Data,
+    pub(crate) jpeg: Option<u8>,
+    /// Its checkpoint in the output directory is `{ckpt_prefix}-{key}.ckpt`.
+    pub(crate) ckpt_prefix: &'static str,
 }
 
 /// Trains `job` (resuming from its checkpoint in `out_dir`), returns the network (inference
 /// device), its BatchNorm statistics for `form` and the training wall time; `None` when
 /// `trained_only` and its training has not finished.
-fn train_job(
+pub(crate) fn train_job(
     cfg: &NasConfig,
     space: &SearchSpace,
     job: &Job<'_>,
@@ -242,7 +244,7 @@ fn train_job(
     let ckpt: Option<PathBuf> = cfg
         .out_dir
         .as_ref()
-        .map(|d| d.join(format!("baseline-{key:016x}.ckpt")));
+        .map(|d| d.join(format!("{}-{key:016x}.ckpt", job.ckpt_prefix)));
     // Checkpoints written before that were named by placement.
     let by_id = cfg
         .out_dir
@@ -532,6 +534,7 @@ pub fn run_baselines(
             form: whole,
             data: &raw,
             jpeg: None,
+            ckpt_prefix: "baseline",
         },
         trained_only,
         progress,
@@ -602,6 +605,7 @@ pub fn run_baselines(
             form: Form::LateFusion,
             data: &raw,
             jpeg: None,
+            ckpt_prefix: "baseline",
         },
         trained_only,
         progress,
@@ -671,6 +675,7 @@ pub fn run_baselines(
                     form: train_form,
                     data: &raw,
                     jpeg: None,
+                    ckpt_prefix: "baseline",
                 },
                 trained_only,
                 progress,
@@ -714,6 +719,7 @@ pub fn run_baselines(
                 form: whole,
                 data: &jpeg,
                 jpeg: Some(quality),
+                ckpt_prefix: "baseline",
             },
             trained_only,
             progress,

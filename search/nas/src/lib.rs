@@ -23,6 +23,7 @@ pub mod data;
 pub mod onnx_export;
 pub mod reference;
 pub mod report;
+pub mod retrain;
 pub mod search;
 pub mod space;
 pub mod supernet;

@@ -43,6 +43,9 @@ enum Command {
     /// raw or JPEG frames, planner cuts of a fixed backbone) under the same profile and budget;
     /// with a finished `nas` run in the same directory, compare its front against them.
     NasBaselines(nas::NasBaselinesArgs),
+    /// Train one network of a finished search's front alone, from scratch, for a longer
+    /// budget than the search's; test it and write its bundle.
+    NasRetrain(nas::NasRetrainArgs),
     /// Measure this machine with ONNX Runtime, fit per-op-class throughput, write a host profile,
     /// and report prediction error on held-out models.
     Calibrate(calibrate::CalibrateArgs),
@@ -73,6 +76,7 @@ fn main() -> std::process::ExitCode {
         Command::Nas(a) => nas::run_nas(a),
         Command::NasCompare(a) => nas::run_nas_compare(a),
         Command::NasBaselines(a) => nas::run_nas_baselines(a),
+        Command::NasRetrain(a) => nas::run_nas_retrain(a),
         Command::Split(a) => user_model::run_split(a),
         Command::SplitBundle(a) => rebundle::run_split_bundle(a),
         Command::SetCodec(a) => rebundle::run_set_codec(a),

@@ -294,7 +294,12 @@ pub(crate) fn run_nas(a: NasArgs) -> anyhow::Result<()> {
     let mut written = Vec::new();
     for (i, m) in outcome.front.iter().enumerate() {
         let dir = a.run.out.join(format!("front-{i:02}"));
-        let check = write_front_bundle(&a, &cfg, &outcome, m, &dir, last_loss)?;
+        let opts = BundleOptions {
+            profile: &a.run.profile,
+            check_samples: a.check_samples,
+            data_dir: &a.run.data_dir,
+        };
+        let check = write_front_bundle(&opts, &cfg, &outcome, m, &dir, last_loss)?;
         println!(
             "front-{i:02}  {:<48} e2e {:.3} ms  link {} B/view  test {:.1} % (through the codec, runtime: {:.1} % on {} frames; |ORT - reference| {:.1e})",
             m.arch.short(),
@@ -363,8 +368,16 @@ fn rig_for(kind: DataKind, views: usize) -> CameraRig {
     }
 }
 
+/// What writing and checking a bundle needs beyond the run: the profile's name for the
+/// manifest, and the test frames the runtime check replays.
+struct BundleOptions<'a> {
+    profile: &'a str,
+    check_samples: usize,
+    data_dir: &'a Path,
+}
+
 fn write_front_bundle(
-    a: &NasArgs,
+    a: &BundleOptions<'_>,
     cfg: &NasConfig,
     o: &NasOutcome,
     m: &FrontMember,
@@ -405,7 +418,7 @@ fn write_front_bundle(
         description: format!(
             "Split-aware NAS on {} under profile {}: {}",
             o.data.name(),
-            a.run.profile,
+            a.profile,
             m.arch.short()
         ),
         classes,
@@ -432,7 +445,7 @@ fn write_front_bundle(
             input.raw_frame_bytes(),
         ),
         predicted: Some(PredictedCost {
-            profile: a.run.profile.clone(),
+            profile: a.profile.to_string(),
             sensor_seconds: m.cost.sensor_seconds,
             link_seconds: m.cost.link_seconds,
             aggregator_seconds: m.cost.aggregator_seconds,
@@ -469,7 +482,7 @@ fn write_front_bundle(
 
 /// Runs the written bundle with the runtime's stages on test frames the sensors would replay.
 fn check_bundle(
-    a: &NasArgs,
+    a: &BundleOptions<'_>,
     cfg: &NasConfig,
     o: &NasOutcome,
     m: &FrontMember,
@@ -505,7 +518,7 @@ fn check_bundle(
             )
         }
         _ => {
-            let set = dataset::load(&a.run.data_dir, Split::Test)?;
+            let set = dataset::load(a.data_dir, Split::Test)?;
             let n = set.len().min(a.check_samples);
             (
                 (0..n)
@@ -737,5 +750,192 @@ pub(crate) fn run_nas_baselines(a: NasBaselinesArgs) -> anyhow::Result<()> {
         a.run.out.join(md_name).display(),
         started.elapsed().as_secs_f64()
     );
+    Ok(())
+}
+
+#[derive(clap::Args, Debug)]
+pub(crate) struct NasRetrainArgs {
+    /// A finished `nas` run's directory (its `outcome.json` gives the space, the training
+    /// settings and the front).
+    #[arg(long)]
+    pub(crate) run: PathBuf,
+    /// The front member to retrain, as numbered in the run's `front-NN/` directories
+    /// (default: the most accurate on the test split).
+    #[arg(long)]
+    pub(crate) member: Option<usize>,
+    /// Training steps (batch and schedule as the run's; the cosine spans these steps).
+    #[arg(long)]
+    pub(crate) steps: u64,
+    /// The run's preset: it fixes the data set's splits (checked against the run's test size).
+    #[arg(long, value_enum, default_value = "full")]
+    pub(crate) preset: NasPreset,
+    /// Hardware profile named in the bundle (the costs are the run's own predictions).
+    #[arg(long, default_value = "headset")]
+    pub(crate) profile: String,
+    /// Output directory: checkpoint, `retrain.{json,md}` and the bundle (`bundle/`).
+    #[arg(long)]
+    pub(crate) out: PathBuf,
+    /// Test frames the written bundle is evaluated on through the runtime (link codec included).
+    #[arg(long, default_value_t = 1000)]
+    pub(crate) check_samples: usize,
+    /// Where Debian's dataset-fashion-mnist put the files.
+    #[arg(long, default_value = dataset::DEFAULT_DIR)]
+    pub(crate) data_dir: PathBuf,
+}
+
+/// `splitnets-search nas-retrain`: one searched network trained alone for longer
+/// (`splitnets_nas::retrain`), tested, and written as a bundle.
+pub(crate) fn run_nas_retrain(a: NasRetrainArgs) -> anyhow::Result<()> {
+    use splitnets_nas::retrain::{RetrainProgress, retrain};
+    splitnets_runtime::onnx_runtime::environment()?;
+    let outcome_path = a.run.join("outcome.json");
+    let text = std::fs::read_to_string(&outcome_path)
+        .with_context(|| format!("reading {} (a finished `nas` run)", outcome_path.display()))?;
+    let outcome: NasOutcome = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not a NAS outcome", outcome_path.display()))?;
+    anyhow::ensure!(
+        !outcome.front.is_empty(),
+        "{} has an empty front",
+        outcome_path.display()
+    );
+    let index = match a.member {
+        Some(i) => {
+            anyhow::ensure!(
+                i < outcome.front.len(),
+                "--member {i}: the run's front has {} members (0..={})",
+                outcome.front.len(),
+                outcome.front.len() - 1
+            );
+            i
+        }
+        None => (0..outcome.front.len())
+            .max_by(|&x, &y| {
+                outcome.front[x]
+                    .test_accuracy
+                    .total_cmp(&outcome.front[y].test_accuracy)
+            })
+            .expect("non-empty front"),
+    };
+    let searched = &outcome.front[index];
+    let mut cfg = NasConfig::preset(
+        a.preset.preset(),
+        outcome.data,
+        load_profile(&a.profile)?,
+        Some(a.out.clone()),
+    );
+    cfg.data.fashion_mnist_dir.clone_from(&a.data_dir);
+    cfg.train = outcome.train.clone();
+    cfg.train.steps = a.steps;
+    cfg.space = Some(outcome.space.clone());
+    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
+    eprintln!(
+        "[retrain] {} front-{index:02} `{}` (searched: {:.1} % on the test split after {} supernet steps{}): {} steps × batch {} from scratch; output in {}",
+        outcome.data.name(),
+        searched.arch.short(),
+        100.0 * searched.test_accuracy,
+        outcome.steps_run,
+        if searched.finetune_steps > 0 {
+            format!(" and {} of fine-tuning", searched.finetune_steps)
+        } else {
+            String::new()
+        },
+        a.steps,
+        cfg.train.batch,
+        a.out.display()
+    );
+    let started = std::time::Instant::now();
+    let mut first_step = None;
+    let (result, member) = retrain(
+        &cfg,
+        &outcome.space,
+        &searched.arch,
+        searched.cost,
+        &mut |p| match p {
+            RetrainProgress::Step { step, steps, loss } => {
+                let first = *first_step.get_or_insert(step.saturating_sub(1));
+                if step % (steps / 50).max(1) == 0 || step == steps {
+                    let el = started.elapsed().as_secs_f64();
+                    let eta = el / (step - first).max(1) as f64 * (steps - step) as f64;
+                    eprintln!(
+                        "[retrain] step {step}/{steps}  loss {loss:.3}  elapsed {el:.0} s  ETA {eta:.0} s"
+                    );
+                }
+            }
+            other => eprintln!("[retrain] {other:?}"),
+        },
+    )?;
+    if outcome.test_items != result.test_items {
+        anyhow::bail!(
+            "the run was tested on {} items, this preset's test split has {}: pass the run's --preset",
+            outcome.test_items,
+            result.test_items
+        );
+    }
+    // The bundle's training summary: these steps alone, from scratch.
+    let as_run = NasOutcome {
+        steps_run: 0,
+        train_seconds: result.train_seconds_this_process,
+        ..outcome.clone()
+    };
+    let dir = a.out.join("bundle");
+    let opts = BundleOptions {
+        profile: &a.profile,
+        check_samples: a.check_samples,
+        data_dir: &a.data_dir,
+    };
+    let check = write_front_bundle(&opts, &cfg, &as_run, &member, &dir, f64::NAN)?;
+    let sram = cfg.profile.sensor.memory_bytes;
+    let json = serde_json::json!({
+        "run": a.run, "member": index, "retrained": result,
+        "searched_test_accuracy": searched.test_accuracy,
+        "searched_after_steps": outcome.steps_run + searched.finetune_steps,
+        "sensor_memory_limit_bytes": sram,
+        "runtime_check": check, "bundle": dir,
+        "command": std::env::args().collect::<Vec<_>>().join(" "),
+    });
+    std::fs::write(
+        a.out.join("retrain.json"),
+        serde_json::to_string_pretty(&json)?,
+    )?;
+    let c = &result.cost;
+    let md = format!(
+        "# Retrained: {data}, front-{index:02} of `{run}`\n\n\
+         `{arch}`, trained alone from scratch for {steps} steps × batch {batch} ({epochs:.1} epochs of {items} items), \
+         with the search's learning-rate schedule, label smoothing, seed, view dropout and quantization-aware split; \
+         {secs:.0} s of training in this process.\n\n\
+         | | test, all views | one view | worst camera missing | e2e (ms, predicted) | sensor memory | link B/view |\n\
+         |---|---|---|---|---|---|---|\n\
+         | the search's figure ({sw} steps) | {s_all:.2} | {s_one:.2} | {s_miss:.2} | {e2e:.3} | {mem} KB of {sram} KB | {link} |\n\
+         | retrained ({steps} steps) | {r_all:.2} | {r_one:.2} | {r_miss:.2} | {e2e:.3} | {mem} KB of {sram} KB | {link} |\n\n\
+         Test split: {test} items. The bundle (`bundle/`) ran {n} test frames through ONNX Runtime and the link codec: \
+         {rt:.2} %, |ONNX Runtime − reference| ≤ {diff:.1e}.\n\n\
+         This is the architecture the search chose, trained for longer; the baselines' comparison is at the search's \
+         budget (`comparison.md` of the run).\n",
+        data = outcome.data.name(),
+        run = a.run.display(),
+        arch = searched.arch.short(),
+        steps = result.steps,
+        batch = result.batch,
+        epochs = result.epochs,
+        items = result.train_items,
+        secs = result.train_seconds_this_process,
+        sw = outcome.steps_run + searched.finetune_steps,
+        s_all = 100.0 * searched.test_accuracy,
+        s_one = 100.0 * searched.test_accuracy_one_view,
+        s_miss = 100.0 * searched.test_accuracy_one_missing,
+        r_all = 100.0 * result.test_accuracy,
+        r_one = 100.0 * result.test_accuracy_one_view,
+        r_miss = 100.0 * result.test_accuracy_one_missing,
+        e2e = c.end_to_end_seconds * 1e3,
+        mem = c.sensor_memory_bytes / 1000,
+        sram = sram / 1000,
+        link = c.link_bytes_per_view,
+        test = result.test_items,
+        n = check.samples,
+        rt = 100.0 * check.accuracy_through_codec,
+        diff = check.max_abs_diff,
+    );
+    std::fs::write(a.out.join("retrain.md"), &md)?;
+    println!("{md}");
     Ok(())
 }
