@@ -55,6 +55,8 @@ pub struct FusionJob {
     pub views_missing: Vec<u32>,
     pub wait_ns: u64,
     pub deadline_expired: bool,
+    /// When the frame was fused: the tail measures its hand-off from here.
+    pub fused_at: Instant,
 }
 
 #[derive(Debug)]
@@ -273,6 +275,7 @@ impl Fusion {
                 .min()
                 .unwrap_or(0),
             wait_ns: p.first_arrival.elapsed().as_nanos() as u64,
+            fused_at: Instant::now(),
             views,
             views_missing,
             deadline_expired: expired,

@@ -82,6 +82,7 @@ fn tail_loop(
     let mut last_sample: Option<std::time::Instant> = None;
     let mut in_flight_old = 0u64;
     while let Some(mut job) = jobs.blocking_recv() {
+        let handoff_ns = job.fused_at.elapsed().as_nanos() as u64;
         let variant = frame_variant(&job);
         if job.views.iter().any(|v| v.variant != variant) {
             let (keep, odd): (Vec<_>, Vec<_>) =
@@ -157,6 +158,11 @@ fn tail_loop(
                     link_ns: v.link_ns,
                     payload_bytes: v.payload_bytes,
                     message_bytes: v.message_bytes,
+                    capture_time_unix_ns: if v.capture_plausible {
+                        v.capture_time_unix_ns
+                    } else {
+                        0
+                    },
                 })
                 .collect(),
             wait_ns: job.wait_ns,
@@ -171,6 +177,7 @@ fn tail_loop(
             completed_time_unix_ns: completed,
             skipped_before: 0,
             variant,
+            handoff_ns,
         };
         metrics.tail_seconds.record(t.tail_ns as f64 * 1e-9);
         if p.end_to_end_ns > 0 {

@@ -103,6 +103,17 @@ async fn aggregator_and_sensors_in_one_process_equal_the_reference_pipeline() {
             .collect();
         let (expected, _) = local.run_frame(&pixels, true).unwrap();
         assert_eq!(p.scores, expected, "frame {seq}");
+        // The stages the latency harness splits a frame's time into: each view's capture time
+        // (the earliest is the frame's), the hand-off to the tail thread, all within the end
+        // to end.
+        let captures: Vec<u64> = p.views.iter().map(|v| v.capture_time_unix_ns).collect();
+        assert!(captures.iter().all(|&c| c > 0), "frame {seq}: {captures:?}");
+        assert_eq!(captures.iter().min(), Some(&p.capture_time_unix_ns));
+        assert!(p.handoff_ns > 0, "frame {seq}: no hand-off measured");
+        assert!(
+            p.wait_ns + p.handoff_ns + p.decode_ns + p.tail_ns <= p.end_to_end_ns,
+            "frame {seq}: stages exceed the end to end: {p:?}"
+        );
     }
     assert!(
         all_views as u64 >= FRAMES * 9 / 10,

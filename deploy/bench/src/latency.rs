@@ -164,7 +164,14 @@ struct FrameSample {
     wait: f64,
     decode: f64,
     tail: f64,
-    /// End to end minus the stages above along the first view's path: hand-off and publishing.
+    /// Capture time of the view that arrived first minus the frame's earliest capture: views
+    /// of one frame captured apart (camera threads sharing this host's cores start late).
+    skew: f64,
+    /// Fusion complete → the tail thread picks the frame up (the aggregator's `handoff_ns`).
+    handoff: f64,
+    /// End to end minus everything above along the first view's path (the earliest capture →
+    /// the first view in → wait → hand-off → decode → tail): publishing, and the first view's
+    /// way from its receipt into fusion.
     residual: f64,
     bytes_per_view: f64,
     degraded: bool,
@@ -402,7 +409,6 @@ async fn run_scenario(c: &Ctx<'_>, s: &Scenario, idx: usize) -> anyhow::Result<S
     let mut window_start: Option<(Instant, (ThreadRuns, ThreadRuns))> = None;
     let give_up = Instant::now()
         + Duration::from_secs_f64(10.0 + a.warmup_s + a.window_s * a.max_windows as f64 * 2.0);
-    let ms = |ns: u64| ns as f64 / 1e6;
     loop {
         let now = Instant::now();
         if now > give_up {
@@ -426,33 +432,7 @@ async fn run_scenario(c: &Ctx<'_>, s: &Scenario, idx: usize) -> anyhow::Result<S
                 if window_start.is_none() {
                     window_start = Some((now, cpu()));
                 }
-                let n = p.views.len().max(1) as f64;
-                let mean = |f: &dyn Fn(&splitnets_proto::wire::ViewReport) -> f64| {
-                    p.views.iter().map(f).sum::<f64>() / n
-                };
-                let first_arrival = p
-                    .views
-                    .iter()
-                    .map(|v| ms(v.sensor_ns) + ms(v.queue_ns + v.link_ns))
-                    .fold(f64::INFINITY, f64::min);
-                let e2e = ms(p.end_to_end_ns);
-                current.push(FrameSample {
-                    end_to_end: e2e,
-                    sensor: mean(&|v| ms(v.sensor_ns)),
-                    queue: mean(&|v| ms(v.queue_ns)),
-                    link: mean(&|v| ms(v.link_ns)),
-                    wait: ms(p.wait_ns),
-                    decode: ms(p.decode_ns),
-                    tail: ms(p.tail_ns),
-                    residual: (e2e
-                        - first_arrival.min(e2e)
-                        - ms(p.wait_ns)
-                        - ms(p.decode_ns)
-                        - ms(p.tail_ns))
-                    .max(0.0),
-                    bytes_per_view: mean(&|v| v.message_bytes as f64),
-                    degraded: !p.views_missing.is_empty(),
-                });
+                current.push(frame_sample(&p));
             }
             Ok(_) => anyhow::bail!(
                 "the prediction stream ended; logs in {}",
@@ -785,6 +765,54 @@ pub async fn latency(a: LatencyArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// One prediction's stages, along the path of the view that arrived first: the frame's end to
+/// end runs from its earliest capture, so a view captured later (its camera thread started
+/// late) that still arrives first adds its capture skew; the residual after the aggregator's
+/// own stages is publishing.
+fn frame_sample(p: &splitnets_proto::wire::Prediction) -> FrameSample {
+    use splitnets_proto::wire::ViewReport;
+    let ms = |ns: u64| ns as f64 / 1e6;
+    let n = p.views.len().max(1) as f64;
+    let mean = |f: &dyn Fn(&ViewReport) -> f64| p.views.iter().map(f).sum::<f64>() / n;
+    let path = |v: &ViewReport| ms(v.sensor_ns) + ms(v.queue_ns + v.link_ns);
+    let earliest_capture = p.views.iter().map(|v| v.capture_time_unix_ns).min();
+    // An aggregator older than `capture_time_unix_ns` reports none: no skew, shortest path.
+    let (first_arrival, skew) = match earliest_capture {
+        Some(c0) if c0 > 0 => {
+            let received = |v: &ViewReport| ms(v.capture_time_unix_ns - c0) + path(v);
+            let first = p
+                .views
+                .iter()
+                .min_by(|a, b| received(a).total_cmp(&received(b)))
+                .expect("a view");
+            (received(first), ms(first.capture_time_unix_ns - c0))
+        }
+        _ => (p.views.iter().map(path).fold(f64::INFINITY, f64::min), 0.0),
+    };
+    let e2e = ms(p.end_to_end_ns);
+    let handoff = ms(p.handoff_ns);
+    FrameSample {
+        end_to_end: e2e,
+        sensor: mean(&|v| ms(v.sensor_ns)),
+        queue: mean(&|v| ms(v.queue_ns)),
+        link: mean(&|v| ms(v.link_ns)),
+        wait: ms(p.wait_ns),
+        decode: ms(p.decode_ns),
+        tail: ms(p.tail_ns),
+        skew,
+        handoff,
+        residual: (e2e
+            - first_arrival.min(e2e)
+            - ms(p.wait_ns)
+            - handoff
+            - ms(p.decode_ns)
+            - ms(p.tail_ns))
+        .max(0.0),
+        bytes_per_view: mean(&|v| v.message_bytes as f64),
+        degraded: !p.views_missing.is_empty(),
+    }
+}
+
 fn stage(r: &ScenarioResult, f: fn(&FrameSample) -> f64) -> Vec<f64> {
     r.samples.iter().map(f).collect()
 }
@@ -797,10 +825,10 @@ fn csv(r: &Report) -> String {
     // perf_analyzer's columns (latencies in µs), in its order, mapped onto our stages:
     // Client Send = sensor stage, Network+Server Send/Recv = sensor queue + link,
     // Server Queue = fusion wait, Server Compute Input = decode, Infer = tail,
-    // Output = hand-off and publish. Then ours.
+    // Output = hand-off and publish. Then ours (capture skew and hand-off apart at the end).
     let mut s = String::from(
         "Concurrency,Request Rate,Inferences/Second,Client Send,Network+Server Send/Recv,Server Queue,Server Compute Input,Server Compute Infer,Server Compute Output,Client Recv,p50 latency,p90 latency,p95 latency,p99 latency,Avg latency,request/response Size,\
-scenario,views,emulation,stable,windows,frames,degraded_frames,p99.9 latency,bytes_per_frame,predicted latency,predicted bytes_per_view,aggregator_cpu_us_per_frame,sensor_cpu_us_per_frame,aggregator_thread_runs_per_frame,sensor_thread_runs_per_frame\n",
+scenario,views,emulation,stable,windows,frames,degraded_frames,p99.9 latency,bytes_per_frame,predicted latency,predicted bytes_per_view,aggregator_cpu_us_per_frame,sensor_cpu_us_per_frame,aggregator_thread_runs_per_frame,sensor_thread_runs_per_frame,capture_skew_us,handoff_us\n",
     );
     for x in &r.scenarios {
         let us = |v: Vec<f64>| med(&v) * 1e3;
@@ -809,7 +837,7 @@ scenario,views,emulation,stable,windows,frames,degraded_frames,p99.9 latency,byt
         let bytes = med(&stage(x, |f| f.bytes_per_view));
         let _ = writeln!(
             s,
-            "{},{},{:.2},{:.1},{:.1},{:.1},{:.1},{:.1},{:.1},0,{:.1},{:.1},{:.1},{:.1},{:.1},{:.0},\"{}\",{},{},{},{},{},{},{:.1},{:.0},{:.1},{:.0},{:.1},{:.1},{:.2},{:.2}",
+            "{},{},{:.2},{:.1},{:.1},{:.1},{:.1},{:.1},{:.1},0,{:.1},{:.1},{:.1},{:.1},{:.1},{:.0},\"{}\",{},{},{},{},{},{},{:.1},{:.0},{:.1},{:.0},{:.1},{:.1},{:.2},{:.2},{:.1},{:.1}",
             x.scenario.sensors,
             match x.scenario.rate {
                 Rate::Fps(f) => f.to_string(),
@@ -821,7 +849,7 @@ scenario,views,emulation,stable,windows,frames,degraded_frames,p99.9 latency,byt
             us(stage(x, |f| f.wait)),
             us(stage(x, |f| f.decode)),
             us(stage(x, |f| f.tail)),
-            us(stage(x, |f| f.residual)),
+            us(stage(x, |f| f.handoff + f.residual)),
             percentile(&e, 50.0) * 1e3,
             percentile(&e, 90.0) * 1e3,
             percentile(&e, 95.0) * 1e3,
@@ -843,6 +871,8 @@ scenario,views,emulation,stable,windows,frames,degraded_frames,p99.9 latency,byt
             x.sensor_cpu_ms_per_frame * 1e3,
             x.aggregator_thread_runs_per_frame,
             x.sensor_thread_runs_per_frame,
+            us(stage(x, |f| f.skew)),
+            us(stage(x, |f| f.handoff)),
         );
     }
     s
@@ -923,18 +953,20 @@ fn markdown(r: &Report, a: &LatencyArgs) -> String {
     }
     let _ = writeln!(
         s,
-        "\n## Per-stage breakdown (medians, ms)\n\n| scenario | sensor | queue | link | fusion wait | decode | tail | hand-off + publish | predicted sensor / link / tail |\n|---|---|---|---|---|---|---|---|---|"
+        "\n## Per-stage breakdown (medians, ms)\n\n| scenario | sensor | queue | link | capture skew | fusion wait | hand-off | decode | tail | publish | predicted sensor / link / tail |\n|---|---|---|---|---|---|---|---|---|---|---|"
     );
     for x in &r.scenarios {
         let m = |f: fn(&FrameSample) -> f64| med(&stage(x, f));
         let _ = writeln!(
             s,
-            "| {} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} / {:.3} / {:.3} |",
+            "| {} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} / {:.3} / {:.3} |",
             x.scenario.name(),
             m(|f| f.sensor),
             m(|f| f.queue),
             m(|f| f.link),
+            m(|f| f.skew),
             m(|f| f.wait),
+            m(|f| f.handoff),
             m(|f| f.decode),
             m(|f| f.tail),
             m(|f| f.residual),
@@ -993,6 +1025,7 @@ fn markdown(r: &Report, a: &LatencyArgs) -> String {
         );
     }
     let _ = writeln!(s, "## Targets (issue 11), from this run\n");
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let cpu_frac = |x: &ScenarioResult| {
         let w: f64 = x.windows[x.windows.len() - 3..]
             .iter()
@@ -1009,12 +1042,22 @@ fn markdown(r: &Report, a: &LatencyArgs) -> String {
         inprocess_for(r, 1, Some(30.0)),
     ) {
         let (m, ip) = (med(&e2e(d)), med(&p.total_ms));
+        let st = |f: fn(&FrameSample) -> f64| med(&stage(d, f));
         let _ = writeln!(
             s,
-            "- One sensor at 30 fps: end-to-end p50 {m:.3} ms vs paced in-process p50 {ip:.3} ms + 0.25 = {:.3} ms: {} (gap {:.3} ms).",
+            "- One sensor at 30 fps: end-to-end p50 {m:.3} ms vs paced in-process p50 {ip:.3} ms + 0.25 = {:.3} ms: {} (gap {:.3} ms). By stage (medians, daemons vs in process): sensor stage {:.3} vs head {:.3}; sensor queue {:.3}, link {:.3} (the bare stream's round trip here: {:.3}), hand-off to the tail thread {:.3} and publish {:.3}, none of which exist in process; decode + tail {:.3} vs {:.3}.",
             ip + 0.25,
             verdict(m <= ip + 0.25),
-            m - ip
+            m - ip,
+            st(|f| f.sensor),
+            med(&p.head_ms),
+            st(|f| f.queue),
+            st(|f| f.link),
+            med(&r.bare_tonic.round_trip_ms),
+            st(|f| f.handoff),
+            st(|f| f.residual),
+            st(|f| f.decode + f.tail),
+            med(&p.tail_ms),
         );
     }
     if let Some(d) = find(r, 4, Rate::Fps(30.0), false) {
@@ -1024,7 +1067,7 @@ fn markdown(r: &Report, a: &LatencyArgs) -> String {
         let m = |f: fn(&FrameSample) -> f64| med(&stage(d, f));
         let _ = writeln!(
             s,
-            "- Four sensors at 30 fps: p99 {p99:.3} ms vs 1.5 × p50 = {:.3} ms: {}. Gap to in-process (paced p50 {ip:.3} ms): {:.3} ms; by stage (medians): sensor stage {:.3} (in process the 4 heads run one after another: {:.3} for all four), sensor queue {:.3}, link {:.3}, wait for the slowest view {:.3}, decode {:.3} + tail {:.3} (in process {:.3}), hand-off and publish {:.3}.",
+            "- Four sensors at 30 fps: p99 {p99:.3} ms vs 1.5 × p50 = {:.3} ms: {}. Gap to in-process (paced p50 {ip:.3} ms): {:.3} ms; by stage (medians): sensor stage {:.3} (in process the 4 heads run one after another: {:.3} for all four), sensor queue {:.3}, link {:.3}, capture skew {:.3} (the first view in was captured after the earliest), wait for the slowest view {:.3} (four sensors' heads share this host's {cores} cores, where a headset gives each camera its own), hand-off to the tail thread {:.3}, decode {:.3} + tail {:.3} (in process {:.3}), publish {:.3}.",
             1.5 * p50,
             verdict(p99 <= 1.5 * p50),
             p50 - ip,
@@ -1032,7 +1075,9 @@ fn markdown(r: &Report, a: &LatencyArgs) -> String {
             inprocess_for(r, 4, Some(30.0)).map_or(f64::NAN, |p| med(&p.head_ms)),
             m(|f| f.queue),
             m(|f| f.link),
+            m(|f| f.skew),
             m(|f| f.wait),
+            m(|f| f.handoff),
             m(|f| f.decode),
             m(|f| f.tail),
             inprocess_for(r, 4, Some(30.0)).map_or(f64::NAN, |p| med(&p.tail_ms)),
@@ -1049,22 +1094,32 @@ fn markdown(r: &Report, a: &LatencyArgs) -> String {
         let w: Vec<f64> = degraded.iter().map(|f| f.wait).collect();
         let arrival: Vec<f64> = degraded
             .iter()
-            .map(|f| f.end_to_end - f.wait - f.decode - f.tail - f.residual)
+            .map(|f| f.end_to_end - f.wait - f.handoff - f.decode - f.tail - f.residual)
             .collect();
+        // From the first view's arrival: the wait, then hand-off, decode, tail and publish.
+        let after: Vec<f64> = degraded
+            .iter()
+            .map(|f| f.wait + f.handoff + f.decode + f.tail + f.residual)
+            .collect();
+        let part = |g: fn(&&FrameSample) -> f64| med(&degraded.iter().map(g).collect::<Vec<_>>());
         let dl = d.scenario.deadline_ms as f64;
         let _ = writeln!(
             s,
-            "- A frame missing a view ({} of {} cameras, deadline {} ms): end-to-end p50 {:.3} ms = first view's arrival {:.3} + wait {:.3} + decode/tail/publish {:.3}; the wait overshoots the deadline by {:.3} ms and the frame completes {:.3} ms after it: {} (target ≤ deadline + 0.25 ms after the first view arrives).",
+            "- A frame missing a view ({} of {} cameras, deadline {} ms): end-to-end p50 {:.3} ms = first view's arrival {:.3} (capture skew {:.3} included) + wait {:.3} + hand-off {:.3} + decode {:.3} + tail {:.3} + publish {:.3}; the wait overshoots the deadline by {:.3} ms and the frame completes {:.3} ms after it (p50 over frames): {} (target ≤ deadline + 0.25 ms after the first view arrives).",
             d.scenario.sensors,
             d.scenario.views,
             d.scenario.deadline_ms,
             med(&e),
             med(&arrival),
+            part(|f| f.skew),
             med(&w),
-            med(&e) - med(&arrival) - med(&w),
+            part(|f| f.handoff),
+            part(|f| f.decode),
+            part(|f| f.tail),
+            part(|f| f.residual),
             med(&w) - dl,
-            med(&e) - med(&arrival) - dl,
-            verdict(med(&e) - med(&arrival) <= dl + 0.25)
+            med(&after) - dl,
+            verdict(med(&after) <= dl + 0.25)
         );
     }
     if let Some(d) = find(r, 1, Rate::Max, false) {
@@ -1082,6 +1137,21 @@ fn markdown(r: &Report, a: &LatencyArgs) -> String {
             1e3 / d.aggregator_cpu_ms_per_frame.max(1e-9),
             d.sensor_cpu_ms_per_frame
         );
+        let sensor_rate = 1e3 / d.sensor_cpu_ms_per_frame.max(1e-9);
+        let agg_rate = 1e3 / d.aggregator_cpu_ms_per_frame.max(1e-9);
+        let _ = writeln!(
+            s,
+            "  Why: {}; the aggregator's frame path alone, at its CPU per frame, would reach ≈ {:.0} % of the bare stream's rate on a core of its own.",
+            if sensor_rate < agg_rate {
+                format!(
+                    "the one sensor, not the aggregator, sets the rate (its {:.3} ms of CPU per frame allow ≈ {sensor_rate:.0} frames/s, and the aggregator was not saturated)",
+                    d.sensor_cpu_ms_per_frame
+                )
+            } else {
+                "the aggregator's CPU per frame sets the rate".to_string()
+            },
+            100.0 * agg_rate / r.bare_tonic.messages_per_second.max(1e-9)
+        );
     }
     for d in r.scenarios.iter().filter(|x| x.scenario.emulation) {
         let m = med(&e2e(d));
@@ -1093,6 +1163,26 @@ fn markdown(r: &Report, a: &LatencyArgs) -> String {
             d.predicted.end_to_end_ms,
             100.0 * err,
             verdict(err.abs() <= 0.10)
+        );
+        // Where the difference is, stage by stage (medians; the cost model has no queue,
+        // wait, hand-off or publish term).
+        let st = |f: fn(&FrameSample) -> f64| med(&stage(d, f));
+        let _ = writeln!(
+            s,
+            "  Measured − predicted by stage (ms): sensor {:+.3} (padding to the profile's time, then encode), link {:+.3} (the loopback gRPC stack on top of the emulated transmission), sensor queue {:+.3}, capture skew {:+.3}, wait for the slowest view {:+.3}{}, hand-off {:+.3}, decode + tail {:+.3} (at 30 fps the tail runs cold), publish {:+.3}.",
+            st(|f| f.sensor) - d.predicted.sensor_ms,
+            st(|f| f.link) - d.predicted.link_ms,
+            st(|f| f.queue),
+            st(|f| f.skew),
+            st(|f| f.wait),
+            if d.scenario.sensors > 2 {
+                " (the sensors' padded heads share this host's cores)"
+            } else {
+                ""
+            },
+            st(|f| f.handoff),
+            st(|f| f.decode + f.tail) - d.predicted.tail_ms,
+            st(|f| f.residual),
         );
     }
     if let Some(d) = find(r, 4, Rate::Fps(30.0), false) {
@@ -1140,14 +1230,16 @@ type SvgRow = (String, Vec<f64>, f64, Option<f64>, f64);
 /// Horizontal stacked bars: each scenario's per-stage medians, with the prediction (red tick)
 /// and the paced in-process p50 for the same view count (blue tick).
 fn svg(r: &Report) -> String {
-    let stages: [Stage; 7] = [
+    let stages: [Stage; 9] = [
         ("sensor", "#4e79a7", |f| f.sensor),
         ("queue", "#a0cbe8", |f| f.queue),
         ("link", "#f28e2b", |f| f.link),
+        ("capture skew", "#e15759", |f| f.skew),
         ("wait", "#ffbe7d", |f| f.wait),
+        ("hand-off", "#b6992d", |f| f.handoff),
         ("decode", "#59a14f", |f| f.decode),
         ("tail", "#8cd17d", |f| f.tail),
-        ("hand-off", "#b6992d", |f| f.residual),
+        ("publish", "#9d7660", |f| f.residual),
     ];
     let rows: Vec<SvgRow> = r
         .scenarios
@@ -1272,6 +1364,52 @@ mod tests {
         assert!(!stable(&[w(1.0, 30.0), w(1.3, 30.0), w(1.0, 30.0)], 0.1));
         // Throughput still ramping.
         assert!(!stable(&[w(1.0, 20.0), w(1.0, 26.0), w(1.0, 30.0)], 0.1));
+    }
+
+    #[test]
+    fn a_frame_is_split_along_the_first_arrived_views_path() {
+        use splitnets_proto::wire::{Prediction, ViewReport};
+        let ms = 1_000_000u64;
+        let c0 = 1_764_000_000_000 * ms;
+        // View 0 captured first, 0.8 ms on its way; view 1 captured 0.3 ms later, 0.4 ms on
+        // its way, so it is in first (at 0.7 ms).
+        let view = |i: u32, capture: u64, sensor: u64, link: u64| ViewReport {
+            view_index: i,
+            capture_time_unix_ns: capture,
+            sensor_ns: sensor,
+            link_ns: link,
+            message_bytes: 100,
+            ..Default::default()
+        };
+        let p = Prediction {
+            views: vec![
+                view(0, c0, 600_000, 200_000),
+                view(1, c0 + 300_000, 300_000, 100_000),
+            ],
+            wait_ns: 100_000,
+            handoff_ns: 50_000,
+            decode_ns: 10_000,
+            tail_ns: 200_000,
+            // 0.7 + 0.1 + 0.05 + 0.01 + 0.2 = 1.06 ms, and 0.02 ms of publishing.
+            end_to_end_ns: 1_080_000,
+            ..Default::default()
+        };
+        let f = frame_sample(&p);
+        let close = |a: f64, b: f64| (a - b).abs() < 1e-9;
+        assert!(close(f.skew, 0.3), "{f:?}");
+        assert!(close(f.handoff, 0.05), "{f:?}");
+        assert!(close(f.residual, 0.02), "{f:?}");
+        assert!(close(f.sensor, 0.45) && close(f.link, 0.15), "{f:?}");
+        assert!(!f.degraded);
+        // Without capture times (an older aggregator): the shortest path, no skew.
+        let mut old = p.clone();
+        old.views
+            .iter_mut()
+            .for_each(|v| v.capture_time_unix_ns = 0);
+        old.handoff_ns = 0;
+        let f = frame_sample(&old);
+        assert!(close(f.skew, 0.0), "{f:?}");
+        assert!(close(f.residual, 1.08 - 0.4 - 0.1 - 0.01 - 0.2), "{f:?}");
     }
 
     #[test]
