@@ -1152,6 +1152,21 @@ fn markdown(r: &Report, a: &LatencyArgs) -> String {
             },
             100.0 * agg_rate / r.bare_tonic.messages_per_second.max(1e-9)
         );
+        if let Some(hot) = inprocess_for(r, 1, None) {
+            // The model's own work bounds any frame path: decode + tail, hot, in process.
+            let tail = med(&hot.tail_ms);
+            let cap = 1e3 / tail.max(1e-9);
+            let _ = writeln!(
+                s,
+                "  Frames are finished one at a time on the tail thread: decode + tail alone (hot, in process: {tail:.3} ms) caps the aggregator at ≈ {cap:.0} frames/s = {:.0} % of the bare stream's rate{}.",
+                100.0 * cap / r.bare_tonic.messages_per_second.max(1e-9),
+                if cap < 0.5 * r.bare_tonic.messages_per_second {
+                    ": with this model no frame path with one tail thread can reach 50 %"
+                } else {
+                    ""
+                }
+            );
+        }
     }
     for d in r.scenarios.iter().filter(|x| x.scenario.emulation) {
         let m = med(&e2e(d));
