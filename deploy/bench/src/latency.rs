@@ -1417,7 +1417,7 @@ mod tests {
         assert!(close(f.sensor, 0.45) && close(f.link, 0.15), "{f:?}");
         assert!(!f.degraded);
         // Without capture times (an older aggregator): the shortest path, no skew.
-        let mut old = p.clone();
+        let mut old = p;
         old.views
             .iter_mut()
             .for_each(|v| v.capture_time_unix_ns = 0);
