@@ -64,12 +64,15 @@ pub struct RetrainOutcome {
 
 /// Trains `arch` (a split network of `space`) alone from scratch for `cfg.train.steps` steps,
 /// checkpointing in `cfg.out_dir`, and measures it on the test split. Returns the outcome and
-/// the network as a front member (weights included) for export as a bundle.
+/// the network as a front member (weights included) for export as a bundle. With
+/// `expect_test_items`, a test split of another size (another preset's data) is refused before
+/// any training.
 pub fn retrain(
     cfg: &NasConfig,
     space: &SearchSpace,
     arch: &Arch,
     cost: PredictedCost,
+    expect_test_items: Option<usize>,
     progress: &mut dyn FnMut(RetrainProgress),
 ) -> Result<(RetrainOutcome, FrontMember), NasError> {
     space.validate().map_err(NasError::Config)?;
@@ -89,6 +92,14 @@ pub fn retrain(
         return Err(NasError::Config(format!(
             "the data set gives {} view(s) of {}×{} pixels, the run's space expects {} of {}×{}",
             raw.views, raw.side, raw.side, space.views, space.input_size, space.input_size
+        )));
+    }
+    if let Some(n) = expect_test_items
+        && n != raw.test.len()
+    {
+        return Err(NasError::Config(format!(
+            "the run was tested on {n} items, this data configuration's test split has {}: pass the run's preset (--preset)",
+            raw.test.len()
         )));
     }
     progress(RetrainProgress::Loaded {

@@ -31,7 +31,7 @@ fn retrains_from_scratch_resumes_and_refuses_foreign_networks() {
     let mut steps = Vec::new();
     let mut resumed = None;
     let run = |steps: &mut Vec<u64>, resumed: &mut Option<u64>| {
-        retrain(&cfg, &space, &arch, cost, &mut |p| match p {
+        retrain(&cfg, &space, &arch, cost, Some(300), &mut |p| match p {
             RetrainProgress::Step { step, .. } => steps.push(step),
             RetrainProgress::Resumed { step } => *resumed = Some(step),
             _ => {}
@@ -58,10 +58,23 @@ fn retrains_from_scratch_resumes_and_refuses_foreign_networks() {
     // A network of another space (wider than any stage allows) is refused before training.
     let mut foreign = arch.clone();
     foreign.stages[0].width = 1_000;
-    let err = retrain(&cfg, &space, &foreign, cost, &mut |_| {}).unwrap_err();
+    let err = retrain(&cfg, &space, &foreign, cost, None, &mut |_| {}).unwrap_err();
     assert!(
         matches!(&err, NasError::Config(m) if m.contains("not a network of the run's search space")),
         "{err}"
     );
+    // Another preset's test split is refused before any step runs.
+    steps.clear();
+    let err = retrain(&cfg, &space, &arch, cost, Some(10_000), &mut |p| {
+        if let RetrainProgress::Step { step, .. } = p {
+            steps.push(step);
+        }
+    })
+    .unwrap_err();
+    assert!(
+        matches!(&err, NasError::Config(m) if m.contains("pass the run's preset")),
+        "{err}"
+    );
+    assert!(steps.is_empty(), "{steps:?}");
     let _ = std::fs::remove_dir_all(&dir);
 }
