@@ -192,6 +192,25 @@ fn the_latency_harness_measures_every_scenario_beside_prediction_and_baselines()
             .unwrap()
             > 0.0
     );
+    // The floors: the paced bare stream (2 connections, and 1 for the one-sensor line) timed
+    // one way per message, and the two thread hand-offs alone, every frame measured.
+    for paced in ["bare_tonic_paced", "bare_tonic_paced_one_stream"] {
+        let one_way = report[paced]["one_way_ms"].as_array().unwrap();
+        assert!(!one_way.is_empty(), "{paced}");
+        for ms in one_way {
+            assert!(ms.as_f64().unwrap() > 0.0, "{paced}: {ms}");
+        }
+    }
+    assert_eq!(report["bare_tonic_paced"]["streams"], 2);
+    assert_eq!(report["bare_tonic_paced_one_stream"]["streams"], 1);
+    for kind in ["thread_to_runtime_ms", "runtime_to_thread_ms"] {
+        assert_eq!(
+            report["handoff_floor"][kind].as_array().unwrap().len(),
+            30,
+            "{kind}"
+        );
+    }
+    assert!(read("latency.md").contains("Floors on this host"));
     let csv = read("latency.csv");
     assert!(
         csv.starts_with("Concurrency,Request Rate,Inferences/Second,Client Send,"),

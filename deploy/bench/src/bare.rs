@@ -4,6 +4,8 @@
 //! the daemons' frame path is compared to.
 
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -20,7 +22,20 @@ use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-struct AckEverything;
+/// Acknowledges everything; while `recording` is set, also notes each frame's one-way time
+/// (receipt minus the client's `capture_time_unix_ns`, stamped as it sent the frame).
+#[derive(Clone, Default)]
+struct AckEverything {
+    recording: Arc<AtomicBool>,
+    one_way_ms: Arc<Mutex<Vec<f64>>>,
+}
+
+/// Nanoseconds since the Unix epoch (both ends of the bare stream read the same clock).
+fn unix_now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
 
 type AckStream = Pin<Box<dyn Stream<Item = Result<AggregatorMessage, Status>> + Send>>;
 
@@ -34,6 +49,7 @@ impl FeatureLink for AckEverything {
     ) -> Result<Response<AckStream>, Status> {
         let mut inbound = req.into_inner();
         let (tx, rx) = mpsc::channel(256);
+        let me = self.clone();
         tokio::spawn(async move {
             let (mut every, mut pending) = (1u32, 0u32);
             while let Some(Ok(m)) = inbound.next().await {
@@ -46,6 +62,12 @@ impl FeatureLink for AckEverything {
                         })
                     }
                     Some(sensor_message::Kind::Frame(f)) => {
+                        if let Some(sent) = f.capture_time_unix_ns.filter(|&t| t > 0)
+                            && me.recording.load(Relaxed)
+                        {
+                            let ms = unix_now_ns().saturating_sub(sent) as f64 / 1e6;
+                            me.one_way_ms.lock().expect("one-way log").push(ms);
+                        }
                         pending += 1;
                         if pending < every {
                             continue;
@@ -93,7 +115,9 @@ const CLIENT_THREADS: &str = "bare-client";
 
 /// Serves [`AckEverything`] on its own runtime (a process of its own would be fairer still;
 /// a runtime of its own keeps the client's and server's tasks off each other's workers).
-fn serve() -> anyhow::Result<(std::net::SocketAddr, tokio::sync::oneshot::Sender<()>)> {
+fn serve(
+    service: AckEverything,
+) -> anyhow::Result<(std::net::SocketAddr, tokio::sync::oneshot::Sender<()>)> {
     let std_listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     std_listener.set_nonblocking(true)?;
     let addr = std_listener.local_addr()?;
@@ -111,7 +135,7 @@ fn serve() -> anyhow::Result<(std::net::SocketAddr, tokio::sync::oneshot::Sender
                 let listener =
                     tokio::net::TcpListener::from_std(std_listener).expect("listener to tokio");
                 let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-                let svc = FeatureLinkServer::new(AckEverything)
+                let svc = FeatureLinkServer::new(service)
                     .max_decoding_message_size(wire::MAX_MESSAGE_BYTES)
                     .max_encoding_message_size(wire::MAX_MESSAGE_BYTES);
                 let _ = tonic::transport::Server::builder()
@@ -178,7 +202,7 @@ pub async fn measure(
         ack_every >= 1 && window >= ack_every as usize && burst.is_multiple_of(ack_every as usize),
         "bare stream: window {window} and burst {burst} must be multiples of ack_every {ack_every}"
     );
-    let (addr, stop) = serve()?;
+    let (addr, stop) = serve(AckEverything::default())?;
     let mut client = connect(addr).await?;
     let (tx, mut inbound) = open(&mut client, window, 1).await?;
     let msg = |seq: u64| {
@@ -245,6 +269,10 @@ pub struct PacedBare {
     /// daemon has its own process).
     pub client_cpu_ms_per_message: f64,
     pub client_runs_per_message: f64,
+    /// Per message in the measured window: the client's send (its runtime thread, as a sensor's
+    /// link stage starts) → the server's handler has it, milliseconds. gRPC's one-way latency
+    /// when every message finds the threads asleep: the floor of the daemons' link stage.
+    pub one_way_ms: Vec<f64>,
 }
 
 /// Streams `frame` from `streams` clients, each on its own runtime and connection, one message
@@ -260,13 +288,13 @@ pub fn measure_paced(
     seconds: f64,
 ) -> anyhow::Result<PacedBare> {
     use splitnets_deploy::stats::thread_runs_named;
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+    use std::sync::atomic::AtomicU64;
     anyhow::ensure!(
         streams >= 1 && fps > 0.0 && fps.is_finite() && seconds > 0.0,
         "paced bare stream: {streams} streams at {fps} fps for {seconds} s"
     );
-    let (addr, stop_server) = serve()?;
+    let service = AckEverything::default();
+    let (addr, stop_server) = serve(service.clone())?;
     let stop = Arc::new(AtomicBool::new(false));
     let sent = Arc::new(AtomicU64::new(0));
     let period = Duration::from_secs_f64(1.0 / fps);
@@ -299,6 +327,7 @@ pub fn measure_paced(
                             tick.tick().await;
                             let mut f = frame.clone();
                             f.sequence = Some(seq);
+                            f.capture_time_unix_ns = Some(unix_now_ns());
                             seq += 1;
                             tx.send(SensorMessage {
                                 kind: Some(sensor_message::Kind::Frame(f)),
@@ -322,10 +351,12 @@ pub fn measure_paced(
             sent.load(Relaxed),
         )
     };
+    service.recording.store(true, Relaxed);
     let (s0, c0, n0) = sample();
     let t0 = Instant::now();
     std::thread::sleep(Duration::from_secs_f64(seconds));
     let (s1, c1, n1) = sample();
+    service.recording.store(false, Relaxed);
     let elapsed = t0.elapsed().as_secs_f64();
     stop.store(true, Relaxed);
     let mut failed = None;
@@ -356,5 +387,6 @@ pub fn measure_paced(
         server_runs_per_message: per(s1.runs.saturating_sub(s0.runs) as f64),
         client_cpu_ms_per_message: per((c1.cpu_seconds - c0.cpu_seconds) * 1e3),
         client_runs_per_message: per(c1.runs.saturating_sub(c0.runs) as f64),
+        one_way_ms: std::mem::take(&mut *service.one_way_ms.lock().expect("one-way log")),
     })
 }

@@ -239,6 +239,12 @@ struct Report {
     /// The bare stream paced like the cameras (the largest sensor count at the first frame
     /// rate): the floor of CPU per message for one gRPC stream per camera on this host.
     bare_tonic_paced: Option<bare::PacedBare>,
+    /// The same with one connection, when the largest count is more: the floor of one
+    /// sensor's link stage (`one_way_ms`).
+    bare_tonic_paced_one_stream: Option<bare::PacedBare>,
+    /// The frame path's two thread hand-offs alone, paced at the first frame rate: the floors
+    /// of the sensor queue and hand-off stages.
+    handoff_floor: Option<crate::handoff::HandoffFloor>,
 }
 
 fn med(v: &[f64]) -> f64 {
@@ -681,13 +687,12 @@ pub async fn latency(a: LatencyArgs) -> anyhow::Result<()> {
         med(&bare_tonic.round_trip_ms),
         bare_tonic.messages_per_second
     );
-    let bare_tonic_paced = match (paced.first(), a.sensors.iter().max()) {
-        (Some(&fps), Some(&streams)) => {
+    let paced_bare = |streams: u32, fps: f64| {
+        let (frame, s) = (frame.clone(), a.paced_s);
+        async move {
             eprintln!(
-                "[latency] bare tonic stream paced: {streams} connection(s) × {fps} fps, 1 s warm-up, {} s measured",
-                a.paced_s
+                "[latency] bare tonic stream paced: {streams} connection(s) × {fps} fps, 1 s warm-up, {s} s measured"
             );
-            let s = a.paced_s;
             let r = tokio::task::spawn_blocking(move || {
                 bare::measure_paced(
                     &frame,
@@ -700,14 +705,39 @@ pub async fn latency(a: LatencyArgs) -> anyhow::Result<()> {
             })
             .await??;
             eprintln!(
-                "[latency]   CPU per message: server {:.3} ms ({:.1} wake-ups), client {:.3} ms ({:.1} wake-ups)",
+                "[latency]   CPU per message: server {:.3} ms ({:.1} wake-ups), client {:.3} ms ({:.1} wake-ups); one way p50 {:.3} ms",
                 r.server_cpu_ms_per_message,
                 r.server_runs_per_message,
                 r.client_cpu_ms_per_message,
-                r.client_runs_per_message
+                r.client_runs_per_message,
+                med(&r.one_way_ms),
             );
-            Some(r)
+            anyhow::Ok(r)
         }
+    };
+    let bare_tonic_paced_one_stream = match (paced.first(), a.sensors.iter().max()) {
+        (Some(&fps), Some(&max)) if max > 1 && a.sensors.contains(&1) => {
+            Some(paced_bare(1, fps).await?)
+        }
+        _ => None,
+    };
+    let handoff_floor = match paced.first() {
+        Some(&fps) => {
+            let frames = ((a.paced_s * fps) as usize).max(30);
+            eprintln!("[latency] thread hand-offs alone: {frames} of each kind at {fps} fps");
+            let f =
+                tokio::task::spawn_blocking(move || crate::handoff::measure(fps, frames)).await??;
+            eprintln!(
+                "[latency]   p50: thread → runtime {:.3} ms, runtime → thread {:.3} ms",
+                med(&f.thread_to_runtime_ms),
+                med(&f.runtime_to_thread_ms)
+            );
+            Some(f)
+        }
+        None => None,
+    };
+    let bare_tonic_paced = match (paced.first(), a.sensors.iter().max()) {
+        (Some(&fps), Some(&streams)) => Some(paced_bare(streams, fps).await?),
         _ => None,
     };
 
@@ -753,6 +783,8 @@ pub async fn latency(a: LatencyArgs) -> anyhow::Result<()> {
         inprocess,
         bare_tonic,
         bare_tonic_paced,
+        bare_tonic_paced_one_stream,
+        handoff_floor,
     };
     std::fs::write(a.out.join("latency.json"), serde_json::to_string(&report)?)?;
     std::fs::write(a.out.join("latency.csv"), csv(&report))?;
@@ -1024,6 +1056,27 @@ fn markdown(r: &Report, a: &LatencyArgs) -> String {
             p.client_runs_per_message
         );
     }
+    if let Some(p) = &r.bare_tonic_paced_one_stream {
+        let _ = writeln!(
+            s,
+            "The same with one connection ({} messages): one way (the client's send → the server's handler has it) p50 **{:.3} ms**, p90 {:.3}: the floor of one sensor's link stage here.\n",
+            p.one_way_ms.len(),
+            med(&p.one_way_ms),
+            percentile(&p.one_way_ms, 90.0),
+        );
+    }
+    if let Some(f) = &r.handoff_floor {
+        let _ = writeln!(
+            s,
+            "The frame path's thread hand-offs alone ({} of each at {} fps, tokio `mpsc`, nothing else done): a plain thread → a one-threaded runtime (the sensor's camera thread → its link: the queue stage) p50 **{:.3} ms** (p90 {:.3}); a multi-threaded runtime's task → a plain thread (the aggregator's fusion → its tail thread: the hand-off stage) p50 **{:.3} ms** (p90 {:.3}). What waking a sleeping thread costs on this host.\n",
+            f.thread_to_runtime_ms.len(),
+            f.fps,
+            med(&f.thread_to_runtime_ms),
+            percentile(&f.thread_to_runtime_ms, 90.0),
+            med(&f.runtime_to_thread_ms),
+            percentile(&f.runtime_to_thread_ms, 90.0),
+        );
+    }
     let _ = writeln!(s, "## Targets (issue 11), from this run\n");
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let cpu_frac = |x: &ScenarioResult| {
@@ -1059,6 +1112,23 @@ fn markdown(r: &Report, a: &LatencyArgs) -> String {
             st(|f| f.decode + f.tail),
             med(&p.tail_ms),
         );
+        if let (Some(bare1), Some(h)) = (&r.bare_tonic_paced_one_stream, &r.handoff_floor) {
+            let (link, queue, handoff) = (
+                med(&bare1.one_way_ms),
+                med(&h.thread_to_runtime_ms),
+                med(&h.runtime_to_thread_ms),
+            );
+            let floors = link + queue + handoff;
+            let _ = writeln!(
+                s,
+                "  Floors on this host, each measured alone at this rate with nothing else done (above): link {link:.3} (gRPC one way), queue {queue:.3} and hand-off {handoff:.3} (waking a sleeping thread). These {floors:.3} ms are paid by any sensor process and aggregator process joined by a gRPC stream, with a thread hand-off on each side, against the 0.25 ms the target allows beyond in process; the daemons' own cost beyond the floors is {:.3} ms (link {:+.3}, queue {:+.3}, hand-off {:+.3}, and the rest of the gap {:.3}).",
+                m - ip - floors,
+                st(|f| f.link) - link,
+                st(|f| f.queue) - queue,
+                st(|f| f.handoff) - handoff,
+                (m - ip) - st(|f| f.link) - st(|f| f.queue) - st(|f| f.handoff),
+            );
+        }
     }
     if let Some(d) = find(r, 4, Rate::Fps(30.0), false) {
         let e = e2e(d);

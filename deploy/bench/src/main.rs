@@ -13,6 +13,7 @@
 //!   sustainable frame rate.
 
 mod bare;
+mod handoff;
 mod latency;
 mod measure;
 mod model;

@@ -315,6 +315,12 @@ pub struct NasOutcome {
     /// Fine-tuning's learning rate as a fraction of the supernet's.
     #[serde(default = "finetune_lr_fraction_before_the_option")]
     pub finetune_lr_fraction: f64,
+    /// Non-zero when this front is not the supernet's but its members retrained alone from
+    /// scratch (`retrain`), each for these steps: the accuracies are the retrained networks',
+    /// `test_accuracy_shared_weights` the search's figure and `val_accuracy` the one that chose
+    /// the member.
+    #[serde(default)]
+    pub front_retrained_steps: u64,
     pub total_seconds: f64,
     /// Process CPU time over wall time for the whole run (≈ cores kept busy).
     #[serde(deserialize_with = "null_as_nan")]
@@ -1001,6 +1007,7 @@ pub fn run_nas(
         search_seconds,
         finetune_seconds,
         finetune_lr_fraction: cfg.finetune_lr_fraction,
+        front_retrained_steps: 0,
         total_seconds,
         cores_used,
         cores_available: std::thread::available_parallelism().map_or(1, |n| n.get()),

@@ -114,10 +114,16 @@ pub fn markdown(o: &NasOutcome) -> String {
         }
     }
     let tuned = o.front.iter().map(|m| m.finetune_steps).max().unwrap_or(0);
+    let shared_column = tuned > 0 || o.front_retrained_steps > 0;
     let _ = writeln!(
         s,
         "\n## Pareto front (test split)\n\n{}| subnet | e2e (ms) | sensor (ms) | sensor mem (KB) | link B/view | val | test all views | test one view | test one missing |{}\n|---|---|---|---|---|---|---|---|---|{}",
-        if tuned > 0 {
+        if o.front_retrained_steps > 0 {
+            format!(
+                "Each member was retrained alone from scratch for {} steps (`splitnets-search nas-retrain`), with the search's settings; the test accuracies are the retrained networks', except the last column: the supernet's shared weights, all views (the search's figure). `val` is the shared weights' validation accuracy, which chose the member.\n\n",
+                o.front_retrained_steps
+            )
+        } else if tuned > 0 {
             format!(
                 "Each member was fine-tuned alone for {tuned} steps from the supernet's weights ({:.1} s in all, learning rate {} × the supernet's); the test accuracies are after it, except the last column: the supernet's shared weights, all views.\n\n",
                 o.finetune_seconds, o.finetune_lr_fraction
@@ -125,8 +131,12 @@ pub fn markdown(o: &NasOutcome) -> String {
         } else {
             String::new()
         },
-        if tuned > 0 { " shared weights |" } else { "" },
-        if tuned > 0 { "---|" } else { "" },
+        if shared_column {
+            " shared weights |"
+        } else {
+            ""
+        },
+        if shared_column { "---|" } else { "" },
     );
     for m in &o.front {
         let _ = writeln!(
@@ -141,10 +151,10 @@ pub fn markdown(o: &NasOutcome) -> String {
             m.test_accuracy,
             m.test_accuracy_one_view,
             m.test_accuracy_one_missing,
-            match (tuned, m.test_accuracy_shared_weights) {
-                (0, _) => String::new(),
-                (_, Some(a)) => format!(" {a:.3} |"),
-                (_, None) => " — |".to_string(),
+            match (shared_column, m.test_accuracy_shared_weights) {
+                (false, _) => String::new(),
+                (true, Some(a)) => format!(" {a:.3} |"),
+                (true, None) => " — |".to_string(),
             }
         );
     }
@@ -278,6 +288,19 @@ fn budget_phrase(b: &BaselineOutcome, o: Option<&NasOutcome>) -> String {
         return "with the preset's budget".into();
     };
     let tuned = o.front.iter().map(|m| m.finetune_steps).max().unwrap_or(0);
+    if o.front_retrained_steps > 0 {
+        return if b.steps == o.front_retrained_steps {
+            format!(
+                "with the budget each front member here was retrained with, alone and from scratch ({} steps; the search's supernet had {} shared)",
+                b.steps, o.steps_run
+            )
+        } else {
+            format!(
+                "with a budget other than the front's ({} steps each, retrained alone from scratch)",
+                o.front_retrained_steps
+            )
+        };
+    }
     if b.steps == o.steps_run {
         if tuned > 0 {
             format!(

@@ -23,7 +23,7 @@ use crate::cost::PredictedCost;
 use crate::data::{self, DataKind};
 use crate::space::{Arch, Form, SearchSpace};
 use crate::train::calibrate;
-use crate::{FrontMember, NasConfig, NasError};
+use crate::{FrontMember, NasConfig, NasError, NasOutcome};
 
 /// What [`retrain`] reports as it goes.
 #[derive(Debug, Clone)]
@@ -168,4 +168,195 @@ pub fn retrain(
         weights: net.export(space, arch, &stats),
     };
     Ok((outcome, member))
+}
+
+/// The run `run` with its front replaced by members retrained alone (`retrained`: each the
+/// index of the run's front member and its [`RetrainOutcome`]), for comparing the searched
+/// architectures with the baselines at the baselines' own budget. Every retrained network must
+/// be the run's member it names, on the run's data and test split, and all must have had the
+/// same steps (`front_retrained_steps`). A member keeps the search's validation accuracy (which
+/// chose it) and its predicted costs; the search's test figure goes to
+/// `test_accuracy_shared_weights`. The front is ordered by predicted end-to-end latency.
+pub fn front_of_retrained(
+    run: &NasOutcome,
+    retrained: &[(usize, RetrainOutcome)],
+) -> Result<NasOutcome, NasError> {
+    let Some((_, first)) = retrained.first() else {
+        return Err(NasError::Config("no retrained member given".into()));
+    };
+    let mut front = Vec::with_capacity(retrained.len());
+    for (index, r) in retrained {
+        let searched = run.front.get(*index).ok_or_else(|| {
+            NasError::Config(format!(
+                "member {index}: the run's front has {} members",
+                run.front.len()
+            ))
+        })?;
+        if r.arch != searched.arch {
+            return Err(NasError::Config(format!(
+                "member {index}: retrained `{}` is not the run's `{}`",
+                r.arch.short(),
+                searched.arch.short()
+            )));
+        }
+        if (r.data, r.test_items) != (run.data, run.test_items) {
+            return Err(NasError::Config(format!(
+                "member {index}: retrained on {} and tested on {} items, the run is {} with {}",
+                r.data.name(),
+                r.test_items,
+                run.data.name(),
+                run.test_items
+            )));
+        }
+        if r.steps != first.steps {
+            return Err(NasError::Config(format!(
+                "member {index} had {} steps, another {}: compare equal budgets",
+                r.steps, first.steps
+            )));
+        }
+        if front.iter().any(|m: &FrontMember| m.arch == r.arch) {
+            return Err(NasError::Config(format!("member {index} given twice")));
+        }
+        front.push(FrontMember {
+            arch: r.arch.clone(),
+            cost: searched.cost,
+            val_accuracy: searched.val_accuracy,
+            test_accuracy: r.test_accuracy,
+            test_accuracy_one_view: r.test_accuracy_one_view,
+            test_accuracy_one_missing: r.test_accuracy_one_missing,
+            finetune_steps: 0,
+            test_accuracy_shared_weights: Some(searched.test_accuracy),
+            val_accuracy_finetuned: None,
+            weights: Default::default(),
+        });
+    }
+    front.sort_by(|a, b| {
+        a.cost
+            .end_to_end_seconds
+            .total_cmp(&b.cost.end_to_end_seconds)
+    });
+    Ok(NasOutcome {
+        front,
+        front_retrained_steps: first.steps,
+        finetune_seconds: 0.0,
+        ..run.clone()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Preset, cost::predict};
+    use splitnets_cost_model::profile::{HardwareProfile, presets};
+
+    fn member(space: &SearchSpace, arch: Arch, test: f64) -> FrontMember {
+        let profile: HardwareProfile = toml::from_str(presets::HEADSET).unwrap();
+        FrontMember {
+            cost: predict(space, &arch, &profile, 30.0),
+            arch,
+            val_accuracy: 0.5,
+            test_accuracy: test,
+            test_accuracy_one_view: test,
+            test_accuracy_one_missing: test,
+            finetune_steps: 0,
+            test_accuracy_shared_weights: None,
+            val_accuracy_finetuned: None,
+            weights: Default::default(),
+        }
+    }
+
+    fn retrained(m: &FrontMember, steps: u64, test: f64) -> RetrainOutcome {
+        RetrainOutcome {
+            data: DataKind::FashionMnist,
+            arch: m.arch.clone(),
+            cost: m.cost,
+            steps,
+            batch: 32,
+            epochs: 1.0,
+            train_items: 100,
+            train_seconds_this_process: 1.0,
+            test_items: 300,
+            test_accuracy: test,
+            test_accuracy_one_view: test,
+            test_accuracy_one_missing: test,
+        }
+    }
+
+    #[test]
+    fn retrained_front_keeps_the_search_figures_beside_and_refuses_mismatches() {
+        let profile: HardwareProfile = toml::from_str(presets::HEADSET).unwrap();
+        let space = SearchSpace::standard(28, 1, 10);
+        let cfg = NasConfig::preset(Preset::Quick, DataKind::FashionMnist, profile, None);
+        let large = member(&space, Arch::largest(&space, 2), 0.8);
+        let small = member(&space, Arch::smallest(&space, 2), 0.6);
+        assert!(small.cost.end_to_end_seconds < large.cost.end_to_end_seconds);
+        let run = NasOutcome {
+            data: DataKind::FashionMnist,
+            space,
+            train: cfg.train,
+            steps_run: 100,
+            steps_this_process: 100,
+            train_seconds: 1.0,
+            step_seconds: 0.01,
+            search_seconds: 1.0,
+            finetune_seconds: 0.0,
+            finetune_lr_fraction: 1.0,
+            front_retrained_steps: 0,
+            total_seconds: 2.0,
+            cores_used: 1.0,
+            cores_available: 2,
+            evaluations: 2,
+            test_items: 300,
+            targets: vec![],
+            evaluated: vec![],
+            front: vec![large.clone(), small.clone()],
+            input_mean: 0.0,
+            input_std: 1.0,
+        };
+        let out = front_of_retrained(
+            &run,
+            &[
+                (0, retrained(&large, 500, 0.9)),
+                (1, retrained(&small, 500, 0.7)),
+            ],
+        )
+        .unwrap();
+        assert_eq!(out.front_retrained_steps, 500);
+        // Fastest first; the retrained figure replaces the search's, which is kept beside.
+        assert_eq!(out.front[0].arch, small.arch);
+        assert_eq!(
+            (
+                out.front[0].test_accuracy,
+                out.front[0].test_accuracy_shared_weights
+            ),
+            (0.7, Some(0.6))
+        );
+        assert_eq!(out.front[1].test_accuracy, 0.9);
+        assert_eq!(out.front[1].val_accuracy, 0.5);
+
+        let refused = |r: &[(usize, RetrainOutcome)], what: &str| {
+            let err = front_of_retrained(&run, r).unwrap_err().to_string();
+            assert!(err.contains(what), "{err}");
+        };
+        refused(&[(0, retrained(&small, 500, 0.7))], "is not the run's");
+        refused(&[(2, retrained(&small, 500, 0.7))], "front has 2 members");
+        refused(
+            &[
+                (0, retrained(&large, 500, 0.9)),
+                (1, retrained(&small, 400, 0.7)),
+            ],
+            "compare equal budgets",
+        );
+        let mut other_split = retrained(&large, 500, 0.9);
+        other_split.test_items = 10_000;
+        refused(&[(0, other_split)], "tested on 10000 items");
+        refused(
+            &[
+                (0, retrained(&large, 500, 0.9)),
+                (0, retrained(&large, 500, 0.9)),
+            ],
+            "given twice",
+        );
+        refused(&[], "no retrained member");
+    }
 }

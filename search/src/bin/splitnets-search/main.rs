@@ -46,6 +46,9 @@ enum Command {
     /// Train one network of a finished search's front alone, from scratch, for a longer
     /// budget than the search's; test it and write its bundle.
     NasRetrain(nas::NasRetrainArgs),
+    /// Make a finished search's front of members retrained alone (`nas-retrain` outputs), for
+    /// `nas-baselines` to compare at an equal budget per network.
+    NasRetrainedFront(nas::NasRetrainedFrontArgs),
     /// Measure this machine with ONNX Runtime, fit per-op-class throughput, write a host profile,
     /// and report prediction error on held-out models.
     Calibrate(calibrate::CalibrateArgs),
@@ -77,6 +80,7 @@ fn main() -> std::process::ExitCode {
         Command::NasCompare(a) => nas::run_nas_compare(a),
         Command::NasBaselines(a) => nas::run_nas_baselines(a),
         Command::NasRetrain(a) => nas::run_nas_retrain(a),
+        Command::NasRetrainedFront(a) => nas::run_nas_retrained_front(a),
         Command::Split(a) => user_model::run_split(a),
         Command::SplitBundle(a) => rebundle::run_split_bundle(a),
         Command::SetCodec(a) => rebundle::run_set_codec(a),

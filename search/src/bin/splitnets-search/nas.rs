@@ -904,10 +904,16 @@ pub(crate) fn run_nas_retrain(a: NasRetrainArgs) -> anyhow::Result<()> {
          | retrained ({steps} steps) | {r_all:.2} | {r_one:.2} | {r_miss:.2} | {e2e:.3} | {mem} KB of {sram} KB | {link} |\n\n\
          Test split: {test} items. The bundle (`bundle/`) ran {n} test frames through ONNX Runtime and the link codec: \
          {rt:.2} %, |ONNX Runtime − reference| ≤ {diff:.1e}.\n\n\
-         This is the architecture the search chose, trained for longer; the baselines' comparison is at the search's \
-         budget (`comparison.md` of the run).\n",
+         {closing}\n",
         data = outcome.data.name(),
         run = a.run.display(),
+        closing = if result.steps > outcome.steps_run + searched.finetune_steps {
+            "This is the architecture the search chose, trained for longer; the baselines' comparison is at the \
+             search's budget (`comparison.md` of the run)."
+        } else {
+            "This is the architecture the search chose, trained alone; `nas-retrained-front` gathers such members \
+             into a front that `nas-baselines` compares with the baselines at the same budget per network."
+        },
         arch = searched.arch.short(),
         steps = result.steps,
         batch = result.batch,
@@ -932,5 +938,86 @@ pub(crate) fn run_nas_retrain(a: NasRetrainArgs) -> anyhow::Result<()> {
     );
     std::fs::write(a.out.join("retrain.md"), &md)?;
     println!("{md}");
+    Ok(())
+}
+
+#[derive(clap::Args, Debug)]
+pub(crate) struct NasRetrainedFrontArgs {
+    /// The finished `nas` run whose members were retrained (its `outcome.json`).
+    #[arg(long)]
+    pub(crate) run: PathBuf,
+    /// Output directory: `outcome.json` and `report.{md,csv,svg}` of the retrained front, and
+    /// each member's `retrain.{json,md}` and bundle as `front-NN/`. `nas-baselines --out` on
+    /// this directory compares the retrained front with the baselines.
+    #[arg(long)]
+    pub(crate) out: PathBuf,
+    /// `nas-retrain` output directories (each with its `retrain.json`), one per member.
+    #[arg(required = true)]
+    pub(crate) retrained: Vec<PathBuf>,
+}
+
+/// `splitnets-search nas-retrained-front`: a run's front made of members retrained alone
+/// (`splitnets_nas::retrain::front_of_retrained`), written like a run so that `nas-baselines`
+/// compares it with the baselines at an equal budget per network.
+pub(crate) fn run_nas_retrained_front(a: NasRetrainedFrontArgs) -> anyhow::Result<()> {
+    use splitnets_nas::retrain::{RetrainOutcome, front_of_retrained};
+    let read_json = |path: &Path| -> anyhow::Result<serde_json::Value> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))
+    };
+    let run_path = a.run.join("outcome.json");
+    let run: NasOutcome = serde_json::from_value(read_json(&run_path)?)
+        .with_context(|| format!("{} is not a NAS outcome", run_path.display()))?;
+    let mut retrained = Vec::new();
+    for dir in &a.retrained {
+        let path = dir.join("retrain.json");
+        let v = read_json(&path)?;
+        let member = v["member"].as_u64().with_context(|| {
+            format!("{}: no `member` (not a nas-retrain output)", path.display())
+        })? as usize;
+        let r: RetrainOutcome = serde_json::from_value(v["retrained"].clone())
+            .with_context(|| format!("{}: `retrained` is not a retrain outcome", path.display()))?;
+        retrained.push((member, r, dir.clone()));
+    }
+    let pairs: Vec<(usize, RetrainOutcome)> =
+        retrained.iter().map(|(m, r, _)| (*m, r.clone())).collect();
+    let outcome = front_of_retrained(&run, &pairs)?;
+    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
+    for (file, text) in [
+        ("outcome.json", serde_json::to_string_pretty(&outcome)?),
+        ("report.md", splitnets_nas::report::markdown(&outcome)),
+        ("report.csv", splitnets_nas::report::csv(&outcome)),
+        ("report.svg", splitnets_nas::report::svg(&outcome)),
+    ] {
+        std::fs::write(a.out.join(file), text)?;
+    }
+    // Each member's own record and bundle, numbered as in the run.
+    for (member, _, dir) in &retrained {
+        let to = a.out.join(format!("front-{member:02}"));
+        std::fs::create_dir_all(to.join("bundle"))?;
+        for file in ["retrain.json", "retrain.md"] {
+            std::fs::copy(dir.join(file), to.join(file))
+                .with_context(|| format!("copying {}", dir.join(file).display()))?;
+        }
+        for entry in std::fs::read_dir(dir.join("bundle"))
+            .with_context(|| format!("reading {}", dir.join("bundle").display()))?
+        {
+            let entry = entry?;
+            anyhow::ensure!(
+                entry.file_type()?.is_file(),
+                "{}: a bundle holds files only",
+                entry.path().display()
+            );
+            std::fs::copy(entry.path(), to.join("bundle").join(entry.file_name()))?;
+        }
+    }
+    println!("{}", splitnets_nas::report::markdown(&outcome));
+    println!(
+        "written: {} ({} members retrained alone for {} steps each)",
+        a.out.display(),
+        outcome.front.len(),
+        outcome.front_retrained_steps
+    );
     Ok(())
 }
