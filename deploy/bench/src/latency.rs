@@ -1269,6 +1269,20 @@ fn markdown(r: &Report, a: &LatencyArgs) -> String {
             st(|f| f.decode + f.tail) - d.predicted.tail_ms,
             st(|f| f.residual),
         );
+        // The cost model prices compute and transmission; the floors say how much of the
+        // excess any gRPC-per-camera deployment on this host pays on top of them.
+        if let (Some(bare1), Some(h)) = (&r.bare_tonic_paced_one_stream, &r.handoff_floor) {
+            let floors = med(&bare1.one_way_ms)
+                + med(&h.thread_to_runtime_ms)
+                + med(&h.runtime_to_thread_ms);
+            let excess = med(&e2e(d)) - d.predicted.end_to_end_ms;
+            let _ = writeln!(
+                s,
+                "  Of the {excess:.3} ms over the prediction, {floors:.3} ms are this host's floors (gRPC one way, both thread hand-offs; measured above), which the cost model does not price; beyond them the measurement is {:+.1} % from the prediction.",
+                100.0 * (med(&e2e(d)) - floors - d.predicted.end_to_end_ms)
+                    / d.predicted.end_to_end_ms
+            );
+        }
     }
     if let Some(d) = find(r, 4, Rate::Fps(30.0), false) {
         let ip = inprocess_for(r, 4, Some(30.0));
