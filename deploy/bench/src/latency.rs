@@ -247,6 +247,21 @@ struct Report {
     handoff_floor: Option<crate::handoff::HandoffFloor>,
 }
 
+/// The floors, measured alone in this run, of the link (gRPC one way, from the paced bare
+/// stream with as many connections as `sensors`), queue and hand-off stages, medians in ms.
+fn floors(r: &Report, sensors: u32) -> Option<(f64, f64, f64)> {
+    let bare = [&r.bare_tonic_paced_one_stream, &r.bare_tonic_paced]
+        .into_iter()
+        .flatten()
+        .find(|p| p.streams == sensors as usize)?;
+    let h = r.handoff_floor.as_ref()?;
+    Some((
+        med(&bare.one_way_ms),
+        med(&h.thread_to_runtime_ms),
+        med(&h.runtime_to_thread_ms),
+    ))
+}
+
 fn med(v: &[f64]) -> f64 {
     percentile(v, 50.0)
 }
@@ -1112,12 +1127,7 @@ fn markdown(r: &Report, a: &LatencyArgs) -> String {
             st(|f| f.decode + f.tail),
             med(&p.tail_ms),
         );
-        if let (Some(bare1), Some(h)) = (&r.bare_tonic_paced_one_stream, &r.handoff_floor) {
-            let (link, queue, handoff) = (
-                med(&bare1.one_way_ms),
-                med(&h.thread_to_runtime_ms),
-                med(&h.runtime_to_thread_ms),
-            );
+        if let Some((link, queue, handoff)) = floors(r, 1) {
             let floors = link + queue + handoff;
             let _ = writeln!(
                 s,
@@ -1271,14 +1281,12 @@ fn markdown(r: &Report, a: &LatencyArgs) -> String {
         );
         // The cost model prices compute and transmission; the floors say how much of the
         // excess any gRPC-per-camera deployment on this host pays on top of them.
-        if let (Some(bare1), Some(h)) = (&r.bare_tonic_paced_one_stream, &r.handoff_floor) {
-            let floors = med(&bare1.one_way_ms)
-                + med(&h.thread_to_runtime_ms)
-                + med(&h.runtime_to_thread_ms);
+        if let Some((link, queue, handoff)) = floors(r, d.scenario.sensors) {
+            let floors = link + queue + handoff;
             let excess = med(&e2e(d)) - d.predicted.end_to_end_ms;
             let _ = writeln!(
                 s,
-                "  Of the {excess:.3} ms over the prediction, {floors:.3} ms are this host's floors (gRPC one way, both thread hand-offs; measured above), which the cost model does not price; beyond them the measurement is {:+.1} % from the prediction.",
+                "  Of the {excess:.3} ms over the prediction, {floors:.3} ms are this host's floors (gRPC one way with as many connections, both thread hand-offs; measured above), which the cost model does not price; beyond them the measurement is {:+.1} % from the prediction.",
                 100.0 * (med(&e2e(d)) - floors - d.predicted.end_to_end_ms)
                     / d.predicted.end_to_end_ms
             );
